@@ -1,0 +1,97 @@
+"""The private event-loop thread behind the synchronous API.
+
+Every session's async core runs on this one loop, so the blocking API also works where an event
+loop is already running (a notebook, an async app): the caller's thread just waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: How long a Ctrl-C waits for the kernel to be interrupted before giving up on a clean stop.
+INTERRUPT_WAIT = 30.0
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self._run, name="colabremote-loop", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Start ``coro`` on the loop; cancelling the returned future cancels the coroutine."""
+        progress = _Progress()
+        future = asyncio.run_coroutine_threadsafe(_tracked(coro, progress), self.loop)
+        _progress[id(future)] = progress
+        future.add_done_callback(lambda f: _progress.pop(id(f), None))
+        return future
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` on the loop and wait. Ctrl-C cancels it (interrupting remote work)."""
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise RuntimeError(
+                "a blocking colabremote call was made from colabremote's own event loop "
+                "(for example inside an output callback); use the async API there"
+            )
+        return wait_future(self.submit(coro))
+
+
+def wait_future(future: concurrent.futures.Future[T]) -> T:
+    """Wait for a future from :meth:`LoopThread.submit`; Ctrl-C cancels it cleanly.
+
+    On Ctrl-C the coroutine is cancelled (which interrupts the kernel) and we wait for that to
+    finish before raising KeyboardInterrupt here; a second Ctrl-C stops the waiting.
+    """
+    progress = _progress.get(id(future))
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        if progress is not None and progress.started:
+            try:
+                progress.finished.wait(INTERRUPT_WAIT)
+            except KeyboardInterrupt:
+                pass
+        raise
+
+
+_progress: dict[int, _Progress] = {}
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.started = False
+        self.finished = threading.Event()
+
+
+async def _tracked(coro: Coroutine[Any, Any, T], progress: _Progress) -> T:
+    progress.started = True
+    try:
+        return await coro
+    finally:
+        progress.finished.set()
+
+
+_lock = threading.Lock()
+_instance: LoopThread | None = None
+
+
+def loop_thread() -> LoopThread:
+    global _instance
+    with _lock:
+        if _instance is None or not _instance.thread.is_alive():
+            _instance = LoopThread()
+        return _instance

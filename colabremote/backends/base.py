@@ -1,0 +1,47 @@
+"""Where kernels come from. Every backend hands the session the same thing: a Transport."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from ..kernel.transport import Transport
+
+Progress = Callable[[str], None]
+"""Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
+
+
+class Backend(abc.ABC):
+    """Gets a kernel, connects to it, and can interrupt, restart and release it."""
+
+    name: ClassVar[str]
+    #: Whether the kernel's WebSocket should ask for the v1 binary subprotocol (ZMQ ignores it).
+    use_v1: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    async def start(self, progress: Progress) -> None:
+        """Get a kernel (start one, or attach to one)."""
+
+    @abc.abstractmethod
+    async def connect(self) -> Transport:
+        """A new connection to the current kernel."""
+
+    @abc.abstractmethod
+    async def interrupt(self) -> None:
+        """Send SIGINT (or the server's equivalent) to the kernel."""
+
+    @abc.abstractmethod
+    async def restart(self, progress: Progress) -> None:
+        """Replace a dead or stuck kernel with a fresh one; state in the old one is lost."""
+
+    @abc.abstractmethod
+    async def is_alive(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release what :meth:`start` got. Kernels this backend attached to are left running."""
+
+    def describe(self) -> dict[str, Any]:
+        """Facts for ``Session.info`` (never secrets)."""
+        return {"backend": self.name}

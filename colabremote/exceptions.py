@@ -1,0 +1,165 @@
+"""Every error colabremote raises, in one tree.
+
+```
+ColabRemoteError
+├── ConfigurationError          bad arguments or settings; the message says what to change
+├── SessionClosed               the session was closed (or never opened)
+├── BackendError                where kernels come from failed
+│   ├── KernelStartError        a kernel could not be started (missing ipykernel, bad python)
+│   ├── ServerError             a Jupyter server refused or failed a request
+│   │   └── AuthenticationError the server did not accept the credentials
+│   └── ConnectionLost          the connection to the kernel dropped and could not be restored
+├── SerializationError          something could not cross the wire
+│   ├── ArgumentNotSerializable an argument cannot be pickled (nothing was sent)
+│   ├── ResultNotSerializable   the result cannot be pickled on the kernel, or rebuilt here
+│   └── PythonVersionMismatch   bytecode-only code, and the kernel runs another Python version
+└── RemoteCallError             the call itself did not complete
+    ├── RemoteError             the function raised an exception whose type is not importable here
+    ├── RemoteTimeout           the call ran longer than its timeout and was interrupted
+    └── KernelDied              the kernel died during the call; the session starts a fresh one
+```
+
+An exception raised by the remote function whose type can be imported here is re-raised as
+itself (``except ValueError`` works), with the remote traceback attached as its ``__cause__``
+(a :class:`RemoteTraceback`).
+
+Each error has ``retryable``: whether trying the same operation again may succeed. Calls that run
+user code are never retried automatically, whatever this says.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArgumentNotSerializable",
+    "AuthenticationError",
+    "BackendError",
+    "ColabRemoteError",
+    "ConfigurationError",
+    "ConnectionLost",
+    "KernelDied",
+    "KernelStartError",
+    "PythonVersionMismatch",
+    "RemoteCallError",
+    "RemoteError",
+    "RemoteTimeout",
+    "RemoteTraceback",
+    "ResultNotSerializable",
+    "SerializationError",
+    "ServerError",
+    "SessionClosed",
+]
+
+
+class ColabRemoteError(Exception):
+    """Base class of every colabremote error."""
+
+    retryable: bool = False
+
+
+class ConfigurationError(ColabRemoteError, ValueError):
+    """An argument or setting is wrong. The message says which and what to use instead."""
+
+
+class SessionClosed(ColabRemoteError):
+    """The session is closed, so it cannot run anything."""
+
+
+class BackendError(ColabRemoteError):
+    """Getting or talking to a kernel failed."""
+
+
+class KernelStartError(BackendError):
+    """A kernel could not be started."""
+
+
+class ServerError(BackendError):
+    """A server answered a request with an error status."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:  # type: ignore[override]
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class AuthenticationError(ServerError):
+    """The server did not accept our credentials (HTTP 401 or 403)."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+class ConnectionLost(BackendError):
+    """The connection to the kernel dropped and could not be restored."""
+
+    retryable = True
+
+
+class SerializationError(ColabRemoteError):
+    """A function, argument or result could not be sent across."""
+
+
+class ArgumentNotSerializable(SerializationError, TypeError):
+    """An argument cannot be pickled. Raised before anything is sent."""
+
+
+class ResultNotSerializable(SerializationError):
+    """The function's result could not be pickled on the kernel or rebuilt here."""
+
+
+class PythonVersionMismatch(SerializationError):
+    """Code that can only travel as bytecode, to a kernel running another Python minor version."""
+
+    def __init__(self, message: str, *, local: str, remote: str) -> None:
+        super().__init__(message)
+        self.local = local
+        self.remote = remote
+
+
+class RemoteCallError(ColabRemoteError):
+    """A remote call did not complete normally."""
+
+
+class RemoteError(RemoteCallError):
+    """The remote function raised an exception that cannot be rebuilt here.
+
+    ``type_name`` is the remote exception's qualified type name, ``value`` its message and
+    ``remote_traceback`` the traceback text as the kernel formatted it.
+    """
+
+    def __init__(self, type_name: str, value: str, remote_traceback: str) -> None:
+        super().__init__(f"{type_name}: {value}" if value else type_name)
+        self.type_name = type_name
+        self.value = value
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        head = f"{self.type_name}: {self.value}" if self.value else self.type_name
+        return f"{head}\n\nRemote traceback:\n{self.remote_traceback.rstrip()}"
+
+
+class RemoteTimeout(RemoteCallError, TimeoutError):
+    """The call ran past its ``timeout`` and was interrupted on the kernel."""
+
+
+class KernelDied(RemoteCallError):
+    """The kernel process died during the call (out of memory, a crash in native code, ...).
+
+    The session replaces the kernel before its next call; state kept in the old one is gone.
+    """
+
+    retryable = True
+
+
+class RemoteTraceback(Exception):
+    """Carries a remote traceback's text; set as ``__cause__`` of exceptions rebuilt here."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\nRemote traceback:\n" + self.text.rstrip()

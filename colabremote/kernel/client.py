@@ -1,0 +1,486 @@
+"""KernelClient: the Jupyter messaging protocol over a Transport, and the agent protocol over that.
+
+One task reads every message the kernel sends and routes it: replies to their requests, output to
+the session's output handler as it arrives, the agent's comm messages (reassembled from chunks) to
+the calls waiting for them. Everything here runs on the session's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.session import Session as MessageFactory
+
+from ..exceptions import ConnectionLost, KernelDied, RemoteError
+from . import agent as agent_module
+from .messages import Buffer, Message
+from .transport import Transport
+
+log = logging.getLogger("colabremote.kernel")
+
+OutputHandler = Callable[[str, str], None]
+"""Receives ``(stream_name, text)`` for everything the kernel prints: stdout or stderr."""
+
+ColabRequestHandler = Callable[[Message], Awaitable[dict[str, Any]]]
+"""Answers a ``colab_request`` (Drive mount, ephemeral auth); returns the reply's ``value``."""
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_DEAD_STATES = frozenset({"restarting", "autorestarting", "dead"})
+_ACK_DELAY = 0.05
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def agent_source() -> str:
+    return Path(agent_module.__file__).read_text(encoding="utf-8")
+
+
+@dataclass
+class AgentReply:
+    fields: dict[str, Any]
+    parts: list[memoryview]
+
+
+@dataclass
+class _Inflight:
+    """A logical message sent to the agent whose reply has not come yet."""
+
+    msg_id: str
+    future: asyncio.Future[AgentReply]
+    is_call: bool
+    became_head: asyncio.Event = field(default_factory=asyncio.Event)
+    head_since: float | None = None
+
+
+class KernelClient:
+    """Talks to one kernel. Create with :meth:`connect`; close with :meth:`close`."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        on_output: OutputHandler,
+        on_colab_request: ColabRequestHandler | None = None,
+    ) -> None:
+        self.transport = transport
+        self.on_output = on_output
+        self.on_colab_request = on_colab_request
+        self.factory = MessageFactory(username="colabremote")
+        self.session_id = self.factory.session
+        self._replies: dict[str, asyncio.Future[Message]] = {}
+        self._idle: dict[str, asyncio.Future[None]] = {}
+        self._errors: dict[str, dict[str, Any]] = {}
+        self._quiet: set[str] = set()
+        self._agent_comm: str | None = None
+        self._assembler = agent_module.Assembler()
+        self._waiters: dict[str, _Inflight] = {}
+        self._calls: deque[_Inflight] = deque()
+        self._send_lock = asyncio.Lock()
+        self._pending_acks: list[str] = []
+        self._ack_handle: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._ids = itertools.count()
+        self.kernel_python: tuple[int, int, int] | None = None
+        self.hello: dict[str, Any] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._reader = asyncio.get_running_loop().create_task(self._read_forever())
+
+    async def close(self) -> None:
+        if self._ack_handle is not None:
+            self._ack_handle.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        with contextlib.suppress(Exception):
+            await self.transport.close()
+        self.fail_all(ConnectionLost("the kernel connection was closed"))
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why this client can no longer be used, or None while it is healthy."""
+        return self._failure
+
+    def fail_all(self, exc: BaseException) -> None:
+        """Fail every request still waiting; later requests fail the same way."""
+        if self._failure is None:
+            self._failure = exc
+        waiting: list[asyncio.Future[Any]] = [
+            *self._replies.values(),
+            *self._idle.values(),
+            *(w.future for w in self._waiters.values()),
+        ]
+        for future in waiting:
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # a caller that gave up must not leave "never retrieved"
+        self._replies.clear()
+        self._idle.clear()
+        self._waiters.clear()
+        self._calls.clear()
+
+    # -- Jupyter requests ------------------------------------------------------------------
+
+    def _message(
+        self,
+        msg_type: str,
+        content: dict[str, Any],
+        channel: str = "shell",
+        buffers: Sequence[Buffer] = (),
+    ) -> Message:
+        raw = self.factory.msg(msg_type, content)
+        return Message(
+            channel,
+            raw["header"],
+            {},
+            raw["metadata"],
+            content,
+            [memoryview(b).cast("B") if not isinstance(b, memoryview) else b for b in buffers],
+        )
+
+    def _check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _send(self, msg: Message) -> None:
+        self._check()
+        await self.transport.send(msg)
+
+    async def request(self, msg: Message, *, timeout: float | None = None) -> Message:
+        """Send a shell or control request and wait for its reply."""
+        self._check()
+        future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._replies[msg.msg_id] = future
+        try:
+            async with self._send_lock:
+                await self._send(msg)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._replies.pop(msg.msg_id, None)
+
+    async def kernel_info(self, *, timeout: float | None = 60.0) -> dict[str, Any]:
+        reply = await self.request(self._message("kernel_info_request", {}), timeout=timeout)
+        return reply.content
+
+    async def execute(
+        self,
+        code: str,
+        *,
+        silent: bool = False,
+        quiet: bool = False,
+        store_history: bool = False,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Run code; output streams to the output handler unless ``quiet``. Raises on error."""
+        msg = self._message(
+            "execute_request",
+            {
+                "code": code,
+                "silent": silent,
+                "store_history": store_history,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        idle: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle[msg.msg_id] = idle
+        if quiet:
+            self._quiet.add(msg.msg_id)
+        try:
+            reply = await self.request(msg, timeout=timeout)
+            await asyncio.wait_for(idle, timeout)
+        finally:
+            self._idle.pop(msg.msg_id, None)
+            self._quiet.discard(msg.msg_id)
+            error = self._errors.pop(msg.msg_id, None)
+        content = reply.content
+        if content.get("status") == "error":
+            error = error or content
+            raise rebuild_remote_error(
+                str(error.get("ename", "Error")),
+                str(error.get("evalue", "")),
+                strip_ansi("\n".join(error.get("traceback") or ())),
+            )
+        return content
+
+    # -- the agent -------------------------------------------------------------------------
+
+    async def install_agent(self) -> dict[str, Any]:
+        """Install the agent with one execute and return its hello.
+
+        The agent opens its comm from the kernel's side under an id chosen here, and the hello
+        comes back in the same reply (as a user expression), so this costs one round trip.
+        """
+        comm_id = uuid.uuid4().hex
+        code = (
+            "def __colabremote_install(source):\n"
+            "    import sys, types\n"
+            "    module = types.ModuleType('_colabremote_agent')\n"
+            "    module.__file__ = '<colabremote-agent>'\n"
+            "    sys.modules['_colabremote_agent'] = module\n"
+            "    exec(compile(source, '<colabremote-agent>', 'exec'), module.__dict__)\n"
+            f"    module.install({comm_id!r}, {self.transport.max_message_bytes})\n"
+            f"__colabremote_install({agent_source()!r})\n"
+            "del __colabremote_install\n"
+        )
+        install = self._message(
+            "execute_request",
+            {
+                "code": code,
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {"hello": "__import__('_colabremote_agent').hello_json()"},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
+        )
+        self._quiet.add(install.msg_id)
+        try:
+            reply = await self.request(install)
+        finally:
+            self._quiet.discard(install.msg_id)
+        content = reply.content
+        hello = (content.get("user_expressions") or {}).get("hello") or {}
+        if content.get("status") != "ok" or hello.get("status") != "ok":
+            failed = content if content.get("status") != "ok" else hello
+            raise rebuild_remote_error(
+                str(failed.get("ename", "Error")),
+                "installing the colabremote agent failed: " + str(failed.get("evalue", "")),
+                strip_ansi("\n".join(failed.get("traceback") or ())),
+            )
+        import ast
+        import json
+
+        fields: dict[str, Any] = json.loads(ast.literal_eval(hello["data"]["text/plain"]))
+        self._agent_comm = comm_id
+        self.hello = fields
+        python = fields.get("python") or (0, 0, 0)
+        self.kernel_python = (int(python[0]), int(python[1]), int(python[2]))
+        return fields
+
+    def agent_request(
+        self, fields: dict[str, Any], parts: Sequence[Buffer] = (), *, is_call: bool = False
+    ) -> asyncio.Future[AgentReply]:
+        """Send one logical message to the agent; the future resolves with its reply.
+
+        Sending starts at once (in order with every other message); awaiting the future waits
+        for the reply. Acknowledgements of results already received ride along.
+        """
+        self._check()
+        if self._agent_comm is None:
+            raise ConnectionLost("the colabremote agent is not installed in this kernel")
+        msg_id = str(fields.get("id") or f"{self.session_id[:8]}-{next(self._ids)}")
+        fields = {**fields, "id": msg_id}
+        if self._pending_acks:
+            fields["ack"] = self._pending_acks
+            self._pending_acks = []
+        future: asyncio.Future[AgentReply] = asyncio.get_running_loop().create_future()
+        inflight = _Inflight(msg_id, future, is_call)
+        self._waiters[msg_id] = inflight
+        if is_call:
+            self._calls.append(inflight)
+            if len(self._calls) == 1:
+                self._mark_head(inflight)
+        task = asyncio.get_running_loop().create_task(self._send_logical(fields, parts))
+        task.add_done_callback(lambda t: self._sent(msg_id, t))
+        return future
+
+    async def _send_logical(self, fields: dict[str, Any], parts: Sequence[Buffer]) -> None:
+        assert self._agent_comm is not None
+        comm_id = self._agent_comm
+        async with self._send_lock:
+            for data, buffers in agent_module.split_message(
+                fields, parts, self.transport.max_message_bytes
+            ):
+                msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
+                await self._send(msg)
+
+    def _sent(self, msg_id: str, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            exc: BaseException | None = ConnectionLost("sending to the kernel was cancelled")
+        else:
+            exc = task.exception()
+        if exc is None:
+            return
+        waiter = self._waiters.pop(msg_id, None)
+        if waiter is not None:
+            self._forget_call(waiter)
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+
+    def _mark_head(self, inflight: _Inflight) -> None:
+        inflight.head_since = asyncio.get_running_loop().time()
+        inflight.became_head.set()
+
+    def _forget_call(self, inflight: _Inflight) -> None:
+        if inflight.is_call and inflight in self._calls:
+            was_head = self._calls[0] is inflight
+            self._calls.remove(inflight)
+            if was_head and self._calls:
+                self._mark_head(self._calls[0])
+
+    def waiting_for(self, future: asyncio.Future[AgentReply]) -> _Inflight | None:
+        for inflight in self._waiters.values():
+            if inflight.future is future:
+                return inflight
+        return None
+
+    def is_head(self, inflight: _Inflight) -> bool:
+        return bool(self._calls) and self._calls[0] is inflight
+
+    def acknowledge(self, msg_id: str) -> None:
+        """The result of ``msg_id`` is safely here; the kernel may forget it."""
+        self._pending_acks.append(msg_id)
+        if self._ack_handle is None:
+            loop = asyncio.get_running_loop()
+            self._ack_handle = loop.call_later(_ACK_DELAY, self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._ack_handle = None
+        if self._pending_acks and self._failure is None and self._agent_comm is not None:
+            future = self.agent_request({"op": "ack"})
+            future.add_done_callback(_consume)
+
+    @property
+    def calls_in_flight(self) -> int:
+        return len(self._calls)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        try:
+            while True:
+                msg = await self.transport.receive()
+                try:
+                    self._route(msg)
+                except Exception:  # a malformed message must not stop the reader
+                    log.exception("could not handle a %s message", msg.msg_type)
+        except ConnectionLost as exc:
+            self.fail_all(exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - surfaced to every waiting caller
+            self.fail_all(ConnectionLost(f"reading from the kernel failed: {exc!r}"))
+
+    def _route(self, msg: Message) -> None:
+        msg_type = msg.msg_type
+        parent = msg.parent_id
+        if msg.channel in ("shell", "control"):
+            future = self._replies.get(parent or "")
+            if future is not None and not future.done():
+                future.set_result(msg)
+            return
+        if msg_type == "comm_msg":
+            if msg.content.get("comm_id") == self._agent_comm:
+                self._from_agent(msg)
+            return
+        if msg_type == "stream":
+            if parent not in self._quiet:
+                self.on_output(str(msg.content.get("name", "stdout")), str(msg.content["text"]))
+            return
+        if msg_type in ("display_data", "execute_result", "update_display_data"):
+            text = (msg.content.get("data") or {}).get("text/plain")
+            if text is not None and parent not in self._quiet:
+                self.on_output("stdout", str(text) + "\n")
+            return
+        if msg_type == "error":
+            if parent is not None:
+                self._errors[parent] = msg.content
+            return
+        if msg_type == "status":
+            state = msg.content.get("execution_state")
+            if state == "idle" and parent is not None:
+                idle = self._idle.get(parent)
+                if idle is not None and not idle.done():
+                    idle.set_result(None)
+            elif state in _DEAD_STATES:
+                self.fail_all(KernelDied(f"the kernel died (its server reported {state!r})"))
+            return
+        if msg_type == "comm_close" and msg.content.get("comm_id") == self._agent_comm:
+            self.fail_all(KernelDied("the colabremote agent in the kernel went away"))
+            return
+        if msg_type == "colab_request":
+            asyncio.get_running_loop().create_task(self._answer_colab_request(msg))
+            return
+        if msg_type == "input_request":
+            # Remote calls run with allow_stdin off; answer anything else so nothing hangs.
+            self._reply_input("")
+
+    def _from_agent(self, msg: Message) -> None:
+        data = msg.content.get("data") or {}
+        if data.get("op") == "chunk":
+            self._assembler.add_chunk(data, msg.buffers[0])
+            return
+        msg_id = str(data.get("id"))
+        try:
+            parts = self._assembler.finish(data, msg.buffers)
+        except ValueError as exc:
+            parts = []
+            data = {"op": "result", "id": msg_id, "status": "lost", "evalue": str(exc)}
+        waiter = self._waiters.pop(msg_id, None)
+        if waiter is None:
+            if data.get("op") == "result":
+                self.acknowledge(msg_id)  # a result nobody waits for any more: let it go
+            return
+        self._forget_call(waiter)
+        if not waiter.future.done():
+            waiter.future.set_result(AgentReply(data, parts))
+
+    async def _answer_colab_request(self, msg: Message) -> None:
+        metadata = msg.metadata or {}
+        msg_number = metadata.get("colab_msg_id")
+        if self.on_colab_request is None or not isinstance(msg_number, int):
+            return
+        try:
+            value = await self.on_colab_request(msg)
+        except Exception as exc:  # noqa: BLE001 - always answer, with the error
+            value = {"error": str(exc) or "unknown error"}
+        value = {**value, "type": "colab_reply", "colab_msg_id": msg_number}
+        with contextlib.suppress(ConnectionLost):
+            await self._send(self._message("input_reply", {"value": value}, channel="stdin"))
+
+    def _reply_input(self, value: str) -> None:
+        reply = self._message("input_reply", {"value": value}, channel="stdin")
+        asyncio.get_running_loop().create_task(self._send(reply)).add_done_callback(_consume)
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def rebuild_remote_error(type_name: str, value: str, traceback_text: str) -> BaseException:
+    """A remote exception as a local one: a builtin type when it is one, else RemoteError."""
+    import builtins
+
+    from ..exceptions import RemoteTraceback
+
+    short = type_name.rsplit(".", 1)[-1]
+    if type_name.startswith("builtins.") or "." not in type_name:
+        candidate = getattr(builtins, short, None)
+        if isinstance(candidate, type) and issubclass(candidate, BaseException):
+            try:
+                exc = candidate(value)
+            except Exception:  # noqa: BLE001 - types that take other arguments
+                exc = None
+            if exc is not None:
+                exc.__cause__ = RemoteTraceback(traceback_text)
+                return exc
+    return RemoteError(type_name, value, traceback_text)

@@ -1,0 +1,90 @@
+"""Messages to a kernel behind a Jupyter server: ``/api/kernels/{id}/channels`` over a WebSocket.
+
+Speaks the v1 binary subprotocol when the server offers it, otherwise the legacy JSON protocol
+(text frames, binary frames for messages with buffers), which is what Colab's proxy speaks.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Mapping
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from ..exceptions import AuthenticationError, ConnectionLost, ServerError
+from .messages import V1_SUBPROTOCOL, Message, decode_legacy, decode_v1, encode_legacy, encode_v1
+from .transport import Transport
+
+
+class WebSocketTransport(Transport):
+    """One kernel WebSocket. Build it with :meth:`open`."""
+
+    #: Stock jupyter_server drops inbound messages over 10 MiB (tornado's default).
+    max_message_bytes = 8 * 1024 * 1024
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._ws = connection
+        self.v1 = connection.subprotocol == V1_SUBPROTOCOL
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        use_v1: bool = True,
+        open_timeout: float = 30.0,
+    ) -> WebSocketTransport:
+        try:
+            connection = await connect(
+                url,
+                additional_headers=dict(headers),
+                subprotocols=[websockets.Subprotocol(V1_SUBPROTOCOL)] if use_v1 else None,
+                max_size=None,  # results arrive in chunks well under any limit we would pick
+                compression=None,  # tensors do not compress; deflate would only cost CPU
+                open_timeout=open_timeout,
+                ping_interval=30,
+                ping_timeout=None,  # a long call may keep the kernel's side busy; never time out
+                write_limit=4 * 1024 * 1024,
+            )
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise AuthenticationError(
+                    f"the server refused the kernel WebSocket (HTTP {status}): check the token",
+                    status=status,
+                ) from None
+            raise ServerError(
+                f"the server refused the kernel WebSocket (HTTP {status})", status=status
+            ) from None
+        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+            raise ConnectionLost(f"could not open the kernel WebSocket: {exc}") from None
+        sock = connection.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return cls(connection)
+
+    async def send(self, msg: Message) -> None:
+        frame = encode_v1(msg) if self.v1 else encode_legacy(msg)
+        try:
+            if isinstance(frame, str):
+                await self._ws.send(frame)
+            elif len(frame) == 1:
+                await self._ws.send(frame[0])
+            else:
+                await self._ws.send(frame)  # fragments of one message: buffers are not copied
+        except websockets.ConnectionClosed as exc:
+            raise ConnectionLost(f"the kernel WebSocket closed: {exc}") from None
+
+    async def receive(self) -> Message:
+        try:
+            frame = await self._ws.recv()
+        except websockets.ConnectionClosed as exc:
+            raise ConnectionLost(f"the kernel WebSocket closed: {exc}") from None
+        if self.v1 and isinstance(frame, bytes):
+            return decode_v1(frame)
+        return decode_legacy(frame)
+
+    async def close(self) -> None:
+        await self._ws.close()

@@ -1,0 +1,209 @@
+"""``@remote``: a function object that runs its body on a session's kernel.
+
+Calling it runs remotely and returns the result (or raises what the function raised);
+``.local`` runs here, ``.submit`` returns a Future, ``.map`` runs over many inputs in order, and
+``.aio`` is the ``await``-able form.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from ._loop import loop_thread, wait_future
+from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .session import Item, Outcome, _SessionBase
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Map batches are sized so each takes about this long on the kernel.
+MAP_BATCH_SECONDS = 0.02
+MAP_MAX_BATCH = 1024
+#: Batches a map keeps in flight; enough to hide one round trip behind the kernel's work.
+MAP_WINDOW = 3
+
+
+class RemoteFunction(Generic[P, R]):
+    """A function whose calls run on a colabremote session's kernel."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        *,
+        session: _SessionBase | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout}")
+        self.fn = fn
+        self.timeout = timeout
+        self._session = session
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        self.__name__ = getattr(fn, "__name__", "function")
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+
+    # -- configuration ---------------------------------------------------------------------
+
+    @property
+    def session(self) -> _SessionBase:
+        """The session calls go to (the default session unless one was given)."""
+        if self._session is None:
+            from .session import default_session
+
+            return default_session()
+        return self._session
+
+    def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
+        """The same function with other call options."""
+        return RemoteFunction(self.fn, session=self._session, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<RemoteFunction {self.__qualname__} timeout={self.timeout}>"
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return functools.partial(self.__call__, instance)
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def _future(self, items: list[Item]) -> concurrent.futures.Future[tuple[list[Outcome], float]]:
+        session = self.session
+        future: concurrent.futures.Future[tuple[list[Outcome], float]] = session._submit_run(
+            self.fn, items, self.timeout, self.__qualname__
+        )
+        return future
+
+    def _value(self, outcomes: list[Outcome]) -> R:
+        from .session import outcome_value
+
+        result: R = outcome_value(outcomes[0], self.__qualname__)
+        return result
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run on the kernel and return the result; remote output appears here live."""
+        session = self.session
+        outcomes, _ = loop_thread().run(
+            session._core.run(self.fn, [(args, kwargs)], timeout=self.timeout, name=self.__qualname__)
+        )
+        return self._value(outcomes)
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run here, in this process, as a plain call."""
+        return self.fn(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
+        """Start a remote call and return a Future for its result (cancel() interrupts it)."""
+        inner = self._future([(args, kwargs)])
+        outer: concurrent.futures.Future[R] = concurrent.futures.Future()
+
+        def finish(done: concurrent.futures.Future[tuple[list[Outcome], float]]) -> None:
+            if done.cancelled():
+                outer.cancel()
+                return
+            exc = done.exception()
+            if exc is not None:
+                outer.set_exception(exc)
+                return
+            try:
+                outer.set_result(self._value(done.result()[0]))
+            except BaseException as error:  # noqa: BLE001 - delivered through the future
+                outer.set_exception(error)
+
+        def forward_cancel(f: concurrent.futures.Future[R]) -> None:
+            if f.cancelled():
+                inner.cancel()
+
+        outer.set_running_or_notify_cancel()
+        outer.add_done_callback(forward_cancel)
+        inner.add_done_callback(finish)
+        return outer
+
+    async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """``await f.aio(...)``: the remote call for async code (cancelling interrupts it)."""
+        outcomes, _ = await asyncio.wrap_future(self._future([(args, kwargs)]))
+        return self._value(outcomes)
+
+    def map(self, *iterables: Iterable[Any]) -> Iterator[R]:
+        """Call over the zipped inputs; results come in input order, lazily.
+
+        Inputs go in batches sized so each takes a few milliseconds on the kernel, with a few
+        batches in flight. The first failing item raises when the iteration reaches it.
+        """
+        items = iter(zip(*iterables))
+        window: deque[tuple[concurrent.futures.Future[tuple[list[Outcome], float]], int]] = (
+            deque()
+        )
+        size = 1
+        exhausted = False
+
+        def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(window) < MAP_WINDOW:
+                batch: list[Item] = []
+                for args in items:
+                    batch.append((tuple(args), {}))
+                    if len(batch) >= size:
+                        break
+                if not batch:
+                    exhausted = True
+                    return
+                window.append((self._future(batch), len(batch)))
+
+        try:
+            fill()
+            while window:
+                future, count = window[0]
+                outcomes, seconds = wait_future(future)
+                window.popleft()
+                if self.timeout is None:
+                    per_item = seconds / max(count, 1)
+                    wanted = int(MAP_BATCH_SECONDS / per_item) if per_item > 0 else MAP_MAX_BATCH
+                    size = max(1, min(MAP_MAX_BATCH, wanted, size * 4))
+                fill()
+                for outcome in outcomes:
+                    yield self._value([outcome])
+        finally:
+            for future, _ in window:
+                future.cancel()
+
+
+@overload
+def remote(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(
+    fn: None = None, /, *, timeout: float | None = None, session: _SessionBase | None = None
+) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+
+
+def remote(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    timeout: float | None = None,
+    session: _SessionBase | None = None,
+) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
+    """Run the decorated function remotely: ``@remote``, ``@remote(timeout=600)``.
+
+    Without ``session=`` it uses the default session, made on first call from ``COLABREMOTE_*``
+    settings (the local backend when none are set) and closed when the interpreter exits.
+    """
+    if fn is None:
+        return lambda f: remote(f, timeout=timeout, session=session)
+    if isinstance(fn, RemoteFunction):
+        return RemoteFunction(fn.fn, session=session or fn._session, timeout=timeout)
+    if not callable(fn):
+        raise ConfigurationError(
+            f"@remote decorates a function, not {type(fn).__name__}; write @remote or "
+            "@remote(timeout=...) directly above a def"
+        )
+    return RemoteFunction(fn, session=session, timeout=timeout)

@@ -1,0 +1,613 @@
+"""Sessions: one kernel, its lifecycle, and the calls that run on it.
+
+``_Core`` holds the state and runs on colabremote's private event loop; :class:`Session` (blocking)
+and :class:`AsyncSession` (``await``) are thin facades over it, so both work anywhere, including
+inside a running event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+from . import serialization
+from ._loop import loop_thread
+from .backends.base import Backend
+from .exceptions import (
+    ConfigurationError,
+    ConnectionLost,
+    KernelDied,
+    RemoteCallError,
+    RemoteTimeout,
+    SessionClosed,
+)
+from .kernel.client import AgentReply, KernelClient, OutputHandler
+
+if TYPE_CHECKING:
+    from .remote import RemoteFunction
+
+log = logging.getLogger("colabremote")
+
+T = TypeVar("T")
+Item = tuple[tuple[Any, ...], dict[str, Any]]
+Outcome = tuple[str, Any]
+
+BACKENDS = ("local", "jupyter")
+#: How long an interrupted call may take to stop before the kernel is replaced.
+INTERRUPT_GRACE = 10.0
+_ALIVE_POLL = {"local": 0.25}
+_DEFAULT_ALIVE_POLL = 2.0
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What the session runs on. Never holds secrets."""
+
+    backend: str
+    python: str
+    implementation: str
+    platform: str
+    hostname: str
+    pid: int
+    cwd: str
+    gpus: tuple[dict[str, str], ...]
+    tpus: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def python_version(self) -> tuple[int, int]:
+        major, minor = self.python.split(".")[:2]
+        return int(major), int(minor)
+
+
+def _default_output(name: str, text: str) -> None:
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    stream.write(text)
+    stream.flush()
+
+
+def _default_progress(message: str) -> None:
+    if sys.stderr is not None and sys.stderr.isatty():
+        sys.stderr.write(f"colabremote: {message}\n")
+        sys.stderr.flush()
+    log.info("%s", message)
+
+
+def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
+    """A backend from its name and the Session's keyword options."""
+    if isinstance(backend, Backend):
+        if options:
+            raise ConfigurationError(
+                f"options {sorted(options)} cannot be combined with a Backend instance"
+            )
+        return backend
+    if backend == "local":
+        from .backends.local import LocalBackend
+
+        allowed = {"python", "cwd"}
+        _only(backend, options, allowed)
+        return LocalBackend(**options)
+    if backend == "jupyter":
+        from .backends.jupyter import JupyterBackend
+
+        allowed = {"url", "token", "kernel_name", "kernel_id", "headers"}
+        _only(backend, options, allowed)
+        if "url" not in options:
+            raise ConfigurationError(
+                "backend='jupyter' needs url= (for example url='http://127.0.0.1:8888', "
+                "token='...'), or set COLABREMOTE_URL"
+            )
+        return JupyterBackend(**options)
+    raise ConfigurationError(
+        f"backend={backend!r} is not one of {', '.join(BACKENDS)}"
+    )
+
+
+def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"backend={backend!r} does not take {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
+
+
+class _Core:
+    """A session's state and logic. Every method runs on the private event loop."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        on_output: OutputHandler | None,
+        progress: Callable[[str], None] | None,
+    ) -> None:
+        self.backend = backend
+        self.on_output = on_output or _default_output
+        self.progress = progress or _default_progress
+        self.client: KernelClient | None = None
+        self.modules = serialization.LocalModules()
+        self.known_functions: set[str] = set()
+        self.state = "new"
+        self._gate = asyncio.Lock()  # one open / revive at a time
+        self._cancel_lock = asyncio.Lock()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._gpu_info: dict[str, Any] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._gate:
+            if self.state == "open":
+                return
+            if self.state == "closed":
+                raise SessionClosed("this session is closed; create a new one")
+            try:
+                await self.backend.start(self.progress)
+                await self._connect()
+            except BaseException:
+                await self._teardown()
+                self.state = "closed"
+                raise
+            self.state = "open"
+            self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _connect(self) -> None:
+        transport = await self.backend.connect()
+        client = KernelClient(transport, on_output=self.on_output)
+        client.start()
+        try:
+            await self._wait_ready(client)
+            await client.install_agent()
+        except BaseException:
+            await client.close()
+            raise
+        self.client = client
+        self.known_functions.clear()
+        self.modules.forget_sent()
+
+    async def _wait_ready(self, client: KernelClient) -> None:
+        """Until the kernel answers on shell and its output reaches us (iopub is subscribed)."""
+        deadline = asyncio.get_running_loop().time() + 120
+        while True:
+            try:
+                await client.execute("", silent=True, quiet=True, timeout=1.0)
+                return
+            except TimeoutError:
+                pass
+            except ConnectionLost:
+                if not await self.backend.is_alive():
+                    raise self._startup_failure() from None
+                raise
+            if not await self.backend.is_alive():
+                raise self._startup_failure()
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectionLost("the kernel did not answer within 120 s of starting")
+
+    def _startup_failure(self) -> Exception:
+        explain = getattr(self.backend, "startup_failure", None)
+        if explain is not None:
+            failure: Exception = explain()
+            return failure
+        return KernelDied("the kernel died while starting")
+
+    async def close(self) -> None:
+        async with self._gate:
+            if self.state == "closed":
+                return
+            self.state = "closed"
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watchdog
+        if self.client is not None:
+            await self.client.close()
+            self.client = None
+        await self.backend.close()
+
+    async def _watch(self) -> None:
+        """Notice a kernel that dies during a call (a crash, the OOM killer)."""
+        interval = _ALIVE_POLL.get(self.backend.name, _DEFAULT_ALIVE_POLL)
+        while True:
+            await asyncio.sleep(interval)
+            client = self.client
+            if client is None or client.failure is not None or client.calls_in_flight == 0:
+                continue
+            try:
+                alive = await self.backend.is_alive()
+            except Exception:  # noqa: BLE001 - a failed probe is not a death
+                continue
+            if not alive and client.failure is None:
+                client.fail_all(
+                    KernelDied(
+                        "the kernel died during the call (it may have run out of memory or "
+                        "crashed in native code); the session starts a fresh kernel for the "
+                        "next call, without the old kernel's state"
+                    )
+                )
+
+    async def ready_client(self) -> KernelClient:
+        """The healthy kernel client, replacing a dead kernel or a dropped connection first."""
+        if self.state == "new":
+            await self.open()
+        if self.state == "closed":
+            raise SessionClosed("this session is closed; create a new one")
+        client = self.client
+        if client is not None and client.failure is None:
+            return client
+        async with self._gate:
+            client = self.client
+            if client is not None and client.failure is None:
+                return client
+            failure = client.failure if client is not None else None
+            if client is not None:
+                await client.close()
+                self.client = None
+            if isinstance(failure, KernelDied) or not await self.backend.is_alive():
+                await self.backend.restart(self.progress)
+            await self._connect()
+            assert self.client is not None
+            return self.client
+
+    # -- calls -----------------------------------------------------------------------------
+
+    async def run(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Item],
+        *,
+        timeout: float | None,
+        name: str,
+    ) -> tuple[list[Outcome], float]:
+        """Run ``fn`` once per item, in one message. Returns the outcomes and kernel seconds."""
+        client = await self.ready_client()
+        python = client.kernel_python or sys.version_info[:3]
+        function = serialization.pack_function(fn, kernel_python=python)
+        arguments = serialization.pack_arguments(items, kernel_python=python)
+        files = self.modules.pending(serialization.imported_names(fn))
+        if files:
+            await self._ship(client, files)
+        while True:
+            include = function.key not in self.known_functions
+            fields = {"op": "call", "fn": function.key, "fn_included": include}
+            parts = [*function.parts, *arguments] if include else arguments
+            future = client.agent_request(fields, parts, is_call=True)
+            self.known_functions.add(function.key)
+            reply = await self._await_call(client, future, timeout=timeout, name=name)
+            status = reply.fields.get("status")
+            if status in ("aborted", "need_function"):
+                # It never ran (an interrupt aimed elsewhere, or the kernel forgot the
+                # function): sending it again cannot run it twice.
+                self.known_functions.discard(function.key)
+                if status == "aborted":
+                    await self._resume(client)
+                continue
+            client.acknowledge(str(reply.fields["id"]))
+            if status == "lost":
+                raise ConnectionLost(f"part of the call's data was lost: {reply.fields.get('evalue')}")
+            outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
+            return outcomes, float(reply.fields.get("seconds", 0.0))
+
+    async def _ship(self, client: KernelClient, files: list[serialization.SourceFile]) -> None:
+        listing = [{"path": f.path, "module": f.module, "hash": f.digest} for f in files]
+        await client.agent_request({"op": "sources", "files": listing}, [f.content for f in files])
+        self.modules.mark_sent(files)
+
+    async def _resume(self, client: KernelClient) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(client.agent_request({"op": "resume"})), 30)
+
+    async def _await_call(
+        self,
+        client: KernelClient,
+        future: asyncio.Future[AgentReply],
+        *,
+        timeout: float | None,
+        name: str,
+    ) -> AgentReply:
+        inflight = client.waiting_for(future)
+        try:
+            if timeout is None or inflight is None:
+                return await asyncio.shield(future)
+            loop = asyncio.get_running_loop()
+            while True:
+                if inflight.head_since is None:
+                    # Queued behind other calls: the clock starts when this one starts.
+                    head = loop.create_task(inflight.became_head.wait())
+                    try:
+                        await asyncio.wait([future, head], return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        head.cancel()
+                    if future.done():
+                        return future.result()
+                    continue
+                remaining = inflight.head_since + timeout - loop.time()
+                if remaining > 0:
+                    done, _ = await asyncio.wait([future], timeout=remaining)
+                    if done:
+                        return future.result()
+                    continue
+                reply = await asyncio.shield(self._cancel(client, future))
+                if reply is not None and reply.fields.get("status") == "ok":
+                    outcomes = serialization.unpack_outcomes(reply.parts)
+                    if not any(status == "interrupted" for status, _ in outcomes):
+                        return reply  # it finished just as the time ran out: keep the result
+                if reply is not None:
+                    client.acknowledge(str(reply.fields["id"]))
+                raise RemoteTimeout(
+                    f"{name} did not finish within {timeout:g} s and was interrupted on the kernel"
+                )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._cancel(client, future))
+            raise
+
+    async def _cancel(
+        self, client: KernelClient, future: asyncio.Future[AgentReply]
+    ) -> AgentReply | None:
+        """Stop a call that was sent: interrupt it when it runs, abort it if it is queued."""
+        async with self._cancel_lock:
+            if future.done():
+                return _reply_or_none(future)
+            inflight = client.waiting_for(future)
+            if inflight is None:
+                return None
+            # Let the calls ahead of this one finish: interrupting now would hit them instead.
+            while not client.is_head(inflight) and not future.done():
+                waiter = asyncio.get_running_loop().create_task(inflight.became_head.wait())
+                try:
+                    await asyncio.wait([future, waiter], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+            if future.done():
+                return _reply_or_none(future)
+            self.progress("interrupting the remote call")
+            try:
+                await self.backend.interrupt()
+                done, _ = await asyncio.wait([future], timeout=INTERRUPT_GRACE)
+            except Exception:  # noqa: BLE001 - an interrupt that fails is handled as one that hangs
+                done = set()
+            if not done:
+                await self._replace_stuck_kernel(client)
+                return None
+            await self._resume(client)
+            return _reply_or_none(future)
+
+    async def _replace_stuck_kernel(self, client: KernelClient) -> None:
+        self.progress("the kernel ignored the interrupt; starting a fresh one")
+        client.fail_all(
+            KernelDied("the kernel did not respond to an interrupt and was replaced")
+        )
+        with contextlib.suppress(Exception):
+            await self.backend.restart(self.progress)
+
+    # -- other operations ------------------------------------------------------------------
+
+    async def exec(self, code: str, timeout: float | None) -> None:
+        client = await self.ready_client()
+        try:
+            await client.execute(code, store_history=False, timeout=timeout)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await self.backend.interrupt()
+            raise RemoteTimeout(f"the code did not finish within {timeout:g} s") from None
+
+    async def info(self) -> SessionInfo:
+        client = await self.ready_client()
+        if self._gpu_info is None:
+            reply = await client.agent_request({"op": "info"})
+            self._gpu_info = reply.fields
+        hello = client.hello
+        python = hello.get("python") or [0, 0, 0]
+        return SessionInfo(
+            backend=self.backend.name,
+            python=".".join(str(p) for p in python),
+            implementation=str(hello.get("implementation", "")),
+            platform=str(hello.get("platform", "")),
+            hostname=str(hello.get("hostname", "")),
+            pid=int(hello.get("pid", 0)),
+            cwd=str(hello.get("cwd", "")),
+            gpus=tuple(self._gpu_info.get("gpus") or ()),
+            tpus=tuple(self._gpu_info.get("tpus") or ()),
+            details=self.backend.describe(),
+        )
+
+
+def _reply_or_none(future: asyncio.Future[AgentReply]) -> AgentReply | None:
+    if future.cancelled() or future.exception() is not None:
+        return None
+    return future.result()
+
+
+def outcome_value(outcome: Outcome, name: str) -> Any:
+    """The value of one outcome, or raise what the remote function raised."""
+    status, value = outcome
+    if status == "ok":
+        return value
+    if status == "interrupted":
+        raise RemoteCallError(
+            f"{name} was interrupted on the kernel (by an interrupt sent to the kernel "
+            "from elsewhere, or meant for another call); it did not complete"
+        )
+    raise serialization.rebuild_exception(value)
+
+
+# -- facades -----------------------------------------------------------------------------------
+
+
+class _SessionBase:
+    """What Session and AsyncSession share: construction, ``remote`` and ``info``."""
+
+    def __init__(
+        self,
+        backend: str | Backend = "local",
+        *,
+        on_output: OutputHandler | None = None,
+        progress: Callable[[str], None] | bool | None = None,
+        **options: Any,
+    ) -> None:
+        if progress is False:
+            progress_fn: Callable[[str], None] | None = lambda _message: None
+        elif progress is True or progress is None:
+            progress_fn = None
+        else:
+            progress_fn = progress
+        self._core = _Core(
+            make_backend(backend, options), on_output=on_output, progress=progress_fn
+        )
+        self._loop = loop_thread()
+
+    @property
+    def backend(self) -> str:
+        return self._core.backend.name
+
+    @property
+    def closed(self) -> bool:
+        return self._core.state == "closed"
+
+    @overload
+    def remote(self, fn: Callable[..., T], /) -> RemoteFunction[..., T]: ...
+
+    @overload
+    def remote(
+        self, fn: None = None, /, *, timeout: float | None = None
+    ) -> Callable[[Callable[..., T]], RemoteFunction[..., T]]: ...
+
+    def remote(self, fn: Any = None, /, *, timeout: float | None = None) -> Any:
+        """Decorate a function so calling it runs it on this session's kernel."""
+        from .remote import remote
+
+        return remote(fn, timeout=timeout, session=self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} backend={self.backend!r} state={self._core.state!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a colabremote Session cannot be sent to the kernel; create what the remote "
+            "function needs inside it"
+        )
+
+    # Used by RemoteFunction: run on the private loop.
+    def _submit_run(
+        self, fn: Callable[..., Any], items: Sequence[Item], timeout: float | None, name: str
+    ) -> Any:
+        return self._loop.submit(self._core.run(fn, items, timeout=timeout, name=name))
+
+
+class Session(_SessionBase):
+    """A kernel to run functions on, used from ordinary (blocking) code.
+
+    ``Session(backend="local")`` starts a kernel on this machine (``python=`` picks another
+    interpreter); ``Session(backend="jupyter", url=..., token=...)`` uses any Jupyter server.
+    The kernel starts on first use or on ``with``; ``close()`` releases it.
+    """
+
+    def open(self) -> Session:
+        self._loop.run(self._core.open())
+        return self
+
+    def close(self) -> None:
+        if self._core.state != "closed":
+            self._loop.run(self._core.close())
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def exec(self, code: str, *, timeout: float | None = None) -> None:
+        """Run code in the kernel; what it prints appears here as it is printed."""
+        self._loop.run(self._core.exec(code, timeout))
+
+    @property
+    def info(self) -> SessionInfo:
+        """Python version, platform, hostname, GPUs and backend of the kernel."""
+        return self._loop.run(self._core.info())
+
+
+class AsyncSession(_SessionBase):
+    """The same as :class:`Session`, for ``async`` code: ``async with AsyncSession() as s``."""
+
+    async def _run(self, coro: Any) -> Any:
+        return await asyncio.wrap_future(self._loop.submit(coro))
+
+    async def open(self) -> AsyncSession:
+        await self._run(self._core.open())
+        return self
+
+    async def close(self) -> None:
+        await self._run(self._core.close())
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def exec(self, code: str, *, timeout: float | None = None) -> None:
+        await self._run(self._core.exec(code, timeout))
+
+    async def info(self) -> SessionInfo:
+        result: SessionInfo = await self._run(self._core.info())
+        return result
+
+
+# -- the default session -----------------------------------------------------------------------
+
+_default_lock = threading.Lock()
+_default: Session | None = None
+
+
+def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Session options from ``COLABREMOTE_*`` variables."""
+    env = os.environ if environ is None else environ
+    backend = env.get("COLABREMOTE_BACKEND", "local")
+    options: dict[str, Any] = {"backend": backend}
+    names = {
+        "COLABREMOTE_PYTHON": "python",
+        "COLABREMOTE_URL": "url",
+        "COLABREMOTE_TOKEN": "token",
+        "COLABREMOTE_KERNEL_NAME": "kernel_name",
+    }
+    for variable, option in names.items():
+        if env.get(variable):
+            options[option] = env[variable]
+    return options
+
+
+def default_session() -> Session:
+    """The session ``@colabremote.remote`` functions use: made on first use from
+    ``COLABREMOTE_*`` settings, closed when the interpreter exits."""
+    global _default
+    with _default_lock:
+        if _default is None or _default.closed:
+            options = settings_from_environment()
+            backend = options.pop("backend")
+            _default = Session(backend, **options)
+            atexit.register(_close_default)
+        return _default
+
+
+def _close_default() -> None:
+    global _default
+    session, _default = _default, None
+    if session is not None:
+        with contextlib.suppress(Exception):
+            session.close()
+
+
+def iter_items(iterables: Iterable[Iterable[Any]]) -> Iterable[Item]:
+    for args in zip(*iterables):
+        yield tuple(args), {}
