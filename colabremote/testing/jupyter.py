@@ -1,0 +1,135 @@
+"""A real Jupyter server on 127.0.0.1 for tests: ``with JupyterServer() as server: server.url``.
+
+``nodelay=True`` (the default) makes its kernel WebSockets set TCP_NODELAY, as a well-configured
+server does; ``nodelay=False`` is a stock jupyter_server, whose kernel sockets leave Nagle's
+algorithm on.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+try:
+    from jupyter_server.services.kernels.connection.channels import (
+        ZMQChannelsWebsocketConnection,
+    )
+except ImportError:  # pragma: no cover - only the server process needs it
+    ZMQChannelsWebsocketConnection = object
+
+
+class NoDelayConnection(ZMQChannelsWebsocketConnection):  # type: ignore[misc,valid-type]
+    """A kernel WebSocket connection that turns Nagle's algorithm off on its socket."""
+
+    def connect(self) -> Any:
+        self.websocket_handler.set_nodelay(True)
+        return super().connect()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class JupyterServer:
+    """A jupyter_server subprocess bound to 127.0.0.1 with a random token."""
+
+    def __init__(
+        self,
+        *,
+        nodelay: bool = True,
+        root_dir: str | None = None,
+        python: str | None = None,
+        extra_args: tuple[str, ...] = (),
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.nodelay = nodelay
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._tmp = tempfile.TemporaryDirectory(prefix="colabremote-jupyter-")
+        self.root_dir = root_dir or self._tmp.name
+        self.python = python or sys.executable
+        self.extra_args = extra_args
+        self.start_timeout = start_timeout
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log = open(os.path.join(self._tmp.name, "server.log"), "wb")  # noqa: SIM115
+
+    def start(self) -> JupyterServer:
+        args = [
+            self.python,
+            "-m",
+            "jupyter_server",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            "--ServerApp.open_browser=False",
+            f"--ServerApp.root_dir={self.root_dir}",
+            "--ServerApp.log_level=WARN",
+            *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []),
+            *self.extra_args,
+        ]
+        if self.nodelay:
+            args.append(
+                "--ServerApp.kernel_websocket_connection_class="
+                "colabremote.testing.jupyter.NoDelayConnection"
+            )
+        env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+        env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
+        self._process = subprocess.Popen(args, stdout=self._log, stderr=self._log, env=env)
+        deadline = time.monotonic() + self.start_timeout
+        headers = {"Authorization": f"token {self.token}"}
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"jupyter_server exited:\n{self.log_text()}")
+            try:
+                if httpx.get(f"{self.url}/api/status", headers=headers, timeout=2).is_success:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"jupyter_server did not start in {self.start_timeout} s")
+
+    def log_text(self) -> str:
+        self._log.flush()
+        with open(self._log.name, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._log.close()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> JupyterServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<JupyterServer {self.url} nodelay={self.nodelay}>"

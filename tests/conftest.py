@@ -1,0 +1,93 @@
+"""Fixtures: real kernels on every backend, and a real jupyter_server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import colabremote as cr
+from colabremote import retry
+from colabremote.testing import JupyterServer
+
+retry.set_wait_scale(0)
+
+BACKENDS = ["local", "jupyter"]
+
+
+@dataclass
+class Output:
+    """Records what a session's kernel printed, with arrival times."""
+
+    chunks: list[tuple[float, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, name: str, text: str) -> None:
+        with self.lock:
+            self.chunks.append((time.monotonic(), name, text))
+
+    def text(self, name: str | None = None) -> str:
+        with self.lock:
+            return "".join(t for _, n, t in self.chunks if name is None or n == name)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.chunks.clear()
+
+
+@pytest.fixture(scope="session")
+def jupyter_server() -> Iterator[JupyterServer]:
+    with JupyterServer(nodelay=True) as server:
+        yield server
+
+
+@dataclass
+class BackendSpec:
+    name: str
+    options: dict[str, Any]
+
+    def session(self, **extra: Any) -> cr.Session:
+        return cr.Session(self.name, progress=False, **self.options, **extra)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> BackendSpec:
+    if request.param == "jupyter":
+        server: JupyterServer = request.getfixturevalue("jupyter_server")
+        return BackendSpec("jupyter", {"url": server.url, "token": server.token})
+    return BackendSpec("local", {})
+
+
+@pytest.fixture(scope="module")
+def output() -> Output:
+    return Output()
+
+
+@pytest.fixture(scope="module")
+def session(backend: BackendSpec, output: Output) -> Iterator[cr.Session]:
+    """One session per backend per module (kernels take a moment to start)."""
+    with backend.session(on_output=output) as s:
+        yield s
+
+
+@pytest.fixture
+def fresh_session(backend: BackendSpec) -> Iterator[cr.Session]:
+    """A session of its own, for tests that interrupt, time out or kill the kernel."""
+    with backend.session() as s:
+        yield s
+
+
+def other_pythons() -> dict[str, str]:
+    """Interpreters with ipykernel for cross-version tests: COLABREMOTE_TEST_PYTHONS is
+    'X.Y=/path/python,...'; .ci/run sets it up."""
+    spec = os.environ.get("COLABREMOTE_TEST_PYTHONS", "")
+    found = {}
+    for entry in filter(None, spec.split(",")):
+        version, _, path = entry.partition("=")
+        found[version.strip()] = path.strip()
+    return found

@@ -1,0 +1,380 @@
+"""The backend compliance suite: every behaviour users rely on, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+import colabremote as cr
+from colabremote.exceptions import (
+    ArgumentNotSerializable,
+    RemoteError,
+    RemoteTraceback,
+    ResultNotSerializable,
+    SerializationError,
+    SessionClosed,
+)
+
+from .conftest import Output
+
+# -- functions that run remotely (module level: shipped by value, code as source) --------------
+
+
+def add(a: int, b: int = 10) -> int:
+    return a + b
+
+
+def whoami() -> int:
+    return os.getpid()
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fails(message: str) -> None:
+    raise ValueError(message)
+
+
+class AppError(Exception):
+    """Defined in this module, so it travels by value and comes back as this very class."""
+
+
+def fails_with_app_error() -> None:
+    raise AppError("application failure")
+
+
+def fails_with_kernel_only_type() -> None:
+    # A module that exists only on the kernel: its exception type cannot be imported here.
+    import importlib
+    import tempfile
+
+    folder = tempfile.mkdtemp()
+    with open(os.path.join(folder, "kernel_only_module.py"), "w") as f:
+        f.write("class HiddenError(Exception):\n    pass\n")
+    sys.path.insert(0, folder)
+    module = importlib.import_module("kernel_only_module")
+    raise module.HiddenError("hidden details")
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}/{b}")
+        self.a = a
+        self.b = b
+
+
+def fails_with_unpicklable_exception() -> None:
+    raise NeedsTwoArgs(1, 2)
+
+
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+    def norm2(self) -> float:
+        return self.x * self.x + self.y * self.y
+
+
+def make_point(x: float, y: float) -> Point:
+    return Point(x, y)
+
+
+def printer(n: int, delay: float) -> str:
+    for i in range(n):
+        print(f"line {i}", flush=True)
+        time.sleep(delay)
+    print("to stderr", file=sys.stderr, flush=True)
+    return "done"
+
+
+def progress_bar() -> None:
+    for i in range(3):
+        sys.stdout.write(f"\r{i + 1}/3")
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def returns_lock() -> Any:
+    return threading.Lock()
+
+
+def recursive_fib(n: int) -> int:
+    return n if n < 2 else recursive_fib(n - 1) + recursive_fib(n - 2)
+
+
+def sleeper(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+def outer_calls_remote(x: int) -> int:
+    # `square_remote` is a RemoteFunction here; on the kernel it runs inline.
+    return square_remote(x) + 1
+
+
+square_remote = cr.remote(square)
+
+
+# -- results and arguments ---------------------------------------------------------------------
+
+
+def test_call_returns_result_by_value(session: cr.Session) -> None:
+    f = session.remote(add)
+    assert f(1, 2) == 3
+    assert f(1) == 11
+    assert f(a=5, b=5) == 10
+
+
+def test_runs_in_the_kernel_process(session: cr.Session) -> None:
+    assert session.remote(whoami)() != os.getpid()
+    assert session.remote(whoami)() == session.info.pid
+
+
+def test_local_runs_here(session: cr.Session) -> None:
+    assert session.remote(whoami).local() == os.getpid()
+
+
+def test_classes_from_the_calling_module_round_trip(session: cr.Session) -> None:
+    point = session.remote(make_point)(3.0, 4.0)
+    assert isinstance(point, Point)
+    assert point.norm2() == 25.0
+
+
+def test_numpy_arrays_round_trip(session: cr.Session) -> None:
+    data = np.arange(1000, dtype=np.float32).reshape(10, 100)
+    out = session.remote(np.negative)(data)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, -data)
+
+
+def test_payload_over_the_server_message_limit(session: cr.Session) -> None:
+    """Jupyter servers drop WebSocket messages over 10 MiB: 24 MiB each way must still work."""
+    data = np.random.default_rng(0).integers(0, 255, size=24 * 1024 * 1024, dtype=np.uint8)
+    out = session.remote(np.flip)(data)
+    np.testing.assert_array_equal(out, data[::-1])
+
+
+def test_closures_and_lambdas_from_files(session: cr.Session) -> None:
+    offset = 7
+
+    def shifted(x: int) -> int:
+        return x + offset
+
+    assert session.remote(shifted)(1) == 8
+    assert session.remote(lambda x: x * 3)(5) == 15
+
+
+def test_recursion_and_nested_remote_functions(session: cr.Session) -> None:
+    assert session.remote(recursive_fib)(15) == 610
+    assert session.remote(outer_calls_remote)(4) == 17
+
+
+def test_unpicklable_argument_fails_before_sending(session: cr.Session) -> None:
+    f = session.remote(add)
+    with pytest.raises(ArgumentNotSerializable, match=r"argument 1 of type _thread\.lock"):
+        f(1, threading.Lock())
+    assert f(1, 1) == 2  # nothing half-sent: the session goes on
+
+
+def test_unpicklable_result(session: cr.Session) -> None:
+    with pytest.raises(ResultNotSerializable, match="cannot be pickled"):
+        session.remote(returns_lock)()
+    assert session.remote(add)(2, 2) == 4
+
+
+def test_function_referencing_a_session_fails_clearly(session: cr.Session) -> None:
+    def uses_session() -> str:
+        return repr(session)
+
+    with pytest.raises(SerializationError, match="Session cannot be sent"):
+        session.remote(uses_session)()
+
+
+# -- exceptions --------------------------------------------------------------------------------
+
+
+def test_remote_exception_is_raised_as_its_own_type(session: cr.Session) -> None:
+    with pytest.raises(ValueError, match="no good") as info:
+        session.remote(fails)("no good")
+    cause = info.value.__cause__
+    assert isinstance(cause, RemoteTraceback)
+    assert "in fails" in cause.text
+    assert 'raise ValueError(message)' in cause.text  # the source line, shown remotely
+
+
+def test_exception_defined_in_calling_module(session: cr.Session) -> None:
+    with pytest.raises(AppError, match="application failure"):
+        session.remote(fails_with_app_error)()
+
+
+def test_exception_type_not_importable_here(session: cr.Session) -> None:
+    with pytest.raises(RemoteError) as info:
+        session.remote(fails_with_kernel_only_type)()
+    assert info.value.type_name == "kernel_only_module.HiddenError"
+    assert info.value.value == "hidden details"
+    assert "fails_with_kernel_only_type" in info.value.remote_traceback
+
+
+def test_exception_that_cannot_be_rebuilt_becomes_remote_error(session: cr.Session) -> None:
+    with pytest.raises(RemoteError) as info:
+        session.remote(fails_with_unpicklable_exception)()
+    assert info.value.type_name.endswith("NeedsTwoArgs")
+    assert info.value.value == "1/2"
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+def test_output_streams_live_and_in_order(session: cr.Session, output: Output) -> None:
+    output.clear()
+    result_times: list[float] = []
+
+    def call() -> None:
+        assert session.remote(printer)(4, 0.3) == "done"
+        result_times.append(time.monotonic())
+
+    call()
+    stdout_chunks = [(t, text) for t, name, text in output.chunks if name == "stdout"]
+    assert output.text("stdout") == "".join(f"line {i}\n" for i in range(4))
+    assert output.text("stderr") == "to stderr\n"
+    # The first line arrived long before the call returned: it was streamed, not batched.
+    assert stdout_chunks[0][0] < result_times[0] - 0.6
+
+
+def test_carriage_returns_pass_through(session: cr.Session, output: Output) -> None:
+    output.clear()
+    session.remote(progress_bar)()
+    assert output.text("stdout") == "\r1/3\r2/3\r3/3\n"
+
+
+def test_exec_streams_output_and_raises(session: cr.Session, output: Output) -> None:
+    output.clear()
+    session.exec("print('from exec', 6 * 7)")
+    assert output.text() == "from exec 42\n"
+    with pytest.raises(ZeroDivisionError):
+        session.exec("1 / 0")
+
+
+def test_info(session: cr.Session, backend: Any) -> None:
+    info = session.info
+    assert info.backend == backend.name
+    assert info.python_version == sys.version_info[:2]
+    assert info.hostname
+    assert info.gpus == ()
+
+
+# -- concurrency and async ---------------------------------------------------------------------
+
+
+def test_submit_returns_futures(session: cr.Session) -> None:
+    f = session.remote(square)
+    futures = [f.submit(i) for i in range(20)]
+    assert [fut.result(timeout=60) for fut in futures] == [i * i for i in range(20)]
+    bad = session.remote(fails).submit("via future")
+    with pytest.raises(ValueError, match="via future"):
+        bad.result(timeout=60)
+
+
+def test_map_keeps_input_order(session: cr.Session) -> None:
+    f = session.remote(add)
+    assert list(f.map(range(500), range(500))) == [2 * i for i in range(500)]
+    assert list(f.map([])) == []
+
+
+def test_map_raises_at_the_failing_item(session: cr.Session) -> None:
+    def maybe_fail(i: int) -> int:
+        if i == 3:
+            raise KeyError(i)
+        return i
+
+    results = session.remote(maybe_fail).map(range(6))
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(KeyError):
+        next(results)
+
+
+def test_aio(session: cr.Session) -> None:
+    f = session.remote(square)
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(f.aio(i) for i in range(5))))
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+def test_blocking_api_inside_a_running_event_loop(session: cr.Session) -> None:
+    async def main() -> int:
+        return session.remote(square)(9)  # a notebook or an async app
+
+    assert asyncio.run(main()) == 81
+
+
+def test_calls_from_many_threads(session: cr.Session) -> None:
+    f = session.remote(square)
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(f, range(40))) == [i * i for i in range(40)]
+
+
+def test_async_session(backend: Any) -> None:
+    async def main() -> tuple[int, str]:
+        async with cr.AsyncSession(backend.name, progress=False, **backend.options) as s:
+            f = s.remote(square)
+            info = await s.info()
+            return await f.aio(12), info.backend
+
+    assert asyncio.run(main()) == (144, backend.name)
+
+
+# -- memory ------------------------------------------------------------------------------------
+
+
+def kernel_rss_mb() -> float:
+    import gc
+
+    gc.collect()
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def one_megabyte(i: int) -> bytes:
+    return bytes([i % 256]) * (1024 * 1024)
+
+
+@pytest.mark.slow
+def test_kernel_memory_stays_flat_over_many_large_results(session: cr.Session) -> None:
+    f = session.remote(one_megabyte)
+    rss = session.remote(kernel_rss_mb)
+    for i in range(50):
+        f(i)
+    before = rss()
+    for i in range(1000):
+        assert len(f(i)) == 1024 * 1024
+    after = rss()
+    assert after - before < 60, f"kernel grew from {before:.0f} MB to {after:.0f} MB"
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+
+
+def test_closed_session_refuses_calls(backend: Any) -> None:
+    s = backend.session()
+    f = s.remote(square)
+    assert f(3) == 9  # opens on first use
+    s.close()
+    with pytest.raises(SessionClosed):
+        f(3)
+    s.close()  # closing twice is fine
