@@ -57,6 +57,10 @@ def wait_future(future: concurrent.futures.Future[T]) -> T:
     """
     progress = _progress.get(id(future))
     try:
+        # Waiting in slices lets a pending KeyboardInterrupt through on every platform. (Not by
+        # catching TimeoutError from result(): RemoteTimeout is a TimeoutError too.)
+        while not future.done():
+            concurrent.futures.wait([future], timeout=0.25)
         return future.result()
     except KeyboardInterrupt:
         future.cancel()

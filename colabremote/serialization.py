@@ -63,6 +63,17 @@ def _unwrap(obj: Any) -> Any:
     return obj.fn if isinstance(obj, RemoteFunction) else obj
 
 
+class _SharedNamespace:
+    """Stands for a module's globals in a pickle; the kernel gives every function of that
+    module the same dict (see ``agent.module_namespace``)."""
+
+    __slots__ = ("base", "name")
+
+    def __init__(self, name: str, base: dict[str, Any]) -> None:
+        self.name = name
+        self.base = base
+
+
 class _ClientPickler(agent.SourcePickler):
     """Pickles the functions and classes of ``by_value`` modules by value, never by import."""
 
@@ -76,9 +87,21 @@ class _ClientPickler(agent.SourcePickler):
     ) -> None:
         super().__init__(file, buffer_callback=buffer_callback, allow_bytecode=allow_bytecode)
         self.by_value = by_value
+        self._namespaces: dict[str, _SharedNamespace] = {}
+
+    def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
+        code, base_globals, name, argdefs, closure = super()._function_getnewargs(func)
+        module = str(base_globals.get("__name__") or func.__module__ or "__main__")
+        shared = self._namespaces.get(module)
+        if shared is None:
+            shared = self._namespaces[module] = _SharedNamespace(module, base_globals)
+        return code, shared, name, argdefs, closure
 
     def reducer_override(self, obj: Any) -> Any:
         from .remote import RemoteFunction
+
+        if type(obj) is _SharedNamespace:
+            return agent.module_namespace, (obj.name, obj.base)
 
         if isinstance(obj, RemoteFunction):
             return operator.getitem, ([obj.fn], 0)

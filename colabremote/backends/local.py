@@ -69,6 +69,8 @@ class LocalBackend(Backend):
 
     async def start(self, progress: Progress) -> None:
         progress(f"starting a local kernel ({self.python})")
+        if self._log is not None:
+            self._log.close()
         self._log = tempfile.TemporaryFile(prefix="colabremote-kernel-")
         manager = AsyncKernelManager(
             kernel_name=_SPEC_NAME, kernel_spec_manager=_OneSpec(self._spec())

@@ -357,7 +357,23 @@ def loads(parts: Sequence[Buffer]) -> Any:
     return pickle.loads(parts[0], buffers=parts[1:])
 
 
-# So that pickles made on either side name the rebuild function the same way.
+_NAMESPACES: dict[str, dict[str, Any]] = {}
+
+
+def module_namespace(name: str, base: dict[str, Any]) -> dict[str, Any]:
+    """The one globals dict, per module name, that functions shipped by value share here.
+
+    Locally, functions of one module share its globals; so do their copies in the kernel, across
+    calls: state one remote function stores in a global is seen by the next.
+    """
+    namespace = _NAMESPACES.setdefault(name, {})
+    for key, value in base.items():
+        namespace.setdefault(key, value)
+    return namespace
+
+
+# So that pickles made on either side name these functions the same way.
+module_namespace.__module__ = "_colabremote_agent"
 rebuild_code.__module__ = "_colabremote_agent"
 if __name__ != "_colabremote_agent":
     sys.modules.setdefault("_colabremote_agent", sys.modules[__name__])
