@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -21,9 +22,7 @@ INTERRUPT_WAIT = 30.0
 class LoopThread:
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(
-            target=self._run, name="colabremote-loop", daemon=True
-        )
+        self.thread = threading.Thread(target=self._run, name="colabremote-loop", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
@@ -65,10 +64,8 @@ def wait_future(future: concurrent.futures.Future[T]) -> T:
     except KeyboardInterrupt:
         future.cancel()
         if progress is not None and progress.started:
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 progress.finished.wait(INTERRUPT_WAIT)
-            except KeyboardInterrupt:
-                pass
         raise
 
 

@@ -53,7 +53,10 @@ __all__ = [
 class ColabRemoteError(Exception):
     """Base class of every colabremote error."""
 
-    retryable: bool = False
+    @property
+    def retryable(self) -> bool:
+        """Whether the same operation may succeed if tried again."""
+        return False
 
 
 class ConfigurationError(ColabRemoteError, ValueError):
@@ -80,7 +83,7 @@ class ServerError(BackendError):
         self.status = status
 
     @property
-    def retryable(self) -> bool:  # type: ignore[override]
+    def retryable(self) -> bool:
         return self.status is None or self.status == 429 or self.status >= 500
 
 
@@ -95,7 +98,9 @@ class AuthenticationError(ServerError):
 class ConnectionLost(BackendError):
     """The connection to the kernel dropped and could not be restored."""
 
-    retryable = True
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class SerializationError(ColabRemoteError):
@@ -151,7 +156,9 @@ class KernelDied(RemoteCallError):
     The session replaces the kernel before its next call; state kept in the old one is gone.
     """
 
-    retryable = True
+    @property
+    def retryable(self) -> bool:
+        return True
 
 
 class RemoteTraceback(Exception):

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 import functools
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ._loop import loop_thread, wait_future
@@ -45,7 +45,7 @@ class RemoteFunction(Generic[P, R]):
         self.fn = fn
         self.timeout = timeout
         self._session = session
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
         self.__name__ = getattr(fn, "__name__", "function")
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
 
@@ -91,7 +91,9 @@ class RemoteFunction(Generic[P, R]):
         """Run on the kernel and return the result; remote output appears here live."""
         session = self.session
         outcomes, _ = loop_thread().run(
-            session._core.run(self.fn, [(args, kwargs)], timeout=self.timeout, name=self.__qualname__)
+            session._core.run(
+                self.fn, [(args, kwargs)], timeout=self.timeout, name=self.__qualname__
+            )
         )
         return self._value(outcomes)
 
@@ -137,10 +139,8 @@ class RemoteFunction(Generic[P, R]):
         Inputs go in batches sized so each takes a few milliseconds on the kernel, with a few
         batches in flight. The first failing item raises when the iteration reaches it.
         """
-        items = iter(zip(*iterables))
-        window: deque[tuple[concurrent.futures.Future[tuple[list[Outcome], float]], int]] = (
-            deque()
-        )
+        items = iter(zip(*iterables, strict=False))
+        window: deque[tuple[concurrent.futures.Future[tuple[list[Outcome], float]], int]] = deque()
         size = 1
         exhausted = False
 
@@ -198,9 +198,17 @@ def remote(
     settings (the local backend when none are set) and closed when the interpreter exits.
     """
     if fn is None:
-        return lambda f: remote(f, timeout=timeout, session=session)
+
+        def decorate(f: Callable[P, R]) -> RemoteFunction[P, R]:
+            return remote(f, timeout=timeout, session=session)  # type: ignore[call-overload,no-any-return]
+
+        return decorate
     if isinstance(fn, RemoteFunction):
-        return RemoteFunction(fn.fn, session=session or fn._session, timeout=timeout)
+        return RemoteFunction(
+            fn.fn,
+            session=session or fn._session,
+            timeout=timeout if timeout is not None else fn.timeout,
+        )
     if not callable(fn):
         raise ConfigurationError(
             f"@remote decorates a function, not {type(fn).__name__}; write @remote or "

@@ -46,7 +46,9 @@ def _retry_after(exc: BaseException | None) -> float | None:
 
 class _Wait(tenacity.wait.wait_base):
     def __init__(self) -> None:
-        self._backoff = tenacity.wait_exponential(multiplier=0.5, max=20) + tenacity.wait_random(0, 0.5)
+        self._backoff = tenacity.wait_exponential(multiplier=0.5, max=20) + tenacity.wait_random(
+            0, 0.5
+        )
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
         outcome = retry_state.outcome

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import io
@@ -34,7 +35,6 @@ import cloudpickle.cloudpickle as _cloudpickle_impl
 from .exceptions import (
     ArgumentNotSerializable,
     PythonVersionMismatch,
-    RemoteError,
     RemoteTraceback,
     ResultNotSerializable,
     SerializationError,
@@ -108,9 +108,8 @@ class _ClientPickler(agent.SourcePickler):
         if isinstance(obj, types.FunctionType):
             if obj.__module__ in self.by_value:
                 return self._dynamic_function_reduce(obj)
-        elif isinstance(obj, type) and obj.__module__ in self.by_value:
-            if obj.__module__ != "builtins":
-                return _cloudpickle_impl._dynamic_class_reduce(obj)
+        elif isinstance(obj, type) and obj.__module__ in self.by_value - {"builtins"}:
+            return _cloudpickle_impl._dynamic_class_reduce(obj)
         return super().reducer_override(obj)
 
 
@@ -145,7 +144,7 @@ def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> Fu
         pickler.dump(fn)
     except agent.BytecodeRefused as exc:
         code = exc.code
-        local, remote = _version(sys.version_info), _version(kernel_python)
+        local, remote = _version(sys.version_info[:2]), _version(kernel_python)
         raise PythonVersionMismatch(
             f"{name} needs {code.co_name} (from {code.co_filename}), whose source cannot be read, "
             f"so it could only be sent as bytecode; bytecode from Python {local} does not run on "
@@ -181,7 +180,7 @@ def pack_arguments(items: Sequence[Item], *, kernel_python: Sequence[int]) -> li
     try:
         pickler.dump(list(items))
     except agent.BytecodeRefused as exc:
-        local, remote = _version(sys.version_info), _version(kernel_python)
+        local, remote = _version(sys.version_info[:2]), _version(kernel_python)
         raise PythonVersionMismatch(
             f"an argument holds code ({exc.code.co_name}) whose source cannot be read, so it could "
             f"only be sent as bytecode, which does not run across Python {local} and the kernel's "
@@ -258,10 +257,8 @@ def _excluded_roots() -> tuple[str, ...]:
         path = sysconfig.get_paths().get(key)
         if path:
             roots.add(path)
-    try:
+    with contextlib.suppress(AttributeError):  # virtualenv's old site module lacks it
         roots.update(site.getsitepackages())
-    except AttributeError:  # virtualenv's old site module
-        pass
     user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     if isinstance(user_site, str):
         roots.add(user_site)

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -74,6 +74,10 @@ def _default_output(name: str, text: str) -> None:
     stream.flush()
 
 
+def _silent(message: str) -> None:
+    del message
+
+
 def _default_progress(message: str) -> None:
     if sys.stderr is not None and sys.stderr.isatty():
         sys.stderr.write(f"colabremote: {message}\n")
@@ -106,9 +110,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
                 "token='...'), or set COLABREMOTE_URL"
             )
         return JupyterBackend(**options)
-    raise ConfigurationError(
-        f"backend={backend!r} is not one of {', '.join(BACKENDS)}"
-    )
+    raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
 def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:
@@ -295,7 +297,9 @@ class _Core:
                 continue
             client.acknowledge(str(reply.fields["id"]))
             if status == "lost":
-                raise ConnectionLost(f"part of the call's data was lost: {reply.fields.get('evalue')}")
+                raise ConnectionLost(
+                    f"part of the call's data was lost: {reply.fields.get('evalue')}"
+                )
             outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
             return outcomes, float(reply.fields.get("seconds", 0.0))
 
@@ -326,7 +330,7 @@ class _Core:
                     # Queued behind other calls: the clock starts when this one starts.
                     head = loop.create_task(inflight.became_head.wait())
                     try:
-                        await asyncio.wait([future, head], return_when=asyncio.FIRST_COMPLETED)
+                        await _first_of(future, head)
                     finally:
                         head.cancel()
                     if future.done():
@@ -366,7 +370,7 @@ class _Core:
             while not client.is_head(inflight) and not future.done():
                 waiter = asyncio.get_running_loop().create_task(inflight.became_head.wait())
                 try:
-                    await asyncio.wait([future, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    await _first_of(future, waiter)
                 finally:
                     waiter.cancel()
             if future.done():
@@ -385,9 +389,7 @@ class _Core:
 
     async def _replace_stuck_kernel(self, client: KernelClient) -> None:
         self.progress("the kernel ignored the interrupt; starting a fresh one")
-        client.fail_all(
-            KernelDied("the kernel did not respond to an interrupt and was replaced")
-        )
+        client.fail_all(KernelDied("the kernel did not respond to an interrupt and was replaced"))
         with contextlib.suppress(Exception):
             await self.backend.restart(self.progress)
 
@@ -423,6 +425,10 @@ class _Core:
         )
 
 
+async def _first_of(*futures: asyncio.Future[Any]) -> None:
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+
+
 def _reply_or_none(future: asyncio.Future[AgentReply]) -> AgentReply | None:
     if future.cancelled() or future.exception() is not None:
         return None
@@ -456,8 +462,9 @@ class _SessionBase:
         progress: Callable[[str], None] | bool | None = None,
         **options: Any,
     ) -> None:
+        progress_fn: Callable[[str], None] | None
         if progress is False:
-            progress_fn: Callable[[str], None] | None = lambda _message: None
+            progress_fn = _silent
         elif progress is True or progress is None:
             progress_fn = None
         else:
@@ -606,8 +613,3 @@ def _close_default() -> None:
     if session is not None:
         with contextlib.suppress(Exception):
             session.close()
-
-
-def iter_items(iterables: Iterable[Iterable[Any]]) -> Iterable[Item]:
-    for args in zip(*iterables):
-        yield tuple(args), {}

@@ -210,7 +210,7 @@ def test_remote_exception_is_raised_as_its_own_type(session: cr.Session) -> None
     cause = info.value.__cause__
     assert isinstance(cause, RemoteTraceback)
     assert "in fails" in cause.text
-    assert 'raise ValueError(message)' in cause.text  # the source line, shown remotely
+    assert "raise ValueError(message)" in cause.text  # the source line, shown remotely
 
 
 def test_exception_defined_in_calling_module(session: cr.Session) -> None:

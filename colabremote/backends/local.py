@@ -71,7 +71,7 @@ class LocalBackend(Backend):
         progress(f"starting a local kernel ({self.python})")
         if self._log is not None:
             self._log.close()
-        self._log = tempfile.TemporaryFile(prefix="colabremote-kernel-")
+        self._log = tempfile.TemporaryFile(prefix="colabremote-kernel-")  # noqa: SIM115 - lives on
         manager = AsyncKernelManager(
             kernel_name=_SPEC_NAME, kernel_spec_manager=_OneSpec(self._spec())
         )

@@ -7,7 +7,8 @@ cannot drift apart.
 
 Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``buffers`` are bytes):
 
-- A logical message is ``{"op": ..., "id": ..., "nparts": N, "chunked": [...]}`` plus N binary parts.
+- A logical message is ``{"op": ..., "id": ..., "nparts": N, "chunked": [...]}`` plus N binary
+  parts.
   Parts larger than the chunk limit travel first as ``{"op": "chunk", ...}`` messages, each with
   one slice, because Jupyter servers drop WebSocket messages over 10 MiB.
 - ``hello``: the kernel's facts. ``sources``: local modules to make importable.
@@ -20,7 +21,7 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
 from __future__ import annotations
 
 import ast
-import hashlib
+import contextlib
 import io
 import linecache
 import os
@@ -179,7 +180,7 @@ def _register_lines(filename: str, start: int, segment: str) -> None:
     """Make tracebacks on this side show the shipped source lines."""
     if os.path.exists(filename):
         return
-    entry = linecache.cache.get(filename)
+    entry: Any = linecache.cache.get(filename)
     lines: list[str] = list(entry[2]) if entry is not None else []
     new = segment.splitlines(keepends=True)
     if len(lines) < start - 1 + len(new):
@@ -227,7 +228,7 @@ def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
         or len(a.co_consts) != len(b.co_consts)
     ):
         return False
-    for x, y in zip(a.co_consts, b.co_consts):
+    for x, y in zip(a.co_consts, b.co_consts, strict=False):
         if isinstance(x, types.CodeType):
             if not isinstance(y, types.CodeType) or not _same_code(x, y):
                 return False
@@ -236,7 +237,9 @@ def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
     return True
 
 
-def _source_layout(filename: str, lines: list[str]) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
+def _source_layout(
+    filename: str, lines: list[str]
+) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
     """Line spans of the top-level statements of a source file, and its ``__future__`` imports."""
     key = (filename, hash(tuple(lines)))
     layout = _PY_SOURCE_CACHE.get(key)
@@ -317,7 +320,7 @@ class BytecodeRefused(pickle.PicklingError):
         self.code = code
 
 
-class SourcePickler(cloudpickle.Pickler):
+class SourcePickler(cloudpickle.Pickler):  # type: ignore[misc]
     """A cloudpickle pickler that ships code objects as source whenever it can.
 
     ``allow_bytecode=False`` turns the bytecode fallback into :class:`BytecodeRefused`, for
@@ -398,7 +401,7 @@ def _describe_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
-_AGENT_FILENAME = sys._getframe().f_code.co_filename  # noqa: SLF001 - where this module lives
+_AGENT_FILENAME = sys._getframe().f_code.co_filename
 
 
 def _gpu_info() -> list[dict[str, str]]:
@@ -426,9 +429,11 @@ def _gpu_info() -> list[dict[str, str]]:
 
 
 def _tpu_info() -> list[str]:
-    return sorted(name for name in os.listdir("/dev") if name.startswith("accel")) if os.path.isdir(
-        "/dev"
-    ) else []
+    return (
+        sorted(name for name in os.listdir("/dev") if name.startswith("accel"))
+        if os.path.isdir("/dev")
+        else []
+    )
 
 
 class _Outcome:
@@ -535,7 +540,7 @@ class Agent:
         import importlib
 
         changed = []
-        for entry, content in zip(data["files"], parts):
+        for entry, content in zip(data["files"], parts, strict=False):
             relpath = os.path.normpath(entry["path"])
             if relpath.startswith("..") or os.path.isabs(relpath):
                 continue
@@ -608,11 +613,11 @@ class Agent:
         self, call_id: str, status: str, outcomes: list[tuple[str, Any]] | None, started: float
     ) -> None:
         for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()  # output printed by the call arrives before its result
-            except Exception:  # noqa: BLE001, S110 - a broken stream must not lose the result
-                pass
-        fields = {"op": "result", "id": call_id, "status": status}
+            # Output printed by the call arrives before its result; a broken stream must not
+            # lose the result.
+            with contextlib.suppress(Exception):
+                stream.flush()
+        fields: dict[str, Any] = {"op": "result", "id": call_id, "status": status}
         fields["seconds"] = time.perf_counter() - started if started else 0.0
         parts: list[memoryview] = []
         if outcomes is not None:
@@ -721,7 +726,7 @@ def _create_comm(comm_id: str) -> Any:
     except (ImportError, NotImplementedError):
         from ipykernel.comm import Comm
 
-        return Comm(target_name=TARGET_NAME, comm_id=comm_id, data={})
+        return Comm(target_name=TARGET_NAME, comm_id=comm_id, data={})  # type: ignore[no-untyped-call]
 
 
 def install(comm_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:

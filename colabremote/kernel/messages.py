@@ -86,8 +86,10 @@ def encode_v1(msg: Message) -> list[Buffer]:
     offsets.append(offsets[-1] + len(channel))
     for piece in pieces:
         offsets.append(offsets[-1] + memoryview(piece).nbytes)
-    head = struct.pack(f"<{count + 1}Q", count, *offsets) + channel + b"".join(
-        bytes(p) for p in pieces[:4]
+    head = (
+        struct.pack(f"<{count + 1}Q", count, *offsets)
+        + channel
+        + b"".join(bytes(p) for p in pieces[:4])
     )
     return [head, *pieces[4:]]
 
@@ -139,7 +141,7 @@ def decode_legacy(frame: str | bytes) -> Message:
         return Message.from_dict(json.loads(frame))
     view = memoryview(frame)
     (count,) = struct.unpack_from("!I", view, 0)
-    offsets = list(struct.unpack_from(f"!{count}I", view, 4)) + [len(view)]
+    offsets = [*list(struct.unpack_from(f"!{count}I", view, 4)), len(view)]
     parts = [view[offsets[i] : offsets[i + 1]] for i in range(count)]
     msg = json.loads(bytes(parts[0]))
     result = Message.from_dict(msg)

@@ -18,16 +18,10 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-
-try:
-    from jupyter_server.services.kernels.connection.channels import (
-        ZMQChannelsWebsocketConnection,
-    )
-except ImportError:  # pragma: no cover - only the server process needs it
-    ZMQChannelsWebsocketConnection = object
+from jupyter_server.services.kernels.connection.channels import ZMQChannelsWebsocketConnection
 
 
-class NoDelayConnection(ZMQChannelsWebsocketConnection):  # type: ignore[misc,valid-type]
+class NoDelayConnection(ZMQChannelsWebsocketConnection):
     """A kernel WebSocket connection that turns Nagle's algorithm off on its socket."""
 
     def connect(self) -> Any:
