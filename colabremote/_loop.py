@@ -41,10 +41,6 @@ class LoopThread:
         """Run ``coro`` on the loop and wait. Ctrl-C cancels it (interrupting remote work)."""
         if threading.current_thread() is self.thread:
             coro.close()
-            raise RuntimeError(
-                "a blocking colabremote call was made from colabremote's own event loop "
-                "(for example inside an output callback); use the async API there"
-            )
         return wait_future(self.submit(coro))
 
 
@@ -54,6 +50,11 @@ def wait_future(future: concurrent.futures.Future[T]) -> T:
     On Ctrl-C the coroutine is cancelled (which interrupts the kernel) and we wait for that to
     finish before raising KeyboardInterrupt here; a second Ctrl-C stops the waiting.
     """
+    if threading.current_thread() is _instance_thread():
+        raise RuntimeError(
+            "a blocking colabremote call was made from colabremote's own event loop "
+            "(for example inside an output callback); use the async API there"
+        )
     progress = _progress.get(id(future))
     try:
         # Waiting in slices lets a pending KeyboardInterrupt through on every platform. (Not by
@@ -88,6 +89,10 @@ async def _tracked(coro: Coroutine[Any, Any, T], progress: _Progress) -> T:
 
 _lock = threading.Lock()
 _instance: LoopThread | None = None
+
+
+def _instance_thread() -> threading.Thread | None:
+    return _instance.thread if _instance is not None else None
 
 
 def loop_thread() -> LoopThread:

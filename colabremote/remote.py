@@ -107,7 +107,7 @@ class RemoteFunction(Generic[P, R]):
         outer: concurrent.futures.Future[R] = concurrent.futures.Future()
 
         def finish(done: concurrent.futures.Future[tuple[list[Outcome], float]]) -> None:
-            if done.cancelled():
+            if done.cancelled() or not outer.set_running_or_notify_cancel():
                 outer.cancel()
                 return
             exc = done.exception()
@@ -123,7 +123,6 @@ class RemoteFunction(Generic[P, R]):
             if f.cancelled():
                 inner.cancel()
 
-        outer.set_running_or_notify_cancel()
         outer.add_done_callback(forward_cancel)
         inner.add_done_callback(finish)
         return outer

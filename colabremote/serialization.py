@@ -109,7 +109,7 @@ class _ClientPickler(agent.SourcePickler):
             if obj.__module__ in self.by_value:
                 return self._dynamic_function_reduce(obj)
         elif isinstance(obj, type) and obj.__module__ in self.by_value - {"builtins"}:
-            return _cloudpickle_impl._dynamic_class_reduce(obj)
+            return agent.portable_class_reduce(obj, _cloudpickle_impl._dynamic_class_reduce(obj))
         return super().reducer_override(obj)
 
 
@@ -265,7 +265,13 @@ def _excluded_roots() -> tuple[str, ...]:
     return tuple(os.path.realpath(r) + os.sep for r in roots if r)
 
 
-_SKIP_PREFIXES = ("colabremote", "_colabremote_agent", "cloudpickle", "__main__", "__mp_main__")
+_SKIP_PACKAGES = frozenset(
+    {"colabremote", "_colabremote_agent", "cloudpickle", "__main__", "__mp_main__"}
+)
+
+
+def _skipped(name: str) -> bool:
+    return name.partition(".")[0] in _SKIP_PACKAGES
 
 
 @dataclass(frozen=True)
@@ -279,19 +285,21 @@ class SourceFile:
 class LocalModules:
     """Finds the user's own modules and tracks which versions the kernel already has."""
 
-    RESCAN_SECONDS = 1.0
+    RESCAN_SECONDS = 1.0  # how often loaded modules are checked for edits
 
     def __init__(self) -> None:
         self._excluded = _excluded_roots()
         self._sent: dict[str, str] = {}
         self._stat_cache: dict[str, tuple[int, int, str, bytes]] = {}
-        self._last_scan = 0.0
+        self._last_scan = -1e9
         self._last_count = -1
         self._files: dict[str, tuple[str, str]] = {}  # relpath -> (module, absolute path)
+        self._looked_up: set[str] = set()
 
     def forget_sent(self) -> None:
         """The kernel was replaced: everything must be sent again."""
         self._sent.clear()
+        self._last_scan = -1e9
 
     def _is_local(self, path: str) -> bool:
         real = os.path.realpath(path)
@@ -301,7 +309,7 @@ class LocalModules:
         return "site-packages" not in parts and "dist-packages" not in parts
 
     def _candidate(self, name: str, module: types.ModuleType) -> tuple[str, str] | None:
-        if name.startswith(_SKIP_PREFIXES):
+        if _skipped(name):
             return None
         path = getattr(module, "__file__", None)
         if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
@@ -324,7 +332,7 @@ class LocalModules:
             if found is not None:
                 self._files[found[0]] = (name, found[1])
         for name in extra_names:
-            if name in sys.modules or name.startswith(_SKIP_PREFIXES):
+            if name in sys.modules or _skipped(name):
                 continue
             try:
                 spec = importlib.util.find_spec(name)
@@ -343,13 +351,17 @@ class LocalModules:
     def pending(self, extra_names: Iterable[str] = ()) -> list[SourceFile]:
         """Files the kernel does not have yet, or has in an older version."""
         now = time.monotonic()
-        names = tuple(extra_names)
-        if names or len(sys.modules) != self._last_count or now - self._last_scan > 1.0:
-            self._scan(names)
-            self._last_count = len(sys.modules)
-            self._last_scan = now
-        else:
+        new_names = [n for n in extra_names if n not in self._looked_up]
+        if (
+            not new_names
+            and len(sys.modules) == self._last_count
+            and now - self._last_scan < self.RESCAN_SECONDS
+        ):
             return []
+        self._scan(new_names)
+        self._looked_up.update(new_names)
+        self._last_count = len(sys.modules)
+        self._last_scan = now
         out: list[SourceFile] = []
         for relpath, (module, path) in sorted(self._files.items()):
             try:
@@ -373,17 +385,22 @@ class LocalModules:
             self._sent[f.path] = f.digest
 
 
-def imported_names(fn: Callable[..., Any]) -> list[str]:
+_IMPORTS_CACHE: dict[types.CodeType, tuple[str, ...]] = {}
+
+
+def imported_names(fn: Callable[..., Any]) -> tuple[str, ...]:
     """Modules that ``fn``'s code imports by name (``import x`` inside the function)."""
     import dis
 
-    fn = _unwrap(fn)
-    code = getattr(fn, "__code__", None)
+    code = getattr(_unwrap(fn), "__code__", None)
     if code is None:
-        return []
-    names: list[str] = []
-    for c in agent._iter_code(code):
-        for instruction in dis.get_instructions(c):
-            if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
-                names.append(instruction.argval)
+        return ()
+    names = _IMPORTS_CACHE.get(code)
+    if names is None:
+        found: list[str] = []
+        for c in agent._iter_code(code):
+            for instruction in dis.get_instructions(c):
+                if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
+                    found.append(instruction.argval)
+        names = _IMPORTS_CACHE[code] = tuple(found)
     return names

@@ -43,6 +43,7 @@ Outcome = tuple[str, Any]
 BACKENDS = ("local", "jupyter")
 #: How long an interrupted call may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 10.0
+_MAX_RESENDS = 5
 _ALIVE_POLL = {"local": 0.25}
 _DEFAULT_ALIVE_POLL = 2.0
 
@@ -280,7 +281,7 @@ class _Core:
         files = self.modules.pending(serialization.imported_names(fn))
         if files:
             await self._ship(client, files)
-        while True:
+        for _attempt in range(_MAX_RESENDS):
             include = function.key not in self.known_functions
             fields = {"op": "call", "fn": function.key, "fn_included": include}
             parts = [*function.parts, *arguments] if include else arguments
@@ -288,20 +289,19 @@ class _Core:
             self.known_functions.add(function.key)
             reply = await self._await_call(client, future, timeout=timeout, name=name)
             status = reply.fields.get("status")
-            if status in ("aborted", "need_function"):
-                # It never ran (an interrupt aimed elsewhere, or the kernel forgot the
-                # function): sending it again cannot run it twice.
+            if status in ("aborted", "need_function", "lost"):
+                # It never ran (an interrupt aimed elsewhere, the kernel forgot the function,
+                # or its arguments were lost on the way): sending it again cannot run it twice.
                 self.known_functions.discard(function.key)
                 if status == "aborted":
                     await self._resume(client)
                 continue
             client.acknowledge(str(reply.fields["id"]))
-            if status == "lost":
-                raise ConnectionLost(
-                    f"part of the call's data was lost: {reply.fields.get('evalue')}"
-                )
+            if status == "unknown":
+                raise ConnectionLost(f"the kernel no longer has the result of {name}")
             outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
             return outcomes, float(reply.fields.get("seconds", 0.0))
+        raise ConnectionLost(f"{name} could not be delivered to the kernel")
 
     async def _ship(self, client: KernelClient, files: list[serialization.SourceFile]) -> None:
         listing = [{"path": f.path, "module": f.module, "hash": f.digest} for f in files]
@@ -397,12 +397,28 @@ class _Core:
 
     async def exec(self, code: str, timeout: float | None) -> None:
         client = await self.ready_client()
+        task = asyncio.get_running_loop().create_task(client.execute(code, store_history=False))
         try:
-            await client.execute(code, store_history=False, timeout=timeout)
-        except TimeoutError:
-            with contextlib.suppress(Exception):
-                await self.backend.interrupt()
-            raise RemoteTimeout(f"the code did not finish within {timeout:g} s") from None
+            done, _ = await asyncio.wait([task], timeout=timeout)
+        except asyncio.CancelledError:  # Ctrl-C: stop the code in the kernel too
+            await asyncio.shield(self._stop_execute(task))
+            raise
+        if not done:
+            await self._stop_execute(task)
+            raise RemoteTimeout(f"the code did not finish within {timeout:g} s and was interrupted")
+        task.result()
+
+    async def _stop_execute(self, task: asyncio.Task[Any]) -> None:
+        with contextlib.suppress(Exception):
+            await self.backend.interrupt()
+        done, _ = await asyncio.wait([task], timeout=INTERRUPT_GRACE)
+        if done:
+            with contextlib.suppress(BaseException):
+                task.result()
+        else:
+            task.cancel()
+            if self.client is not None:
+                await self._replace_stuck_kernel(self.client)
 
     async def info(self) -> SessionInfo:
         client = await self.ready_client()
@@ -580,7 +596,7 @@ _default: Session | None = None
 def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str, Any]:
     """Session options from ``COLABREMOTE_*`` variables."""
     env = os.environ if environ is None else environ
-    backend = env.get("COLABREMOTE_BACKEND", "local")
+    backend = env.get("COLABREMOTE_BACKEND") or "local"
     options: dict[str, Any] = {"backend": backend}
     names = {
         "COLABREMOTE_PYTHON": "python",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -72,11 +73,29 @@ class JupyterBackend(Backend):
         assert self.kernel_id is not None
         return f"/api/kernels/{quote(self.kernel_id, safe='')}{suffix}"
 
-    async def _get(self, path: str, doing: str) -> httpx.Response:
-        async def once() -> httpx.Response:
-            return _check(await self._http.get(path), doing)
+    async def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP request, with httpx's errors translated here and nowhere else."""
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException as exc:
+            raise ConnectionLost(f"{doing}: {self.url} did not answer in time ({exc})") from None
+        except httpx.TransportError as exc:
+            raise ConnectionLost(f"{doing}: cannot reach {self.url} ({exc})") from None
+        return _check(response, doing)
 
-        return await retrying(once)
+    async def _get(self, path: str, doing: str) -> httpx.Response:
+        return await retrying(lambda: self._request("GET", path, doing))
+
+    async def _wait_settled(self) -> dict[str, Any]:
+        """The kernel's model once the server is not in the middle of restarting it."""
+        for _ in range(600):
+            model: dict[str, Any] = (
+                await self._get(self._kernel_path(), "looking up the kernel")
+            ).json()
+            if model.get("execution_state") not in ("restarting", "autorestarting", "starting"):
+                return model
+            await asyncio.sleep(0.1)
+        return model
 
     async def start(self, progress: Progress) -> None:
         if self.kernel_id is not None:
@@ -85,10 +104,18 @@ class JupyterBackend(Backend):
             return
         progress(f"starting a kernel on {self.url}")
         try:
-            response = await self._http.post("/api/kernels", json={"name": self.kernel_name})
-        except httpx.TransportError as exc:
-            raise KernelStartError(f"cannot reach the Jupyter server at {self.url}: {exc}") from exc
-        _check(response, "starting a kernel")
+            response = await self._request(
+                "POST", "/api/kernels", "starting a kernel", json={"name": self.kernel_name}
+            )
+        except ServerError as exc:
+            if isinstance(exc, AuthenticationError):
+                raise
+            raise KernelStartError(
+                f"the server could not start a {self.kernel_name!r} kernel ({exc}); check "
+                "kernel_name against the server's /api/kernelspecs"
+            ) from None
+        except ConnectionLost as exc:
+            raise KernelStartError(str(exc)) from None
         self.kernel_id = str(response.json()["id"])
 
     async def connect(self) -> Transport:
@@ -100,13 +127,12 @@ class JupyterBackend(Backend):
         return await WebSocketTransport.open(url, headers=self._headers, use_v1=self.use_v1)
 
     async def interrupt(self) -> None:
-        response = await self._http.post(self._kernel_path("/interrupt"))
-        _check(response, "interrupting the kernel")
+        await self._request("POST", self._kernel_path("/interrupt"), "interrupting the kernel")
 
     async def restart(self, progress: Progress) -> None:
         progress("starting a fresh kernel")
         try:
-            state = (await self._get(self._kernel_path(), "looking up the kernel")).json()
+            state = await self._wait_settled()
         except ServerError as exc:
             if exc.status != 404:
                 raise
@@ -115,15 +141,21 @@ class JupyterBackend(Backend):
             await self.start(progress)
             return
         if state.get("execution_state") in ("dead", "busy"):
-            response = await self._http.post(self._kernel_path("/restart"), timeout=120)
-            _check(response, "restarting the kernel")
+            # The server may have begun an automatic restart meanwhile: wait it out and retry.
+            async def once() -> httpx.Response:
+                return await self._request(
+                    "POST", self._kernel_path("/restart"), "restarting the kernel", timeout=120
+                )
+
+            await retrying(once)
+            await self._wait_settled()
 
     async def is_alive(self) -> bool:
         if self.kernel_id is None:
             return False
         try:
             response = await self._http.get(self._kernel_path())
-        except httpx.TransportError:
+        except httpx.HTTPError:
             return False
         return response.status_code == 200 and response.json().get("execution_state") != "dead"
 

@@ -135,10 +135,27 @@ class SourceUnavailable(Exception):
     """This code object cannot be shipped as source."""
 
 
-_PY_SOURCE_CACHE: dict[tuple[str, int], tuple[list[tuple[int, int]], tuple[str, ...]]] = {}
+Chunk = tuple[int, str]  # (first line number, source text)
+
+_PY_SOURCE_CACHE: dict[tuple[str, int], _Layout] = {}
 _SPEC_CACHE: OrderedDict[types.CodeType, tuple[Any, ...] | None] = OrderedDict()
-_COMPILED: OrderedDict[tuple[str, int, str, tuple[str, ...]], types.CodeType] = OrderedDict()
+_COMPILED: OrderedDict[tuple[str, tuple[Chunk, ...], tuple[str, ...]], types.CodeType] = (
+    OrderedDict()
+)
 _CACHE_LIMIT = 512
+
+
+class _Layout:
+    """Where the top-level statements and imports of a source file are."""
+
+    __slots__ = ("futures", "imports", "spans")
+
+    def __init__(
+        self, spans: list[tuple[int, int]], imports: list[tuple[int, int]], futures: tuple[str, ...]
+    ) -> None:
+        self.spans = spans
+        self.imports = imports
+        self.futures = futures
 
 
 def _future_flags(names: Sequence[str]) -> int:
@@ -159,15 +176,24 @@ def _iter_code(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _iter_code(const)
 
 
-def _compile_segment(
-    filename: str, start: int, segment: str, futures: tuple[str, ...]
+def _compile_chunks(
+    filename: str, chunks: tuple[Chunk, ...], futures: tuple[str, ...]
 ) -> types.CodeType:
-    key = (filename, start, segment, futures)
+    """Compile (never run) source chunks as one module, each at its own line numbers.
+
+    The chunks are the file's top-level imports and the statement that holds the code: the
+    imports matter because some compilers emit different bytecode for names bound by imports.
+    """
+    key = (filename, chunks, futures)
     code = _COMPILED.get(key)
     if code is None:
-        tree = ast.parse(segment, filename)
-        ast.increment_lineno(tree, start - 1)
-        code = compile(tree, filename, "exec", flags=_future_flags(futures), dont_inherit=True)
+        body: list[ast.stmt] = []
+        for start, text in chunks:
+            tree = ast.parse(text, filename)
+            ast.increment_lineno(tree, start - 1)
+            body.extend(tree.body)
+        module = ast.Module(body=body, type_ignores=[])
+        code = compile(module, filename, "exec", flags=_future_flags(futures), dont_inherit=True)
         _COMPILED[key] = code
         if len(_COMPILED) > _CACHE_LIMIT:
             _COMPILED.popitem(last=False)
@@ -195,8 +221,7 @@ def _matching(code: types.CodeType, name: str, firstlineno: int) -> list[types.C
 
 def rebuild_code(
     filename: str,
-    start: int,
-    segment: str,
+    chunks: tuple[Chunk, ...],
     futures: tuple[str, ...],
     name: str,
     firstlineno: int,
@@ -204,7 +229,9 @@ def rebuild_code(
     freevars: tuple[str, ...],
 ) -> types.CodeType:
     """Compile shipped source and return the code object it describes (the unpickling side)."""
-    module_code = _compile_segment(filename, start, segment, tuple(futures))
+    chunks = tuple((int(start), str(text)) for start, text in chunks)
+    module_code = _compile_chunks(filename, chunks, tuple(futures))
+    start, segment = chunks[-1]
     _register_lines(filename, start, segment)
     matches = _matching(module_code, name, firstlineno)
     if index >= len(matches):
@@ -237,22 +264,23 @@ def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
     return True
 
 
-def _source_layout(
-    filename: str, lines: list[str]
-) -> tuple[list[tuple[int, int]], tuple[str, ...]]:
-    """Line spans of the top-level statements of a source file, and its ``__future__`` imports."""
+def _source_layout(filename: str, lines: list[str]) -> _Layout:
     key = (filename, hash(tuple(lines)))
     layout = _PY_SOURCE_CACHE.get(key)
     if layout is None:
         tree = ast.parse("".join(lines), filename)
         spans: list[tuple[int, int]] = []
+        imports: list[tuple[int, int]] = []
         futures: list[str] = []
         for node in tree.body:
             first = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
-            spans.append((first, node.end_lineno or node.lineno))
+            span = (first, node.end_lineno or node.lineno)
+            spans.append(span)
             if isinstance(node, ast.ImportFrom) and node.module == "__future__":
                 futures.extend(alias.name for alias in node.names)
-        layout = (spans, tuple(futures))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                imports.append(span)
+        layout = _Layout(spans, imports, tuple(futures))
         if len(_PY_SOURCE_CACHE) > _CACHE_LIMIT:
             _PY_SOURCE_CACHE.clear()
         _PY_SOURCE_CACHE[key] = layout
@@ -279,6 +307,11 @@ def code_source_spec(code: types.CodeType) -> tuple[Any, ...] | None:
     return spec
 
 
+def _text(lines: list[str], first: int, last: int) -> str:
+    text = "".join(lines[first - 1 : last])
+    return text if text.endswith("\n") else text + "\n"
+
+
 def _find_source_spec(code: types.CodeType) -> tuple[Any, ...] | None:
     filename = code.co_filename
     if not filename or (filename.startswith("<") and filename.endswith(">")):
@@ -286,30 +319,147 @@ def _find_source_spec(code: types.CodeType) -> tuple[Any, ...] | None:
     lines = linecache.getlines(filename)
     if not lines:
         return None
-    spans, futures = _source_layout(filename, lines)
-    for first, last in spans:
+    layout = _source_layout(filename, lines)
+    for first, last in layout.spans:
         if first <= code.co_firstlineno <= last:
             break
     else:
         return None
-    segment = "".join(lines[first - 1 : last])
-    if not segment.endswith("\n"):
-        segment += "\n"
-    compiled = _compile_segment(filename, first, segment, futures)
+    chunks = tuple((a, _text(lines, a, b)) for a, b in layout.imports if b < first)
+    chunks += ((first, _text(lines, first, last)),)
+    compiled = _compile_chunks(filename, chunks, layout.futures)
     matches = _matching(compiled, code.co_name, code.co_firstlineno)
     same = [i for i, candidate in enumerate(matches) if _same_code(candidate, code)]
     if len(same) != 1:
         return None
     return (
         filename,
-        first,
-        segment,
-        futures,
+        chunks,
+        layout.futures,
         code.co_name,
         code.co_firstlineno,
         same[0],
         code.co_freevars,
     )
+
+
+_DATACLASS_GENERATED = frozenset(
+    {
+        "__init__",
+        "__repr__",
+        "__eq__",
+        "__lt__",
+        "__le__",
+        "__gt__",
+        "__ge__",
+        "__hash__",
+        "__setattr__",
+        "__delattr__",
+        "__getstate__",
+        "__setstate__",
+        "__replace__",
+    }
+)
+_DATACLASS_OPTIONS = (
+    "init",
+    "repr",
+    "eq",
+    "order",
+    "unsafe_hash",
+    "frozen",
+    "match_args",
+    "kw_only",
+)
+
+
+def portable_class_reduce(cls: type, reduced: Any) -> Any:
+    """Adapt cloudpickle's by-value reduction of a class so it works on any Python version.
+
+    A dataclass's ``__init__``, ``__eq__`` and friends are generated with ``exec`` and have no
+    source: they are left out, and the receiver applies ``@dataclass`` again to make its own.
+    """
+    import dataclasses
+
+    if not isinstance(reduced, tuple) or not dataclasses.is_dataclass(cls):
+        return reduced
+    params = cls.__dict__.get("__dataclass_params__")
+    if params is None or getattr(params, "slots", False):
+        return reduced
+    make, args, (clsdict, slotstate), listitems, dictitems, _setter = reduced
+    generated = {
+        name
+        for name, value in clsdict.items()
+        if name in _DATACLASS_GENERATED
+        and (_made_without_source(value) or getattr(value, "__module__", None) == "dataclasses")
+    }
+    if not generated:
+        return reduced
+    # Field and parameter objects have version-specific slots: they travel as plain data.
+    generated |= {"__dataclass_fields__", "__dataclass_params__"}
+    kept = {name: value for name, value in clsdict.items() if name not in generated}
+    options = {name: getattr(params, name) for name in _DATACLASS_OPTIONS if hasattr(params, name)}
+    fields = []
+    for field in dataclasses.fields(cls):
+        spec: dict[str, Any] = {
+            "name": field.name,
+            "init": field.init,
+            "repr": field.repr,
+            "hash": field.hash,
+            "compare": field.compare,
+            "metadata": dict(field.metadata),
+        }
+        if field.default is not dataclasses.MISSING:
+            spec["default"] = field.default
+        if field.default_factory is not dataclasses.MISSING:
+            spec["default_factory"] = field.default_factory
+        if isinstance(getattr(field, "kw_only", None), bool):
+            spec["kw_only"] = field.kw_only
+        fields.append(spec)
+    state = ((kept, slotstate), options, fields)
+    return make, args, state, listitems, dictitems, dataclass_setstate
+
+
+def _made_without_source(value: Any) -> bool:
+    """A function (or the one a decorator wraps, like ``__repr__``'s) that has no source."""
+    import inspect
+
+    if not isinstance(value, types.FunctionType):
+        return False
+    inner = inspect.unwrap(value)
+    code = getattr(inner, "__code__", None)
+    return isinstance(code, types.CodeType) and code_source_spec(code) is None
+
+
+def dataclass_setstate(cls: type, state: tuple[Any, dict[str, Any], list[dict[str, Any]]]) -> type:
+    """Fill in a dataclass shipped by :func:`portable_class_reduce` (the unpickling side)."""
+    import dataclasses
+    import inspect
+
+    from cloudpickle.cloudpickle import _class_setstate
+
+    if "__dataclass_fields__" in cls.__dict__:
+        return cls  # a class this process already has, complete: leave it alone
+    class_state, options, fields = state
+    _class_setstate(cls, class_state)
+    field_options = inspect.signature(dataclasses.field).parameters
+    for spec in fields:
+        kwargs = {k: v for k, v in spec.items() if k != "name" and k in field_options}
+        setattr(cls, spec["name"], dataclasses.field(**kwargs))  # what @dataclass read first
+    accepted = inspect.signature(dataclasses.dataclass).parameters
+    # @dataclass reads string annotations in the namespace of the class's module, which may not
+    # exist here: stand in the namespace its shipped functions share, for the duration.
+    module_name = cls.__module__
+    stand_in = None
+    if module_name not in sys.modules:
+        stand_in = types.ModuleType(module_name)
+        stand_in.__dict__.update(_NAMESPACES.get(module_name, {}))
+        sys.modules[module_name] = stand_in
+    try:
+        dataclasses.dataclass(cls, **{k: v for k, v in options.items() if k in accepted})
+    finally:
+        if stand_in is not None and sys.modules.get(module_name) is stand_in:
+            del sys.modules[module_name]
+    return cls
 
 
 class BytecodeRefused(pickle.PicklingError):
@@ -345,7 +495,10 @@ class SourcePickler(cloudpickle.Pickler):  # type: ignore[misc]
             if not self.allow_bytecode:
                 raise BytecodeRefused(obj)
             return NotImplemented
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if isinstance(obj, type):
+            return portable_class_reduce(obj, reduced)
+        return reduced
 
 
 def dumps(obj: Any, *, allow_bytecode: bool = True) -> list[memoryview]:
@@ -377,6 +530,7 @@ def module_namespace(name: str, base: dict[str, Any]) -> dict[str, Any]:
 
 # So that pickles made on either side name these functions the same way.
 module_namespace.__module__ = "_colabremote_agent"
+dataclass_setstate.__module__ = "_colabremote_agent"
 rebuild_code.__module__ = "_colabremote_agent"
 if __name__ != "_colabremote_agent":
     sys.modules.setdefault("_colabremote_agent", sys.modules[__name__])
@@ -555,10 +709,15 @@ class Agent:
             with open(path, "wb") as f:
                 f.write(content)
             if entry["path"] in self.source_hashes:
-                changed.append(entry["module"])
+                changed.append(entry["module"])  # an edited file, sent again
             self.source_hashes[entry["path"]] = entry["hash"]
-        for module in changed:
-            sys.modules.pop(module, None)
+        if changed:
+            # Modules import each other: forget every shipped module, so the next import sees
+            # one consistent version of them all.
+            prefix = os.path.join(self.source_dir, "")
+            for name, module in list(sys.modules.items()):
+                if str(getattr(module, "__file__", "") or "").startswith(prefix):
+                    del sys.modules[name]
         importlib.invalidate_caches()
         self.send({"op": "sources", "id": data["id"], "count": len(parts)})
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from jupyter_client.session import Session as MessageFactory
 
-from ..exceptions import ConnectionLost, KernelDied, RemoteError
+from ..exceptions import ConnectionLost, KernelDied, KernelStartError, RemoteError
 from . import agent as agent_module
 from .messages import Buffer, Message
 from .transport import Transport
@@ -37,6 +37,7 @@ ColabRequestHandler = Callable[[Message], Awaitable[dict[str, Any]]]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _DEAD_STATES = frozenset({"restarting", "autorestarting", "dead"})
 _ACK_DELAY = 0.05
+_MAX_FETCHES = 5
 
 
 def strip_ansi(text: str) -> str:
@@ -62,6 +63,7 @@ class _Inflight:
     is_call: bool
     became_head: asyncio.Event = field(default_factory=asyncio.Event)
     head_since: float | None = None
+    fetches: int = 0
 
 
 class KernelClient:
@@ -86,6 +88,7 @@ class KernelClient:
         self._agent_comm: str | None = None
         self._assembler = agent_module.Assembler()
         self._waiters: dict[str, _Inflight] = {}
+        self._final_ids: dict[str, str] = {}  # last comm_msg id of a logical message -> its id
         self._calls: deque[_Inflight] = deque()
         self._send_lock = asyncio.Lock()
         self._pending_acks: list[str] = []
@@ -232,6 +235,9 @@ class KernelClient:
         code = (
             "def __colabremote_install(source):\n"
             "    import sys, types\n"
+            "    if sys.version_info < (3, 10):\n"
+            "        raise RuntimeError('colabremote needs Python 3.10+ in the kernel, not '\n"
+            "                           + sys.version.split()[0])\n"
             "    module = types.ModuleType('_colabremote_agent')\n"
             "    module.__file__ = '<colabremote-agent>'\n"
             "    sys.modules['_colabremote_agent'] = module\n"
@@ -260,10 +266,11 @@ class KernelClient:
         hello = (content.get("user_expressions") or {}).get("hello") or {}
         if content.get("status") != "ok" or hello.get("status") != "ok":
             failed = content if content.get("status") != "ok" else hello
-            raise rebuild_remote_error(
-                str(failed.get("ename", "Error")),
-                "installing the colabremote agent failed: " + str(failed.get("evalue", "")),
-                strip_ansi("\n".join(failed.get("traceback") or ())),
+            raise KernelStartError(
+                "the colabremote agent could not be installed in the kernel "
+                f"({failed.get('ename', 'Error')}: {failed.get('evalue', '')}). The kernel "
+                "needs Python 3.10 or newer and cloudpickle: run "
+                "'python -m pip install cloudpickle' in the kernel's environment."
             )
         import ast
         import json
@@ -276,7 +283,12 @@ class KernelClient:
         return fields
 
     def agent_request(
-        self, fields: dict[str, Any], parts: Sequence[Buffer] = (), *, is_call: bool = False
+        self,
+        fields: dict[str, Any],
+        parts: Sequence[Buffer] = (),
+        *,
+        is_call: bool = False,
+        expect_reply: bool = True,
     ) -> asyncio.Future[AgentReply]:
         """Send one logical message to the agent; the future resolves with its reply.
 
@@ -292,14 +304,17 @@ class KernelClient:
             fields["ack"] = self._pending_acks
             self._pending_acks = []
         future: asyncio.Future[AgentReply] = asyncio.get_running_loop().create_future()
-        inflight = _Inflight(msg_id, future, is_call)
-        self._waiters[msg_id] = inflight
-        if is_call:
-            self._calls.append(inflight)
-            if len(self._calls) == 1:
-                self._mark_head(inflight)
+        if expect_reply:
+            inflight = _Inflight(msg_id, future, is_call)
+            self._waiters[msg_id] = inflight
+            if is_call:
+                self._calls.append(inflight)
+                if len(self._calls) == 1:
+                    self._mark_head(inflight)
         task = asyncio.get_running_loop().create_task(self._send_logical(fields, parts))
         task.add_done_callback(lambda t: self._sent(msg_id, t))
+        if not expect_reply:
+            task.add_done_callback(lambda t: _settle(future, t))
         return future
 
     async def _send_logical(self, fields: dict[str, Any], parts: Sequence[Buffer]) -> None:
@@ -311,6 +326,8 @@ class KernelClient:
             ):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
                 await self._send(msg)
+            # The kernel reports idle for this message after the agent has replied to it.
+            self._final_ids[msg.msg_id] = str(fields["id"])
 
     def _sent(self, msg_id: str, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -355,7 +372,7 @@ class KernelClient:
     def _flush_acks(self) -> None:
         self._ack_handle = None
         if self._pending_acks and self._failure is None and self._agent_comm is not None:
-            future = self.agent_request({"op": "ack"})
+            future = self.agent_request({"op": "ack"}, expect_reply=False)
             future.add_done_callback(_consume)
 
     @property
@@ -410,6 +427,7 @@ class KernelClient:
                 idle = self._idle.get(parent)
                 if idle is not None and not idle.done():
                     idle.set_result(None)
+                self._check_replied(parent)
             elif state in _DEAD_STATES:
                 self.fail_all(KernelDied(f"the kernel died (its server reported {state!r})"))
             return
@@ -423,6 +441,30 @@ class KernelClient:
             # Remote calls run with allow_stdin off; answer anything else so nothing hangs.
             self._reply_input("")
 
+    def _check_replied(self, comm_msg_id: str) -> None:
+        """The kernel finished a message of ours: if its reply never came, ask for it again.
+
+        Jupyter servers drop iopub messages while a kernel exceeds their output rate limits
+        (status messages excepted), which can take a result with them. The agent keeps every
+        result until acknowledged, so asking again loses nothing and runs nothing twice.
+        """
+        msg_id = self._final_ids.pop(comm_msg_id, None)
+        waiter = self._waiters.get(msg_id) if msg_id is not None else None
+        if waiter is None or waiter.future.done() or not waiter.is_call:
+            return
+        waiter.fetches += 1
+        if waiter.fetches > _MAX_FETCHES:
+            self._waiters.pop(waiter.msg_id, None)
+            self._forget_call(waiter)
+            waiter.future.set_exception(
+                ConnectionLost(f"the result of call {waiter.msg_id} was lost in transit")
+            )
+            return
+        log.warning("the reply to %s did not arrive; asking the kernel again", waiter.msg_id)
+        self._assembler.discard(waiter.msg_id)
+        fetch = self.agent_request({"op": "fetch", "ids": [waiter.msg_id]}, expect_reply=False)
+        fetch.add_done_callback(_consume)
+
     def _from_agent(self, msg: Message) -> None:
         data = msg.content.get("data") or {}
         if data.get("op") == "chunk":
@@ -431,9 +473,8 @@ class KernelClient:
         msg_id = str(data.get("id"))
         try:
             parts = self._assembler.finish(data, msg.buffers)
-        except ValueError as exc:
-            parts = []
-            data = {"op": "result", "id": msg_id, "status": "lost", "evalue": str(exc)}
+        except ValueError:
+            return  # a chunk was dropped on the way: the idle that follows asks again
         waiter = self._waiters.pop(msg_id, None)
         if waiter is None:
             if data.get("op") == "result":
@@ -459,6 +500,16 @@ class KernelClient:
     def _reply_input(self, value: str) -> None:
         reply = self._message("input_reply", {"value": value}, channel="stdin")
         asyncio.get_running_loop().create_task(self._send(reply)).add_done_callback(_consume)
+
+
+def _settle(future: asyncio.Future[AgentReply], sent: asyncio.Task[None]) -> None:
+    """Resolve a fire-and-forget request's future once it is sent (or failed to be)."""
+    if future.done():
+        return
+    if sent.cancelled() or sent.exception() is not None:
+        future.set_exception(sent.exception() or ConnectionLost("sending was cancelled"))
+    else:
+        future.set_result(AgentReply({}, []))
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

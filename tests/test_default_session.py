@@ -1,0 +1,68 @@
+"""@cr.remote without a session: the default session, configured by COLABREMOTE_*."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import colabremote as cr
+from colabremote.exceptions import ConfigurationError
+from colabremote.session import make_backend, settings_from_environment
+
+
+def test_default_session_in_a_script(tmp_path: Path) -> None:
+    """A script decorates with @cr.remote, calls, and exits: the kernel is closed at exit."""
+    script = tmp_path / "job.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import os
+            import colabremote as cr
+
+            @cr.remote
+            def where(x):
+                print("running remotely")
+                return os.getpid(), x * 2
+
+            @cr.remote(timeout=30)
+            def double(x):
+                return x * 2
+
+            pid, value = where(21)
+            assert pid != os.getpid()
+            print("result", value, double(4), cr.default_session().info.backend)
+            """
+        )
+    )
+    env = dict(os.environ, COLABREMOTE_BACKEND="local")
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["running remotely", "result 42 8 local"]
+
+
+def test_settings_from_environment() -> None:
+    env = {"COLABREMOTE_BACKEND": "jupyter", "COLABREMOTE_URL": "http://127.0.0.1:1", "X": "1"}
+    assert settings_from_environment(env) == {"backend": "jupyter", "url": "http://127.0.0.1:1"}
+    assert settings_from_environment({"COLABREMOTE_BACKEND": ""}) == {"backend": "local"}
+
+
+def test_bad_configuration_is_explained() -> None:
+    with pytest.raises(ConfigurationError, match="not one of local, jupyter"):
+        cr.Session(backend="nowhere")
+    with pytest.raises(ConfigurationError, match="needs url="):
+        make_backend("jupyter", {})
+    with pytest.raises(ConfigurationError, match="does not take url"):
+        make_backend("local", {"url": "http://127.0.0.1:1"})
+    with pytest.raises(ConfigurationError, match="python='/no/such/python' was not found"):
+        cr.Session(backend="local", python="/no/such/python")
+    with pytest.raises(ConfigurationError, match="decorates a function"):
+        cr.remote(42)  # type: ignore[call-overload]
+    with pytest.raises(ConfigurationError, match="positive"):
+        cr.remote(timeout=0)(len)
