@@ -1,0 +1,90 @@
+"""Pure logic: WebSocket encodings and the chunking of large messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from colabremote.kernel.agent import Assembler, split_message
+from colabremote.kernel.messages import (
+    Message,
+    decode_legacy,
+    decode_v1,
+    encode_legacy,
+    encode_v1,
+)
+
+
+def _message(buffers: list[bytes]) -> Message:
+    return Message(
+        "shell",
+        {"msg_id": "m1", "msg_type": "comm_msg", "session": "s"},
+        {"msg_id": "p0"},
+        {"k": 1},
+        {"comm_id": "c", "data": {"op": "call", "text": "é"}},
+        [memoryview(b) for b in buffers],
+    )
+
+
+def _join(frame: str | list[bytes | bytearray | memoryview]) -> str | bytes:
+    return frame if isinstance(frame, str) else b"".join(bytes(p) for p in frame)
+
+
+@pytest.mark.parametrize("buffers", [[], [b"abc"], [b"", b"x" * 1000, b"\x00\xff"]])
+def test_v1_round_trip(buffers: list[bytes]) -> None:
+    msg = _message(buffers)
+    frame = _join(encode_v1(msg))
+    assert isinstance(frame, bytes)
+    back = decode_v1(frame)
+    assert (back.channel, back.header, back.parent_header) == (
+        "shell",
+        msg.header,
+        {"msg_id": "p0"},
+    )
+    assert (back.metadata, back.content) == (msg.metadata, msg.content)
+    assert [bytes(b) for b in back.buffers] == buffers
+
+
+@pytest.mark.parametrize("buffers", [[], [b"abc"], [b"", b"y" * 999]])
+def test_legacy_round_trip(buffers: list[bytes]) -> None:
+    msg = _message(buffers)
+    frame = encode_legacy(msg)
+    assert isinstance(frame, str) == (not buffers)  # text frames unless there are buffers
+    back = decode_legacy(_join(frame))
+    assert (back.channel, back.header, back.content) == ("shell", msg.header, msg.content)
+    assert [bytes(b) for b in back.buffers] == buffers
+
+
+def test_legacy_binary_layout_matches_jupyter_server() -> None:
+    """4-byte big-endian count (the JSON counts), then offsets from the frame start."""
+    frame = _join(encode_legacy(_message([b"12345"])))
+    assert isinstance(frame, bytes)
+    count = int.from_bytes(frame[0:4], "big")
+    first = int.from_bytes(frame[4:8], "big")
+    second = int.from_bytes(frame[8:12], "big")
+    assert (count, first) == (2, 12)
+    assert frame[second:] == b"12345"
+
+
+@pytest.mark.parametrize(
+    ("sizes", "limit"),
+    [([10, 20], 100), ([250], 100), ([99, 2, 300, 0], 100), ([100, 100, 100], 100)],
+)
+def test_split_and_assemble(sizes: list[int], limit: int) -> None:
+    parts = [bytes([i]) * size for i, size in enumerate(sizes)]
+    messages = list(split_message({"op": "call", "id": "c1"}, parts, limit))
+    assert all(sum(len(b) for b in buffers) <= limit for _, buffers in messages)
+    assert messages[-1][0]["op"] == "call"
+    assembler = Assembler()
+    for data, buffers in messages[:-1]:
+        assert data["op"] == "chunk"
+        assembler.add_chunk(data, buffers[0])
+    final, inline = messages[-1]
+    assert [bytes(p) for p in assembler.finish(final, inline)] == parts
+
+
+def test_missing_chunk_is_detected() -> None:
+    messages = list(split_message({"op": "call", "id": "c2"}, [b"z" * 250], 100))
+    assembler = Assembler()
+    assembler.add_chunk(messages[0][0], messages[0][1][0])  # the second chunk is lost
+    with pytest.raises(ValueError, match="bytes"):
+        assembler.finish(*messages[-1])
