@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -162,6 +163,7 @@ class _Core:
                 raise
             self.state = "open"
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+            _open_cores.add(self)
 
     async def _connect(self) -> None:
         transport = await self.backend.connect()
@@ -207,6 +209,7 @@ class _Core:
             if self.state == "closed":
                 return
             self.state = "closed"
+            _open_cores.discard(self)
             await self._teardown()
 
     async def _teardown(self) -> None:
@@ -619,7 +622,6 @@ def default_session() -> Session:
             options = settings_from_environment()
             backend = options.pop("backend")
             _default = Session(backend, **options)
-            atexit.register(_close_default)
         return _default
 
 
@@ -629,3 +631,22 @@ def _close_default() -> None:
     if session is not None:
         with contextlib.suppress(Exception):
             session.close()
+
+
+_open_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    """Sessions still open when the interpreter exits release their kernels."""
+    _close_default()
+    cores = list(_open_cores)
+    if not cores:
+        return
+    thread = loop_thread()
+
+    async def close_all() -> None:
+        await asyncio.gather(*(core.close() for core in cores), return_exceptions=True)
+
+    with contextlib.suppress(Exception):
+        thread.submit(close_all()).result(timeout=30)

@@ -8,11 +8,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import httpx
 import pytest
 
 import colabremote as cr
 from colabremote.exceptions import ConfigurationError
 from colabremote.session import make_backend, settings_from_environment
+from colabremote.testing import JupyterServer
 
 
 def test_default_session_in_a_script(tmp_path: Path) -> None:
@@ -66,3 +68,28 @@ def test_bad_configuration_is_explained() -> None:
         cr.remote(42)  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="positive"):
         cr.remote(timeout=0)(len)
+
+
+def test_unclosed_sessions_release_kernels_at_exit(jupyter_server: object, tmp_path: Path) -> None:
+    """A script that never closes its session still deletes its kernel from the server."""
+
+    assert isinstance(jupyter_server, JupyterServer)
+    headers = {"Authorization": f"token {jupyter_server.token}"}
+    before = {
+        k["id"] for k in httpx.get(f"{jupyter_server.url}/api/kernels", headers=headers).json()
+    }
+    script = tmp_path / "leaky.py"
+    script.write_text(
+        "import colabremote as cr\n"
+        f"s = cr.Session('jupyter', url={jupyter_server.url!r}, token={jupyter_server.token!r})\n"
+        "print(s.remote(abs)(-3))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+    after = {
+        k["id"] for k in httpx.get(f"{jupyter_server.url}/api/kernels", headers=headers).json()
+    }
+    assert after == before
