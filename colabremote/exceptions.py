@@ -4,11 +4,22 @@
 ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
 ├── SessionClosed               the session was closed (or never opened)
+├── AuthError                   signing in to Google failed or is needed
+│   ├── SignInRequired          no usable stored credentials: run `colabremote login`
+│   ├── MissingScopes           the credentials lack scopes Colab needs (the fix is in the message)
+│   └── OAuthError              the sign-in service refused (bad code or state, revoked token, ...)
 ├── BackendError                where kernels come from failed
 │   ├── KernelStartError        a kernel could not be started (missing ipykernel, bad python)
 │   ├── ServerError             a Jupyter server refused or failed a request
 │   │   └── AuthenticationError the server did not accept the credentials
-│   └── ConnectionLost          the connection to the kernel dropped and could not be restored
+│   ├── ConnectionLost          the connection to the kernel dropped and could not be restored
+│   └── ColabError              the Colab service refused a request
+│       ├── TooManyRuntimes     too many runtimes assigned (HTTP 412): release one
+│       ├── AcceleratorUnavailable  no machine with that accelerator now (HTTP 503)
+│       ├── NotEntitled         the account may not use that accelerator or shape (HTTP 400)
+│       ├── QuotaExceeded       usage limits reached (assign outcome 1 or 2)
+│       ├── AccountBlocked      the account is denylisted (assign outcome 5)
+│       └── RuntimeGone         the runtime is no longer assigned to the account
 ├── SerializationError          something could not cross the wire
 │   ├── ArgumentNotSerializable an argument cannot be pickled (nothing was sent)
 │   ├── ResultNotSerializable   the result cannot be pickled on the kernel, or rebuilt here
@@ -30,23 +41,34 @@ user code are never retried automatically, whatever this says.
 from __future__ import annotations
 
 __all__ = [
+    "AcceleratorUnavailable",
+    "AccountBlocked",
     "ArgumentNotSerializable",
+    "AuthError",
     "AuthenticationError",
     "BackendError",
+    "ColabError",
     "ColabRemoteError",
     "ConfigurationError",
     "ConnectionLost",
     "KernelDied",
     "KernelStartError",
+    "MissingScopes",
+    "NotEntitled",
+    "OAuthError",
     "PythonVersionMismatch",
+    "QuotaExceeded",
     "RemoteCallError",
     "RemoteError",
     "RemoteTimeout",
     "RemoteTraceback",
     "ResultNotSerializable",
+    "RuntimeGone",
     "SerializationError",
     "ServerError",
     "SessionClosed",
+    "SignInRequired",
+    "TooManyRuntimes",
 ]
 
 
@@ -101,6 +123,70 @@ class ConnectionLost(BackendError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class AuthError(ColabRemoteError):
+    """Signing in to Google failed, or is needed first."""
+
+
+class SignInRequired(AuthError):
+    """No usable stored credentials. Run ``colabremote login`` (or see docs/auth.md)."""
+
+
+class MissingScopes(AuthError):
+    """The credentials lack OAuth scopes that Colab needs; the message says how to get them."""
+
+    def __init__(self, message: str, *, missing: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+
+class OAuthError(AuthError):
+    """The sign-in service refused a request (a bad code or state, a revoked refresh token)."""
+
+    def __init__(self, message: str, *, error: str | None = None) -> None:
+        super().__init__(message)
+        self.error = error
+
+
+class ColabError(BackendError):
+    """The Colab service refused or failed a request."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is not None and (self.status == 429 or self.status >= 500)
+
+
+class TooManyRuntimes(ColabError):
+    """Colab refused a new runtime (HTTP 412): too many are assigned. Release one first."""
+
+
+class AcceleratorUnavailable(ColabError):
+    """No machine with the requested accelerator is free now (HTTP 503)."""
+
+    @property
+    def retryable(self) -> bool:
+        return False  # a fallback accelerator or a later attempt is the caller's choice
+
+
+class NotEntitled(ColabError):
+    """The account may not use the requested accelerator or shape (HTTP 400)."""
+
+
+class QuotaExceeded(ColabError):
+    """The account's Colab usage limits are reached (assign outcome 1 or 2)."""
+
+
+class AccountBlocked(ColabError):
+    """Colab has blocked this account from getting runtimes (assign outcome 5, denylisted)."""
+
+
+class RuntimeGone(ColabError):
+    """The runtime is no longer assigned to the account (released, or reclaimed when idle)."""
 
 
 class SerializationError(ColabRemoteError):
