@@ -312,7 +312,8 @@ class _Core:
         self.modules.mark_sent(files)
 
     async def _resume(self, client: KernelClient) -> None:
-        with contextlib.suppress(TimeoutError):
+        """Tell the agent to stop aborting (after an interrupt); harmless when it was not."""
+        with contextlib.suppress(TimeoutError, ConnectionLost, KernelDied):
             await asyncio.wait_for(asyncio.shield(client.agent_request({"op": "resume"})), 30)
 
     async def _await_call(
@@ -356,7 +357,10 @@ class _Core:
                     f"{name} did not finish within {timeout:g} s and was interrupted on the kernel"
                 )
         except asyncio.CancelledError:
-            await asyncio.shield(self._cancel(client, future))
+            # Best effort: the caller has gone, so a clean-up failure (a closed session) has
+            # nobody to report to, and must not replace the cancellation.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._cancel(client, future))
             raise
 
     async def _cancel(

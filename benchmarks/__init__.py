@@ -1,0 +1,1 @@
+"""colabremote's benchmarks: ``python -m benchmarks`` (see docs/performance.md)."""

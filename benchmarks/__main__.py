@@ -1,0 +1,306 @@
+"""Run colabremote's benchmarks: ``python -m benchmarks [--quick] [--gigabyte] [--json PATH]``.
+
+Everything runs on 127.0.0.1 and is started here. Each case is measured after a warm-up and
+reported as medians and p95s, next to a baseline measured in the same run on the same kernel and
+transport; the ratio is what the targets in docs/performance.md are about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+import colabremote as cr
+from colabremote.testing import JupyterServer
+
+from .baselines import EchoServer, websocket_execute_round_trips, zmq_execute_round_trips
+
+MB = 1024 * 1024
+
+
+def noop() -> None:
+    return None
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+@dataclass
+class Result:
+    case: str
+    transport: str
+    unit: str
+    median: float
+    p95: float
+    baseline: str
+    baseline_median: float
+    ratio: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def summary(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p95
+
+
+def timed(fn: Callable[[], Any], count: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextmanager
+def peak_rss() -> Iterator[dict[str, int]]:
+    """Samples this process's RSS every 2 ms; yields a dict that gets ``peak`` at the end."""
+    box = {"peak": rss_bytes()}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            box["peak"] = max(box["peak"], rss_bytes())
+            stop.wait(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield box
+    finally:
+        stop.set()
+        thread.join()
+        box["peak"] = max(box["peak"], rss_bytes())
+
+
+# -- cases -------------------------------------------------------------------------------------
+
+
+def call_overhead(
+    session: cr.Session, transport: str, raw: Callable[[int], list[float]], n: int
+) -> Result:
+    f = session.remote(noop)
+    ours = timed(f, n)
+    base = raw(n)
+    median, p95 = summary(ours)
+    base_median, _ = summary(base)
+    return Result(
+        "call overhead (no-op call)",
+        transport,
+        "ms",
+        median * 1e3,
+        p95 * 1e3,
+        "raw execute_request('pass')",
+        base_median * 1e3,
+        median / base_median,
+    )
+
+
+def payload_echo(
+    session: cr.Session, transport: str, echo_server: EchoServer, size: int, repeats: int
+) -> Result:
+    f = session.remote(echo)
+    f(np.zeros(8, dtype=np.uint8))  # ship the function first
+    chunk = 8 * MB
+    before = rss_bytes()
+    with peak_rss() as memory:
+        data = np.random.default_rng(0).integers(0, 255, size=size, dtype=np.uint8)
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            out = f(data)
+            samples.append(time.perf_counter() - started)
+            assert out.nbytes == size
+            del out
+    peak_ratio = (memory["peak"] - before) / size
+    del data
+    payload = os.urandom(size)
+    base = echo_server.echo_seconds(payload, repeats, chunk)
+    median, p95 = summary(samples)
+    base_median, _ = summary(base)
+    ours_rate = size / median / MB
+    base_rate = size / base_median / MB
+    return Result(
+        f"payload echo {size // MB} MB",
+        transport,
+        "MB/s",
+        ours_rate,
+        size / p95 / MB,
+        "plain WebSocket echo between two processes",
+        base_rate,
+        ours_rate / base_rate,
+        {"client_peak_rss_over_payload": round(peak_ratio, 2)},
+    )
+
+
+def session_start(
+    make: Callable[[], cr.Session], transport: str, raw: Callable[[], float], n: int
+) -> Result:
+    ours = []
+    for _ in range(n):
+        started = time.perf_counter()
+        with make() as session:
+            session.remote(noop)()
+            ours.append(time.perf_counter() - started)
+    base = [raw() for _ in range(n)]
+    median, p95 = summary(ours)
+    base_median, _ = summary(base)
+    return Result(
+        "session start (open + first result)",
+        transport,
+        "s",
+        median,
+        p95,
+        "start the kernel with jupyter_client and run one execute",
+        base_median,
+        median / base_median,
+    )
+
+
+def raw_local_start() -> float:
+    from jupyter_client.manager import KernelManager
+
+    started = time.perf_counter()
+    manager = KernelManager(kernel_name="python3")
+    manager.kernel_spec  # noqa: B018 - resolve the spec like a real start would
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute_interactive("pass", timeout=60)
+        return time.perf_counter() - started
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def map_throughput(session: cr.Session, transport: str, items: int) -> Result:
+    g = session.remote(echo)
+    list(g.map(range(200)))  # warm-up
+    started = time.perf_counter()
+    out = list(g.map(range(items)))
+    elapsed = time.perf_counter() - started
+    assert out == list(range(items))
+    rate = items / elapsed
+    return Result(
+        f"map throughput ({items:,} no-op items)",
+        transport,
+        "items/s",
+        rate,
+        rate,
+        "target: 3,000 items/s",
+        3000.0,
+        rate / 3000.0,
+    )
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def kernel_ws_url(server: JupyterServer, session: cr.Session) -> str:
+    kernel_id = session.info.details["kernel_id"]
+    return f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?session_id=bench"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (for CI)")
+    parser.add_argument("--gigabyte", action="store_true", help="also echo 1 GB payloads")
+    parser.add_argument("--json", default="benchmarks/results/latest.json", help="JSON output")
+    args = parser.parse_args(argv)
+
+    calls = 100 if args.quick else 500
+    many = 2000 if args.quick else 10000
+    starts = 3 if args.quick else 5
+    sizes = [1 * MB, 10 * MB, 100 * MB] + ([1024 * MB] if args.gigabyte else [])
+    results: list[Result] = []
+
+    def report(result: Result) -> None:
+        results.append(result)
+        extra = json.dumps(result.extra) if result.extra else ""
+        print(
+            f"{result.case:<38} {result.transport:<18} {result.median:>10.2f} {result.unit:<8}"
+            f" p95 {result.p95:>9.2f}  baseline {result.baseline_median:>9.2f}"
+            f"  ratio {result.ratio:>5.2f}  {extra}",
+            flush=True,
+        )
+
+    print(
+        f"colabremote {cr.__version__}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
+    )
+    with EchoServer() as echo_server:
+        # A kernel on this machine, over ZeroMQ.
+        with cr.Session("local", progress=False) as session:
+            session.info  # noqa: B018 - warm up
+            backend: Any = session._core.backend
+            connection_file = backend._manager.connection_file
+
+            def zmq_raw(n: int) -> list[float]:
+                return zmq_execute_round_trips(connection_file, n)
+
+            report(call_overhead(session, "local (ZMQ)", zmq_raw, calls))
+            report(map_throughput(session, "local (ZMQ)", many))
+
+        def local_session() -> cr.Session:
+            return cr.Session("local", progress=False)
+
+        report(session_start(local_session, "local (ZMQ)", raw_local_start, starts))
+
+        # Jupyter servers, over the kernel WebSocket.
+        for nodelay, label in ((True, "jupyter (nodelay)"), (False, "jupyter (stock)")):
+            with (
+                JupyterServer(nodelay=nodelay) as server,
+                cr.Session(
+                    "jupyter", url=server.url, token=server.token, progress=False
+                ) as session,
+            ):
+                url = kernel_ws_url(server, session)
+                headers = {"Authorization": f"token {server.token}"}
+
+                def ws_raw(
+                    n: int, url: str = url, headers: dict[str, str] = headers
+                ) -> list[float]:
+                    return websocket_execute_round_trips(url, headers, n)
+
+                report(call_overhead(session, label, ws_raw, calls if nodelay else 30))
+                if nodelay:
+                    for size in sizes:
+                        repeats = 3 if size >= 100 * MB else 5
+                        report(payload_echo(session, label, echo_server, size, repeats))
+                    report(map_throughput(session, label, many))
+
+    os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+    with open(args.json, "w") as f:
+        machine = {"python": platform.python_version(), "cpus": os.cpu_count()}
+        json.dump({**machine, "results": [asdict(r) for r in results]}, f, indent=2)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The yardsticks each benchmark is divided by, measured in the same run on the same kernel.
+
+- A raw ``execute_request("pass")`` round trip (until both the reply and the idle status), over
+  ZeroMQ with jupyter_client, or over the kernel WebSocket with the plain ``websockets`` client.
+- A plain WebSocket echo of the same bytes between two local processes: the wire's ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import socket
+import time
+import uuid
+from typing import Any
+
+import websockets
+from jupyter_client.blocking.client import BlockingKernelClient
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+
+
+def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
+    """Seconds per raw execute round trip over ZeroMQ."""
+    client = BlockingKernelClient(connection_file=connection_file)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            msg_id = client.execute("pass", store_history=False)
+            reply_seen = idle_seen = False
+            while not reply_seen:
+                reply = client.get_shell_msg(timeout=30)
+                reply_seen = reply["parent_header"].get("msg_id") == msg_id
+            while not idle_seen:
+                msg = client.get_iopub_msg(timeout=30)
+                idle_seen = (
+                    msg["parent_header"].get("msg_id") == msg_id
+                    and msg["msg_type"] == "status"
+                    and msg["content"]["execution_state"] == "idle"
+                )
+            times.append(time.perf_counter() - started)
+        return times
+    finally:
+        client.stop_channels()
+
+
+def _execute_request(session: str) -> tuple[str, str]:
+    msg_id = uuid.uuid4().hex
+    message = {
+        "header": {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "username": "bench",
+            "session": session,
+            "date": "2026-01-01T00:00:00Z",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {
+            "code": "pass",
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "channel": "shell",
+        "buffers": [],
+    }
+    return msg_id, json.dumps(message)
+
+
+async def _ws_round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
+    session = uuid.uuid4().hex
+    async with connect(url, additional_headers=headers, max_size=None, compression=None) as ws:
+        sock = ws.transport.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        times = []
+        for _ in range(count + 1):  # the first one warms the connection up
+            msg_id, text = _execute_request(session)
+            started = time.perf_counter()
+            await ws.send(text)
+            reply_seen = idle_seen = False
+            while not (reply_seen and idle_seen):
+                frame = await ws.recv()
+                if isinstance(frame, bytes):
+                    continue
+                msg: dict[str, Any] = json.loads(frame)
+                if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                    continue
+                if msg["msg_type"] == "execute_reply":
+                    reply_seen = True
+                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                    idle_seen = True
+            times.append(time.perf_counter() - started)
+        return times[1:]
+
+
+def websocket_execute_round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
+    """Seconds per raw execute round trip over a kernel WebSocket (legacy JSON protocol)."""
+    return asyncio.run(_ws_round_trips(url, headers, count))
+
+
+# -- the wire's ceiling ------------------------------------------------------------------------
+
+
+def _echo_server(port_queue: Any) -> None:
+    async def echo(ws: Any) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    async def main() -> None:
+        async with serve(echo, "127.0.0.1", 0, max_size=None, compression=None) as server:
+            port = next(iter(server.sockets)).getsockname()[1]
+            port_queue.put(port)
+            await asyncio.Future()
+
+    asyncio.run(main())
+
+
+class EchoServer:
+    """A plain WebSocket echo server in another process."""
+
+    def __enter__(self) -> EchoServer:
+        context = multiprocessing.get_context("spawn")
+        queue = context.Queue()
+        self.process = context.Process(target=_echo_server, args=(queue,), daemon=True)
+        self.process.start()
+        self.url = f"ws://127.0.0.1:{queue.get(timeout=60)}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.terminate()
+        self.process.join(10)
+
+    def echo_seconds(self, payload: bytes, repeats: int, chunk: int) -> list[float]:
+        """Seconds to send ``payload`` and receive it back, in messages of ``chunk`` bytes (the
+        same message size colabremote uses, so both sides pay the same framing)."""
+
+        async def run() -> list[float]:
+            async with connect(self.url, max_size=None, compression=None) as ws:
+                view = memoryview(payload)
+                times = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    for offset in range(0, len(view), chunk):
+                        await ws.send(view[offset : offset + chunk])
+                    received = 0
+                    while received < len(view):
+                        received += len(await ws.recv())
+                    times.append(time.perf_counter() - started)
+                return times
+
+        return asyncio.run(run())
+
+
+__all__ = [
+    "EchoServer",
+    "websocket_execute_round_trips",
+    "websockets",
+    "zmq_execute_round_trips",
+]
