@@ -16,37 +16,67 @@ import uuid
 from typing import Any
 
 import websockets
-from jupyter_client.blocking.client import BlockingKernelClient
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
 
 def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
-    """Seconds per raw execute round trip over ZeroMQ."""
-    client = BlockingKernelClient(connection_file=connection_file)
-    client.load_connection_file()
-    client.start_channels()
+    """Seconds per raw execute round trip over ZeroMQ: plain sockets and jupyter_client's
+    message signing, nothing else, so the baseline is as lean as a client can be."""
+    import zmq
+    from jupyter_client.session import Session
+
+    with open(connection_file) as f:
+        info = json.load(f)
+    session = Session(key=info["key"].encode(), signature_scheme=info["signature_scheme"])
+    context = zmq.Context()
+    shell = context.socket(zmq.DEALER)
+    iopub = context.socket(zmq.SUB)
+    iopub.setsockopt(zmq.SUBSCRIBE, b"")
+    address = f"{info['transport']}://{info['ip']}"
+    shell.connect(f"{address}:{info['shell_port']}")
+    iopub.connect(f"{address}:{info['iopub_port']}")
+    poller = zmq.Poller()
+    poller.register(shell, zmq.POLLIN)
+    poller.register(iopub, zmq.POLLIN)
+
+    def once() -> float:
+        started = time.perf_counter()
+        msg = session.send(
+            shell,
+            "execute_request",
+            {
+                "code": "pass",
+                "silent": False,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
+        msg_id = msg["header"]["msg_id"]
+        reply_seen = idle_seen = False
+        while not (reply_seen and idle_seen):
+            for sock, _ in poller.poll(30_000):
+                _, frames = session.feed_identities(sock.recv_multipart())
+                got = session.deserialize(frames)
+                if got["parent_header"].get("msg_id") != msg_id:
+                    continue
+                if sock is shell:
+                    reply_seen = True
+                elif got["msg_type"] == "status" and got["content"]["execution_state"] == "idle":
+                    idle_seen = True
+        return time.perf_counter() - started
+
     try:
-        client.wait_for_ready(timeout=60)
-        times = []
-        for _ in range(count):
-            started = time.perf_counter()
-            msg_id = client.execute("pass", store_history=False)
-            reply_seen = idle_seen = False
-            while not reply_seen:
-                reply = client.get_shell_msg(timeout=30)
-                reply_seen = reply["parent_header"].get("msg_id") == msg_id
-            while not idle_seen:
-                msg = client.get_iopub_msg(timeout=30)
-                idle_seen = (
-                    msg["parent_header"].get("msg_id") == msg_id
-                    and msg["msg_type"] == "status"
-                    and msg["content"]["execution_state"] == "idle"
-                )
-            times.append(time.perf_counter() - started)
-        return times
+        time.sleep(0.5)  # let the iopub subscription reach the kernel
+        for _ in range(5):
+            once()
+        return [once() for _ in range(count)]
     finally:
-        client.stop_channels()
+        shell.close(0)
+        iopub.close(0)
+        context.term()
 
 
 def _execute_request(session: str) -> tuple[str, str]:
