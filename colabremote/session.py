@@ -44,6 +44,8 @@ Outcome = tuple[str, Any]
 BACKENDS = ("local", "jupyter")
 #: How long an interrupted call may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 10.0
+#: How long a dropped kernel connection is retried before the calls in flight fail.
+RECONNECT_SECONDS = 60.0
 _MAX_RESENDS = 5
 _ALIVE_POLL = {"local": 0.25}
 _DEFAULT_ALIVE_POLL = 2.0
@@ -144,6 +146,7 @@ class _Core:
         self._gate = asyncio.Lock()  # one open / revive at a time
         self._cancel_lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
+        self._reconnecting: asyncio.Task[None] | None = None
         self._gpu_info: dict[str, Any] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -168,6 +171,7 @@ class _Core:
     async def _connect(self) -> None:
         transport = await self.backend.connect()
         client = KernelClient(transport, on_output=self.on_output)
+        client.on_disconnect = lambda exc: self._schedule_reconnect(client, exc)
         client.start()
         try:
             await self._wait_ready(client)
@@ -196,6 +200,32 @@ class _Core:
                 raise self._startup_failure()
             if asyncio.get_running_loop().time() > deadline:
                 raise ConnectionLost("the kernel did not answer within 120 s of starting")
+
+    def _schedule_reconnect(self, client: KernelClient, exc: ConnectionLost) -> None:
+        task = asyncio.get_running_loop().create_task(self._reconnect(client, exc))
+        self._reconnecting = task
+
+    async def _reconnect(self, client: KernelClient, exc: ConnectionLost) -> None:
+        """Reconnect to the same kernel after a dropped connection; nothing in flight is lost."""
+        self.progress("the kernel connection dropped; reconnecting")
+        delay = 0.2
+        deadline = asyncio.get_running_loop().time() + RECONNECT_SECONDS
+        while self.state == "open" and client is self.client:
+            try:
+                if not await self.backend.is_alive():
+                    client.fail_all(KernelDied("the kernel died while the connection was down"))
+                    return
+                transport = await self.backend.connect()
+            except Exception as error:  # noqa: BLE001 - retried until the deadline
+                if asyncio.get_running_loop().time() > deadline:
+                    client.fail_all(ConnectionLost(f"could not reconnect to the kernel: {error}"))
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            await client.reconnect(transport)
+            self.progress("reconnected to the kernel")
+            return
 
     def _startup_failure(self) -> Exception:
         explain = getattr(self.backend, "startup_failure", None)
@@ -282,14 +312,18 @@ class _Core:
         function = serialization.pack_function(fn, kernel_python=python)
         arguments = serialization.pack_arguments(items, kernel_python=python)
         files = self.modules.pending(serialization.imported_names(fn))
-        if files:
-            await self._ship(client, files)
+        # Nothing is awaited between here and sending the call, so calls reach the kernel in
+        # the order they were made; the sources go just ahead of the call that needs them.
+        shipped = self._ship(client, files) if files else None
         for _attempt in range(_MAX_RESENDS):
             include = function.key not in self.known_functions
             fields = {"op": "call", "fn": function.key, "fn_included": include}
             parts = [*function.parts, *arguments] if include else arguments
             future = client.agent_request(fields, parts, is_call=True)
             self.known_functions.add(function.key)
+            if shipped is not None:
+                await shipped
+                shipped = None
             reply = await self._await_call(client, future, timeout=timeout, name=name)
             status = reply.fields.get("status")
             if status in ("aborted", "need_function", "lost"):
@@ -306,10 +340,14 @@ class _Core:
             return outcomes, float(reply.fields.get("seconds", 0.0))
         raise ConnectionLost(f"{name} could not be delivered to the kernel")
 
-    async def _ship(self, client: KernelClient, files: list[serialization.SourceFile]) -> None:
+    def _ship(
+        self, client: KernelClient, files: list[serialization.SourceFile]
+    ) -> asyncio.Future[AgentReply]:
+        """Send local modules to the kernel now; the returned future is its answer."""
         listing = [{"path": f.path, "module": f.module, "hash": f.digest} for f in files]
-        await client.agent_request({"op": "sources", "files": listing}, [f.content for f in files])
+        sent = client.agent_request({"op": "sources", "files": listing}, [f.content for f in files])
         self.modules.mark_sent(files)
+        return sent
 
     async def _resume(self, client: KernelClient) -> None:
         """Tell the agent to stop aborting (after an interrupt); harmless when it was not."""

@@ -77,3 +77,21 @@ def test_edited_module_is_shipped_again(session: cr.Session, project: Path) -> N
 
     time.sleep(1.1)  # edits are looked for at most once a second
     assert f(1, 1)[1] == "v2"
+
+
+def append_line(path: str, text: str) -> None:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+
+
+def test_calls_keep_their_order_when_modules_are_shipped(
+    session: cr.Session, project: Path, tmp_path: Path
+) -> None:
+    """The first call ships new modules; the calls submitted after it must not overtake it."""
+    importlib.import_module("mypkg.geometry")  # something new to ship
+    log = tmp_path / "order.log"
+    f = session.remote(append_line)
+    futures = [f.submit(str(log), f"call {i}") for i in range(10)]
+    for future in futures:
+        future.result(timeout=60)
+    assert log.read_text().splitlines() == [f"call {i}" for i in range(10)]

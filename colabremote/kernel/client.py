@@ -61,6 +61,8 @@ class _Inflight:
     msg_id: str
     future: asyncio.Future[AgentReply]
     is_call: bool
+    fields: dict[str, Any] = field(default_factory=dict)
+    parts: Sequence[Buffer] = ()  # kept until the reply comes, to resend a call that never arrived
     became_head: asyncio.Event = field(default_factory=asyncio.Event)
     head_since: float | None = None
     fetches: int = 0
@@ -75,10 +77,17 @@ class KernelClient:
         *,
         on_output: OutputHandler,
         on_colab_request: ColabRequestHandler | None = None,
+        on_disconnect: Callable[[ConnectionLost], None] | None = None,
     ) -> None:
         self.transport = transport
         self.on_output = on_output
         self.on_colab_request = on_colab_request
+        #: Called when the connection drops; it should call :meth:`reconnect` or :meth:`fail_all`.
+        #: Without it, a dropped connection fails everything in flight.
+        self.on_disconnect = on_disconnect
+        self._connected = asyncio.Event()
+        self._connected.set()
+        self._closing = False
         self.factory = MessageFactory(username="colabremote")
         self.session_id = self.factory.session
         self._replies: dict[str, asyncio.Future[Message]] = {}
@@ -105,6 +114,8 @@ class KernelClient:
         self._reader = asyncio.get_running_loop().create_task(self._read_forever())
 
     async def close(self) -> None:
+        self._closing = True
+        self._connected.set()  # release anything waiting for a reconnection
         if self._ack_handle is not None:
             self._ack_handle.cancel()
         if self._reader is not None:
@@ -163,7 +174,45 @@ class KernelClient:
 
     async def _send(self, msg: Message) -> None:
         self._check()
+        await self._connected.wait()  # while reconnecting, messages wait for the new connection
+        self._check()
         await self.transport.send(msg)
+
+    # -- dropped connections ---------------------------------------------------------------
+
+    def _dropped(self, exc: ConnectionLost) -> None:
+        if self._closing or self._failure is not None:
+            return
+        if self.on_disconnect is None or not self._connected.is_set():
+            if self.on_disconnect is None:
+                self.fail_all(exc)
+            return
+        log.warning("the kernel connection dropped (%s); reconnecting", exc)
+        self._connected.clear()
+        self.on_disconnect(exc)
+
+    async def reconnect(self, transport: Transport) -> None:
+        """Carry on over a new connection to the same kernel, losing nothing.
+
+        The agent keeps every result until acknowledged and handles messages in order, so a
+        ``fetch`` for each call in flight either returns its kept result or, if the call never
+        reached the kernel, says "unknown" and the call is sent again: it never ran.
+        """
+        old, self.transport = self.transport, transport
+        with contextlib.suppress(Exception):
+            await old.close()
+        self._assembler = agent_module.Assembler()
+        self._final_ids.clear()
+        self.start()
+        self._connected.set()
+        for waiter in list(self._waiters.values()):
+            if not waiter.is_call:
+                # Everything but a call is idempotent (sources, info, resume): send it again.
+                self._resend(waiter)
+        calls = [w.msg_id for w in self._waiters.values() if w.is_call]
+        if calls:
+            fetch = self.agent_request({"op": "fetch", "ids": calls}, expect_reply=False)
+            fetch.add_done_callback(_consume)
 
     async def request(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a shell or control request and wait for its reply."""
@@ -305,7 +354,7 @@ class KernelClient:
             self._pending_acks = []
         future: asyncio.Future[AgentReply] = asyncio.get_running_loop().create_future()
         if expect_reply:
-            inflight = _Inflight(msg_id, future, is_call)
+            inflight = _Inflight(msg_id, future, is_call, fields, parts)
             self._waiters[msg_id] = inflight
             if is_call:
                 self._calls.append(inflight)
@@ -336,11 +385,26 @@ class KernelClient:
             exc = task.exception()
         if exc is None:
             return
+        waiter = self._waiters.get(msg_id)
+        if (
+            isinstance(exc, ConnectionLost)
+            and waiter is not None
+            and self.on_disconnect is not None
+            and self._failure is None
+        ):
+            return  # the reconnection fetches or resends it
         waiter = self._waiters.pop(msg_id, None)
         if waiter is not None:
             self._forget_call(waiter)
             if not waiter.future.done():
                 waiter.future.set_exception(exc)
+
+    def _resend(self, waiter: _Inflight) -> None:
+        msg_id = waiter.msg_id
+        task = asyncio.get_running_loop().create_task(
+            self._send_logical(waiter.fields, waiter.parts)
+        )
+        task.add_done_callback(lambda t: self._sent(msg_id, t))
 
     def _mark_head(self, inflight: _Inflight) -> None:
         inflight.head_since = asyncio.get_running_loop().time()
@@ -390,7 +454,7 @@ class KernelClient:
                 except Exception:  # a malformed message must not stop the reader
                     log.exception("could not handle a %s message", msg.msg_type)
         except ConnectionLost as exc:
-            self.fail_all(exc)
+            self._dropped(exc)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - surfaced to every waiting caller
@@ -475,6 +539,12 @@ class KernelClient:
             parts = self._assembler.finish(data, msg.buffers)
         except ValueError:
             return  # a chunk was dropped on the way: the idle that follows asks again
+        waiter = self._waiters.get(msg_id)
+        if waiter is not None and waiter.is_call and data.get("status") == "unknown":
+            # Asked for after a reconnection, and the kernel never got it: send it again.
+            log.info("call %s never reached the kernel; sending it again", msg_id)
+            self._resend(waiter)
+            return
         waiter = self._waiters.pop(msg_id, None)
         if waiter is None:
             if data.get("op") == "result":
