@@ -1,0 +1,617 @@
+"""ColabEmulator: the Colab service on 127.0.0.1, for tests without a Google account.
+
+```python
+with ColabEmulator() as emu:
+    emu.url            # http://127.0.0.1:<port>: {COLAB}, {GAPI}, {PUBLIC} and OAuth at once
+    emu.client_id      # a registered OAuth client (emu.write_client_secrets(path) for the JSON)
+    emu.faults         # switches for the failures the real service shows
+    emu.requests       # what clients sent, secrets redacted
+```
+
+It is a real server, not a mock: a tornado application on its own thread and event loop, speaking
+the control-plane protocol of shared/colab-protocol.md and shared/colab-cli-findings.md. Every
+assigned runtime gets a runtime proxy on its own port, in front of a real jupyter_server (started
+on first use) whose kernels can ``from google.colab import drive; drive.mount(...)``.
+
+Settings (plain attributes; change them at any time):
+
+- ``access_token_ttl``: lifetime of OAuth access tokens, seconds.
+- ``proxy_token_ttl``: lifetime of runtime proxy tokens, seconds (expired ones get 404).
+- ``idle_timeout``: release a runtime after this many seconds without a keep-alive (None: never);
+  ``emu.runtime(endpoint).idle_timeout`` overrides it for one runtime.
+- ``activity_counts_as_liveness``: proxied traffic resets the idle timer too (0.7.5 CLI model).
+- ``max_assignments``: assignments per user; one more gets 412.
+- ``subscription_tier`` (``FREE``, ``PRO``, ``PRO_PLUS``), ``eligible_accelerators``,
+  ``ineligible_accelerators``: what a user may assign (others get 400, no entitlement).
+- ``unavailable_accelerators``: models with no free machine now (assign gets 503).
+- ``create_runtime_delay``: seconds a v1beta CreateRuntime operation takes.
+- ``wait_operation_cap``: the longest a WaitOperation call blocks, seconds.
+- ``require_authuser``: refuse {COLAB} calls without ``authuser`` (400).
+- ``colab_requires_colaboratory_scope``: also require the colaboratory scope on ``/tun/m``.
+- ``drive_authorized_by_default``: credentials propagation succeeds without a consent step.
+- ``gapi_allowed`` / ``public_api_allowed``: False makes every {GAPI} / {PUBLIC} call answer 403
+  (``USER_PROJECT_DENIED`` / not allowlisted), as for a third-party OAuth client; ``/tun/m``
+  keeps working, so clients can test their fallback to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import os
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from types import TracebackType
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from ..jupyter import JupyterServer
+from ._handlers import routes
+from ._kernel_site import write_kernel_site
+from ._model import (
+    AccessToken,
+    AuthCode,
+    Faults,
+    OAuthClient,
+    Operation,
+    RefreshToken,
+    RequestRecord,
+    Runtime,
+    User,
+    XsrfToken,
+    new_secret,
+)
+from ._proxy import RuntimeProxy
+
+__all__ = ["ColabEmulator", "Faults", "RequestRecord", "Runtime"]
+
+
+class ColabEmulator:
+    """The Colab control plane, public API, OAuth and runtime proxies on 127.0.0.1."""
+
+    def __init__(
+        self,
+        *,
+        user_email: str = "test.user@example.com",
+        user_name: str = "Test User",
+        access_token_ttl: float = 3600.0,
+        proxy_token_ttl: float = 3600.0,
+        idle_timeout: float | None = None,
+        max_assignments: int = 3,
+        subscription_tier: str = "PRO",
+    ) -> None:
+        self.user_email = user_email
+        self.user_name = user_name
+        self.access_token_ttl = access_token_ttl
+        self.proxy_token_ttl = proxy_token_ttl
+        self.idle_timeout = idle_timeout
+        self.activity_counts_as_liveness = False
+        self.max_assignments = max_assignments
+        self.subscription_tier = subscription_tier
+        self.eligible_accelerators: dict[str, list[str]] = {
+            "GPU": ["T4", "L4", "A100"],
+            "TPU": ["V28", "V5E1", "V6E1"],
+        }
+        self.ineligible_accelerators: dict[str, list[str]] = {"GPU": ["H100"], "TPU": []}
+        self.unavailable_accelerators: set[str] = set()
+        self.compute_units = 100.0
+        self.free_ccu_milli = 0
+        self.create_runtime_delay = 0.3
+        self.wait_operation_cap = 10.0
+        self.require_authuser = False
+        self.colab_requires_colaboratory_scope = False
+        self.drive_authorized_by_default = False
+        self.gapi_allowed = True
+        self.public_api_allowed = True
+        self.experiments: dict[str, Any] = {
+            "enable_public_api_vscode": False,
+            "runtime_version_names": ["2026.04"],
+        }
+        self.faults = Faults()
+
+        client = OAuthClient(
+            f"{secrets.token_hex(6)}-emu.apps.googleusercontent.com", new_secret("GOCSPX-emu-")
+        )
+        self._clients: dict[str, OAuthClient] = {client.client_id: client}
+        self._client = client
+        self._users: dict[str, User] = {}
+        self._codes: dict[str, AuthCode] = {}
+        self._access_tokens: dict[str, AccessToken] = {}
+        self._refresh_tokens: dict[str, RefreshToken] = {}
+        self._granted: dict[tuple[str, str], frozenset[str]] = {}
+        self._xsrf: dict[str, XsrfToken] = {}
+        self._runtimes: list[Runtime] = []
+        self._by_endpoint: dict[str, Runtime] = {}
+        self._by_nbh: dict[tuple[str, str], Runtime] = {}
+        self._by_runtime_id: dict[str, Runtime] = {}
+        self._operations: dict[str, Operation] = {}
+        self._pending_creates: dict[str, tuple[str, str, bool, str]] = {}
+        self._keepalives: dict[str, int] = {}
+        self._drive_grants: dict[str, tuple[str, str, str]] = {}
+        self._drive_authorized: set[tuple[str, str, str]] = set()
+        self._propagations: list[tuple[str, str, str]] = []
+        self._log: list[RequestRecord] = []
+        self._log_lock = threading.Lock()
+        self._jupyters: list[JupyterServer] = []
+        self._jupyter_lock = threading.Lock()
+
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._site_dir = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: tornado.httpserver.HTTPServer | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.port = 0
+        self.url = ""
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> ColabEmulator:
+        """Bind 127.0.0.1 on a free port and serve from a background thread."""
+        if self._thread is not None:
+            return self
+        self._tmp = tempfile.TemporaryDirectory(prefix="colabremote-emulator-")
+        self._site_dir = write_kernel_site(self._tmp.name)
+        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
+        self.port = sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._loop = loop
+            try:
+                app = tornado.web.Application(routes(self))
+                self._server = tornado.httpserver.HTTPServer(app)
+                self._server.add_sockets(sockets)
+                self._ticker = loop.create_task(self._tick())
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=serve, name="colab-emulator", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Release every runtime, stop every jupyter_server and the server itself."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        try:
+            self._call(self._shutdown(), timeout=60)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(30)
+            self._loop = self._thread = None
+            with self._jupyter_lock:
+                servers, self._jupyters = self._jupyters, []
+            with concurrent.futures.ThreadPoolExecutor(max(1, len(servers))) as pool:
+                list(pool.map(lambda s: s.stop(), servers))
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    async def _shutdown(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for rt in list(self._runtimes):
+            await self._release(rt, "emulator stopped", stop_jupyter=False)
+            if rt.proxy is not None:
+                await rt.proxy.close()
+        if self._server is not None:
+            self._server.stop()
+            await self._server.close_all_connections()
+
+    def __enter__(self) -> ColabEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = self.url or "not started"
+        return f"<ColabEmulator {state} runtimes={len(self.runtimes)}>"
+
+    def _on_loop(self, fn: Any) -> Any:
+        """Run ``fn()`` on the emulator's loop (where all state changes happen) and return."""
+        if self._loop is None or self._thread is threading.current_thread():
+            return fn()
+
+        async def run() -> Any:
+            return fn()
+
+        return self._call(run())
+
+    def _call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the emulator's loop from another thread and wait for it."""
+        assert self._loop is not None, "the emulator is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # --- OAuth --------------------------------------------------------------------------------
+
+    @property
+    def client_id(self) -> str:
+        return self._client.client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self._client.client_secret
+
+    @property
+    def paste_redirect_uri(self) -> str:
+        """The redirect URI of the paste flow: a page that shows the code."""
+        return f"{self.url}/oauth/paste"
+
+    def client_config(self) -> dict[str, Any]:
+        """Google's installed-application client JSON, pointing at this emulator."""
+        return {
+            "installed": {
+                "client_id": self.client_id,
+                "client_secret": self.client_secret,
+                "project_id": "colab-emulator",
+                "auth_uri": f"{self.url}/o/oauth2/v2/auth",
+                "token_uri": f"{self.url}/token",
+                "revoke_uri": f"{self.url}/revoke",
+                "redirect_uris": ["http://127.0.0.1"],
+            }
+        }
+
+    def write_client_secrets(self, path: str | os.PathLike[str]) -> str:
+        """Write :meth:`client_config` as JSON (mode 0600) and return the path."""
+        fd = os.open(os.fspath(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.client_config(), f, indent=2)
+        return os.fspath(path)
+
+    def mint_access_token(
+        self,
+        scopes: tuple[str, ...] | list[str] = (
+            "email",
+            "profile",
+            "https://www.googleapis.com/auth/colaboratory",
+        ),
+        *,
+        email: str | None = None,
+        ttl: float | None = None,
+    ) -> str:
+        """An access token for the test user, without the browser dance."""
+        from ._model import normalize_scopes
+
+        def mint() -> str:
+            token = self._mint(
+                email or self.user_email, self.client_id, normalize_scopes(scopes), None
+            )
+            if ttl is not None:
+                token.expires = time.time() + ttl
+            return token.token
+
+        value: str = self._on_loop(mint)
+        return value
+
+    def token_scopes(self, access_token: str) -> frozenset[str]:
+        """The scopes recorded for an access token (empty when unknown)."""
+        token = self._access_tokens.get(access_token)
+        return token.scopes if token is not None else frozenset()
+
+    def _mint(
+        self, email: str, client_id: str, scopes: frozenset[str], refresh: RefreshToken | None
+    ) -> AccessToken:
+        token = AccessToken(
+            token=new_secret("ya29.emu-", 32),
+            email=email,
+            client_id=client_id,
+            scopes=scopes,
+            expires=time.time() + self.access_token_ttl,
+            refresh_token=refresh.token if refresh is not None else None,
+        )
+        self._access_tokens[token.token] = token
+        return token
+
+    def _revoke(self, value: str) -> bool:
+        refresh = self._refresh_tokens.get(value)
+        access = self._access_tokens.get(value)
+        if refresh is not None:
+            refresh.revoked = True
+            for token in self._access_tokens.values():
+                if token.refresh_token == value:
+                    token.revoked = True
+            return True
+        if access is not None and not access.revoked:
+            access.revoked = True
+            if access.refresh_token is not None:
+                self._revoke(access.refresh_token)
+            return True
+        return False
+
+    def _user(self, email: str) -> User:
+        if email not in self._users:
+            name = self.user_name if email == self.user_email else email.partition("@")[0]
+            self._users[email] = User(email, name)
+        return self._users[email]
+
+    # --- runtimes -----------------------------------------------------------------------------
+
+    @property
+    def runtimes(self) -> list[Runtime]:
+        """Runtimes currently assigned (any user)."""
+        return [rt for rt in self._runtimes if not rt.released]
+
+    def runtime(self, endpoint: str) -> Runtime:
+        return self._by_endpoint[endpoint]
+
+    def keepalive_count(self, endpoint: str) -> int:
+        return self._keepalives.get(endpoint, 0)
+
+    @property
+    def propagations(self) -> list[tuple[str, str, str]]:
+        """(user, endpoint, authtype) of every real (not dry-run) credentials propagation."""
+        return list(self._propagations)
+
+    def expire_proxy_tokens(self, endpoint: str | None = None) -> None:
+        """Make every proxy token issued so far expired (the proxy then answers 404)."""
+
+        def expire() -> None:
+            now = time.time() - 1
+            for rt in self._runtimes:
+                if endpoint is None or rt.endpoint == endpoint:
+                    for token in rt.proxy_tokens:
+                        rt.proxy_tokens[token] = now
+
+        self._on_loop(expire)
+
+    def release(self, endpoint: str, reason: str = "released") -> None:
+        """Take a runtime away, as when it is unassigned from Colab web."""
+        self._call(self._release(self._by_endpoint[endpoint], reason))
+
+    def drop_websockets(self, *, abrupt: bool = True) -> int:
+        """Close every open kernel WebSocket on every proxy; return how many were closed.
+
+        ``abrupt`` drops the TCP connection without a close frame, like a network failure;
+        otherwise the sockets get close code 1012.
+        """
+
+        async def drop() -> int:
+            return sum(
+                rt.proxy.drop_websockets(abrupt) for rt in self._runtimes if rt.proxy is not None
+            )
+
+        count: int = self._call(drop())
+        return count
+
+    def _live_runtimes(self, email: str) -> list[Runtime]:
+        return [rt for rt in self._runtimes if rt.email == email and not rt.released]
+
+    def _consumption_rate(self, email: str) -> float:
+        rates = {"DEFAULT": 0.07, "GPU": 1.76, "TPU": 1.71}
+        return round(sum(rates[rt.variant] for rt in self._live_runtimes(email)), 2)
+
+    def _refusal(
+        self, email: str, variant: str, accelerator: str, high_mem: bool
+    ) -> tuple[int, str] | None:
+        """Why this user may not have this machine now: (HTTP status, message), or None."""
+        if variant == "DEFAULT":
+            if accelerator != "NONE":
+                return 400, f"accelerator {accelerator} needs a GPU or TPU variant"
+        elif accelerator not in self.eligible_accelerators.get(variant, []):
+            return 400, f"no entitlement for {variant} {accelerator}"
+        if high_mem and self.subscription_tier == "FREE":
+            return 400, "no entitlement for the high-memory shape"
+        if accelerator in self.unavailable_accelerators:
+            return 503, f"no {accelerator} machines available"
+        if len(self._live_runtimes(email)) >= self.max_assignments:
+            return 412, "too many assignments"
+        return None
+
+    def _create_runtime(
+        self,
+        email: str,
+        nbh: str | None,
+        variant: str,
+        accelerator: str,
+        high_mem: bool,
+        version: str,
+        runtime_id: str | None = None,
+    ) -> Runtime:
+        assert self._tmp is not None
+        endpoint = "m-s-emu-" + secrets.token_hex(6)
+        root = os.path.join(self._tmp.name, "runtimes", endpoint, "content")
+        os.makedirs(root)
+        if accelerator in ("L4", "V28", "V5E1", "V6E1"):
+            high_mem = False  # single-shape machines
+        rt = Runtime(
+            endpoint=endpoint,
+            email=email,
+            runtime_id=runtime_id or ("emu-" + secrets.token_hex(6)),
+            nbh=nbh,
+            variant=variant,
+            accelerator=accelerator,
+            high_mem=high_mem,
+            version=version,
+            created=time.time(),
+            root_dir=root,
+            last_alive=time.monotonic(),
+        )
+        rt.proxy = RuntimeProxy(rt, self)
+        self._runtimes.append(rt)
+        self._by_endpoint[endpoint] = rt
+        self._by_runtime_id[rt.runtime_id] = rt
+        if nbh is not None:
+            self._by_nbh[(email, nbh)] = rt
+        return rt
+
+    def _assignment_body(self, rt: Runtime, *, with_outcome: bool) -> dict[str, Any]:
+        token, ttl = rt.issue_proxy_token(self.proxy_token_ttl)
+        tier = {"FREE": 0, "PRO": 1, "PRO_PLUS": 2}[self.subscription_tier]
+        body: dict[str, Any] = {
+            "accelerator": rt.accelerator,
+            "endpoint": rt.endpoint,
+            "fit": int(self.idle_timeout) if self.idle_timeout else 5400,
+            "allowedCredentials": True,
+            "sub": 1 if tier == 0 else 2,
+            "subTier": tier,
+            "variant": rt.variant_int,
+            "machineShape": int(rt.high_mem),
+            "runtimeProxyInfo": {
+                "token": token,
+                "tokenExpiresInSeconds": int(ttl) if float(ttl).is_integer() else ttl,
+                "url": rt.url,
+            },
+        }
+        if with_outcome:
+            body["outcome"] = 4
+        return body
+
+    async def _release(self, rt: Runtime, reason: str, *, stop_jupyter: bool = True) -> None:
+        if rt.released:
+            return
+        rt.released = True
+        rt.release_reason = reason
+        if rt.nbh is not None and self._by_nbh.get((rt.email, rt.nbh)) is rt:
+            del self._by_nbh[(rt.email, rt.nbh)]
+        proxy = rt.proxy
+        if proxy is None:
+            return
+        jupyter = await proxy.retire()
+        if jupyter is not None and stop_jupyter:
+            with self._jupyter_lock:
+                if jupyter in self._jupyters:
+                    self._jupyters.remove(jupyter)
+            await asyncio.get_running_loop().run_in_executor(None, jupyter.stop)
+
+    def _start_jupyter(self, rt: Runtime) -> JupyterServer:
+        """Start the runtime's jupyter_server (blocking; run in a worker thread)."""
+        server = JupyterServer(
+            nodelay=True,
+            root_dir=rt.root_dir,
+            extra_args=(
+                "--ServerApp.kernel_spec_manager_class="
+                "colabremote.testing.emulator._kernelspec.ColabSiteKernelSpecManager",
+                f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
+            ),
+        )
+        server.start()
+        with self._jupyter_lock:
+            self._jupyters.append(server)
+        return server
+
+    # --- v1beta operations --------------------------------------------------------------------
+
+    def _finish_operation(self, op: Operation, *, error: tuple[int, str, str] | None) -> None:
+        op.done = True
+        if error is not None:
+            code, reason, message = error
+            op.error = {
+                "code": code,
+                "message": message,
+                "details": [
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": reason,
+                        "domain": "colab.googleapis.com",
+                    }
+                ],
+            }
+        op.event.set()
+
+    def _complete_operation(self, op: Operation) -> None:
+        variant, accelerator, high_mem, version = self._pending_creates.pop(op.op_id)
+        fault = self.faults.take_assign()
+        if fault is not None:
+            status, outcome = fault.status, fault.outcome
+            errors = {
+                412: (9, "TOO_MANY_ACTIVE_RUNTIMES", "Too many active runtimes."),
+                503: (9, "NO_RUNTIMES", f"No {accelerator} runtimes are available."),
+                400: (7, "NOT_ENTITLED", f"Not entitled to {accelerator}."),
+            }
+            by_outcome = {
+                1: (9, "QUOTA_EXCEEDED_USAGE_TIME", "Usage quota exceeded."),
+                2: (9, "QUOTA_EXCEEDED_USAGE_TIME", "Usage quota exceeded."),
+                5: (7, "DENYLISTED", "This account is blocked."),
+            }
+            error = errors.get(status or 0) or by_outcome.get(outcome or 0)
+            self._finish_operation(op, error=error or (13, "INTERNAL", "Injected failure."))
+            return
+        refusal = self._refusal(op.email, variant, accelerator, high_mem)
+        if refusal is not None:
+            status, message = refusal
+            reason = {412: "TOO_MANY_ACTIVE_RUNTIMES", 503: "NO_RUNTIMES"}.get(status)
+            self._finish_operation(
+                op, error=(9, reason, message) if reason else (7, "NOT_ENTITLED", message)
+            )
+            return
+        op.runtime = self._create_runtime(
+            op.email, None, variant, accelerator, high_mem, version, runtime_id=op.runtime_id
+        )
+        self._finish_operation(op, error=None)
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    async def _tick(self) -> None:
+        """Complete due operations and reclaim idle runtimes, ten times a second."""
+        while True:
+            await asyncio.sleep(0.1)
+            try:
+                self._housekeeping()
+            except Exception:  # noqa: BLE001 - a bug here must not stop the emulator
+                continue
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        for op_id in list(self._pending_creates):
+            op = self._operations[op_id]
+            if op.done_at is not None and now >= op.done_at:
+                self._complete_operation(op)
+        for rt in list(self._runtimes):
+            limit = rt.idle_timeout if rt.idle_timeout is not None else self.idle_timeout
+            if limit is not None and not rt.released and now - rt.last_alive > limit:
+                task = asyncio.ensure_future(self._release(rt, "idle"))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        expired = [k for k, v in self._xsrf.items() if time.time() > v.expires]
+        for key in expired:
+            del self._xsrf[key]
+
+    def _record(
+        self,
+        server: str,
+        method: str,
+        path: str,
+        query: dict[str, list[str]],
+        status: int,
+        headers: dict[str, str],
+    ) -> None:
+        with self._log_lock:
+            self._log.append(RequestRecord(server, method, path, query, status, headers))
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Every request so far (control plane and proxies), secrets redacted."""
+        with self._log_lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        with self._log_lock:
+            self._log.clear()
