@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -41,7 +41,7 @@ T = TypeVar("T")
 Item = tuple[tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[str, Any]
 
-BACKENDS = ("local", "jupyter")
+BACKENDS = ("local", "jupyter", "colab", "emulator")
 #: How long an interrupted call may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 10.0
 #: How long a dropped kernel connection is retried before the calls in flight fail.
@@ -114,7 +114,67 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
                 "token='...'), or set COLABREMOTE_URL"
             )
         return JupyterBackend(**options)
+    if backend == "colab":
+        from .backends.colab import ColabBackend
+
+        allowed = {
+            "gpu",
+            "tpu",
+            "high_memory",
+            "runtime_version",
+            "endpoint",
+            "release",
+            "base_url",
+            "credentials",
+            "use_adc",
+            "keep_alive_seconds",
+        }
+        _only(backend, options, allowed)
+        options = dict(options)
+        base_url = options.pop("base_url", None)
+        provider = _lazy_token_provider(
+            options.pop("credentials", None), options.pop("use_adc", False), base_url
+        )
+        endpoints = None
+        if base_url is not None:
+            from .colab.endpoints import ColabEndpoints
+
+            endpoints = ColabEndpoints.at(base_url)
+        return ColabBackend(token_provider=provider, endpoints=endpoints, **options)
+    if backend == "emulator":
+        from .backends.colab import EmulatorBackend
+
+        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version"})
+        return EmulatorBackend(**options)
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+def _lazy_token_provider(
+    credentials: Any, use_adc: bool, base_url: str | None
+) -> Callable[[], Awaitable[str]]:
+    """Google credentials found on first use (when the session opens, not when it is made)."""
+    found: list[Any] = [credentials] if credentials is not None else []
+
+    async def token() -> str:
+        if not found:
+            from .colab.auth import GoogleOAuth, find_credentials
+
+            oauth = None
+            if base_url is not None:
+                from .colab.endpoints import ColabEndpoints
+
+                ends = ColabEndpoints.at(base_url)
+                oauth = GoogleOAuth(
+                    authorize_url=ends.oauth_authorize,
+                    token_url=ends.oauth_token,
+                    revoke_url=ends.oauth_revoke,
+                    userinfo_url=ends.userinfo,
+                )
+            found.append(find_credentials(oauth=oauth, use_adc=use_adc))
+        value: str = await found[0].token()
+        return value
+
+    return token
 
 
 def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:
@@ -170,7 +230,11 @@ class _Core:
 
     async def _connect(self) -> None:
         transport = await self.backend.connect()
-        client = KernelClient(transport, on_output=self.on_output)
+        client = KernelClient(
+            transport,
+            on_output=self.on_output,
+            on_colab_request=getattr(self.backend, "answer_colab_request", None),
+        )
         client.on_disconnect = lambda exc: self._schedule_reconnect(client, exc)
         client.start()
         try:

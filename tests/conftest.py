@@ -17,7 +17,7 @@ from colabremote.testing import JupyterServer
 
 retry.set_wait_scale(0)
 
-BACKENDS = ["local", "jupyter"]
+BACKENDS = ["local", "jupyter", "emulator"]
 
 
 @dataclass
@@ -60,6 +60,8 @@ def backend(request: pytest.FixtureRequest) -> BackendSpec:
     if request.param == "jupyter":
         server: JupyterServer = request.getfixturevalue("jupyter_server")
         return BackendSpec("jupyter", {"url": server.url, "token": server.token})
+    if request.param == "emulator":
+        return BackendSpec("emulator", {"gpu": "T4"})
     return BackendSpec("local", {})
 
 

@@ -56,7 +56,7 @@ def test_settings_from_environment() -> None:
 
 
 def test_bad_configuration_is_explained() -> None:
-    with pytest.raises(ConfigurationError, match="not one of local, jupyter"):
+    with pytest.raises(ConfigurationError, match="not one of local, jupyter, colab, emulator"):
         cr.Session(backend="nowhere")
     with pytest.raises(ConfigurationError, match="needs url="):
         make_backend("jupyter", {})

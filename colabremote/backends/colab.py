@@ -1,0 +1,349 @@
+"""Kernels on Google Colab: a runtime assigned through the control plane, its Jupyter server
+reached through Colab's runtime proxy.
+
+The backend keeps what Colab needs while the session is open:
+
+- a keep-alive ping every 60 s (kernel traffic alone does not keep a runtime), a read time-out
+  counting as success;
+- a fresh runtime proxy token 5 minutes before the old one expires, and at once when the proxy
+  answers 404 or 401 (which after expiry means "refresh", never "runtime lost");
+- the release of the runtime when the session closes, unless it attached to a runtime that
+  was already there (``endpoint=``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import httpx
+
+from ..colab.control import ControlPlane
+from ..colab.endpoints import ColabEndpoints
+from ..colab.models import Assignment, RuntimeProxyInfo
+from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
+from .base import Progress
+from .jupyter import JupyterBackend
+
+log = logging.getLogger("colabremote.colab")
+
+TokenProvider = Callable[[], Awaitable[str]]
+
+KEEP_ALIVE_SECONDS = 60.0
+#: Refresh the runtime proxy token this long before it expires.
+PROXY_REFRESH_MARGIN = 300.0
+CLIENT_AGENT = "colabremote"
+
+
+class ColabBackend(JupyterBackend):
+    """A Colab runtime: assigned (or attached to) at start, released at close."""
+
+    name = "colab"
+    use_v1 = False  # Colab's proxy speaks the legacy kernel WebSocket protocol
+
+    def __init__(
+        self,
+        *,
+        token_provider: TokenProvider,
+        gpu: str | None = None,
+        tpu: str | None = None,
+        high_memory: bool = False,
+        runtime_version: str | None = None,
+        endpoint: str | None = None,
+        release: bool | None = None,
+        endpoints: ColabEndpoints | None = None,
+        keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        control: ControlPlane | None = None,
+    ) -> None:
+        if gpu and tpu:
+            raise ConfigurationError("ask for gpu= or tpu=, not both")
+        self.gpu = gpu.upper() if gpu else None
+        self.tpu = tpu.upper() if tpu else None
+        self.high_memory = high_memory
+        self.runtime_version = runtime_version
+        self.endpoint = endpoint
+        #: Release the runtime at close: yes for one we assigned, no for one we attached to.
+        self.release = (endpoint is None) if release is None else release
+        self.keep_alive_seconds = keep_alive_seconds
+        self.control = control or ControlPlane(
+            token_provider, endpoints=endpoints or ColabEndpoints.production()
+        )
+        self.assignment: Assignment | None = None
+        self._proxy: RuntimeProxyInfo | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._refresh_lock = asyncio.Lock()
+        # The Jupyter side is filled in once the runtime's proxy URL is known.
+        super().__init__("http://colab.invalid")
+
+    # -- the runtime -----------------------------------------------------------------------
+
+    @property
+    def accelerator_label(self) -> str:
+        return self.gpu or self.tpu or "CPU"
+
+    async def start(self, progress: Progress) -> None:
+        if self.endpoint is not None:
+            progress(f"attaching to Colab runtime {self.endpoint}")
+            self.assignment = await self._find_assignment(self.endpoint)
+            self._proxy = await self.control.refresh_proxy_token(self.endpoint)
+        else:
+            progress(f"assigning a Colab runtime ({self.accelerator_label})")
+            variant = "GPU" if self.gpu else "TPU" if self.tpu else None
+            assignment, _new = await self.control.assign(
+                variant=variant,
+                accelerator=self.gpu or self.tpu,
+                high_memory=self.high_memory,
+                runtime_version=self.runtime_version,
+            )
+            self.assignment = assignment
+            self.endpoint = assignment.endpoint
+            self._proxy = assignment.proxy
+            if self._proxy is None or self._proxy.needs_refresh(margin=0):
+                self._proxy = await self.control.refresh_proxy_token(assignment.endpoint)
+        self._use_proxy(self._proxy)
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._keep_alive_forever()),
+            asyncio.get_running_loop().create_task(self._refresh_forever()),
+        ]
+        progress(f"Colab runtime {self.endpoint} assigned ({self.accelerator_label})")
+        try:
+            await super().start(progress)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _find_assignment(self, endpoint: str) -> Assignment:
+        for assignment in await self.control.list_assignments():
+            if assignment.endpoint == endpoint:
+                return assignment
+        raise RuntimeGone(
+            f"no Colab runtime {endpoint!r} is assigned to this account "
+            "(`colabremote runtimes` lists the ones that are)"
+        )
+
+    def _use_proxy(self, proxy: RuntimeProxyInfo) -> None:
+        """Point the Jupyter client at the proxy, with the current token in every request."""
+        self._proxy = proxy
+        self.url = proxy.url.rstrip("/")
+        self._headers = {
+            "X-Colab-Runtime-Proxy-Token": proxy.token,
+            "X-Colab-Client-Agent": CLIENT_AGENT,
+        }
+        self._http.base_url = httpx.URL(self.url)
+        self._http.headers.update(self._headers)
+
+    async def refresh_proxy(self) -> None:
+        """Get a new runtime proxy token (one refresh at a time)."""
+        assert self.endpoint is not None
+        async with self._refresh_lock:
+            proxy = await self.control.refresh_proxy_token(self.endpoint)
+            self._use_proxy(proxy)
+            log.info("refreshed the runtime proxy token of %s", self.endpoint)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            proxy = self._proxy
+            left = proxy.seconds_left() if proxy is not None else None
+            wait = 600.0 if left is None else max(0.1, left - PROXY_REFRESH_MARGIN)
+            await asyncio.sleep(wait)
+            try:
+                await self.refresh_proxy()
+            except RuntimeGone:
+                log.warning("Colab runtime %s is gone", self.endpoint)
+                return
+            except Exception as exc:  # noqa: BLE001 - try again soon; the 404 path also refreshes
+                log.warning("refreshing the runtime proxy token failed: %s", exc)
+                await asyncio.sleep(30)
+
+    async def _keep_alive_forever(self) -> None:
+        assert self.endpoint is not None
+        while True:
+            try:
+                await self.control.keep_alive(self.endpoint)
+            except RuntimeGone:
+                log.warning("Colab runtime %s is gone", self.endpoint)
+                return
+            except Exception as exc:  # noqa: BLE001 - one missed ping is not fatal
+                log.warning("keep-alive for %s failed: %s", self.endpoint, exc)
+            await asyncio.sleep(self.keep_alive_seconds)
+
+    # -- requests from code on the runtime -------------------------------------------------
+
+    async def answer_colab_request(self, msg: Any) -> dict[str, Any]:
+        """Answer a ``colab_request`` the way Colab's own clients do (``drive.mount()`` and
+        ephemeral Google auth): propagate the user's credentials to the runtime.
+
+        A dry run first says whether consent is needed; if so the consent page is shown, and
+        once the user confirms, the credentials are propagated. The reply's value is ``{}`` on
+        success; a failure raises, and the kernel client answers with the error.
+        """
+        content = getattr(msg, "content", {}) or {}
+        metadata = getattr(msg, "metadata", {}) or {}
+        request = content.get("request") or {}
+        auth_type = request.get("authType") if isinstance(request, dict) else None
+        if metadata.get("colab_request_type") != "request_auth" or auth_type not in (
+            "dfs_ephemeral",
+            "auth_user_ephemeral",
+        ):
+            raise ColabError(f"this client does not handle the request {request!r}")
+        assert self.endpoint is not None
+        check = await self.control.credentials_propagation(self.endpoint, auth_type, dry_run=True)
+        if not check.success:
+            if check.unauthorized_redirect_uri is None:
+                raise ColabError("Colab refused to propagate credentials to the runtime")
+            await asyncio.to_thread(self.consent, check.unauthorized_redirect_uri)
+        done = await self.control.credentials_propagation(self.endpoint, auth_type, dry_run=False)
+        if not done.success:
+            raise ColabError("Colab did not propagate credentials to the runtime")
+        return {}
+
+    def consent(self, url: str) -> None:
+        """Ask the user to grant access in a browser, then wait for them (terminal only)."""
+        import sys
+
+        if not sys.stdin or not sys.stdin.isatty():
+            raise ColabError(
+                "the runtime asked for Google Drive access, which needs consent in a browser: "
+                f"open {url}, grant access, and run the call again"
+            )
+        sys.stderr.write(f"colabremote: grant the runtime access in your browser:\n  {url}\n")
+        sys.stderr.write("colabremote: press Enter when done... ")
+        sys.stderr.flush()
+        sys.stdin.readline()
+
+    # -- the Jupyter server behind the proxy -----------------------------------------------
+
+    async def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> httpx.Response:
+        """A request through the proxy; an expired token (404/401) is refreshed once first."""
+        try:
+            return await super()._request(method, path, doing, **kwargs)
+        except ServerError as exc:
+            if exc.status not in (401, 404):
+                raise
+        await self.refresh_proxy()
+        return await super()._request(method, path, doing, **kwargs)
+
+    async def is_alive(self) -> bool:
+        """Whether the kernel is there, asked through the proxy (refreshing an expired token)."""
+        if self.kernel_id is None:
+            return False
+        try:
+            response = await self._request("GET", self._kernel_path(), "checking the kernel")
+        except (ServerError, ConnectionLost):
+            return False
+        state: Any = response.json().get("execution_state")
+        return bool(state != "dead")
+
+    async def connect(self) -> Any:
+        try:
+            return await super().connect()
+        except (ServerError, ConnectionLost) as exc:
+            if isinstance(exc, ServerError) and exc.status not in (401, 404):
+                raise
+        await self.refresh_proxy()
+        return await super().connect()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        try:
+            if self.kernel_id is not None and self._proxy is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(super().close(), 15)
+        finally:
+            if self.release and self.endpoint is not None and self.assignment is not None:
+                with contextlib.suppress(Exception):
+                    await self.control.unassign(self.endpoint)
+                    log.info("released Colab runtime %s", self.endpoint)
+            await self.control.aclose()
+
+    def describe(self) -> dict[str, Any]:
+        """What the runtime is; never the proxy token."""
+        assignment = self.assignment
+        proxy = self._proxy
+        expires = proxy.expires_at if proxy is not None else None
+        return {
+            "backend": self.name,
+            "endpoint": self.endpoint,
+            "accelerator": assignment.accelerator if assignment else self.accelerator_label,
+            "variant": assignment.variant.value if assignment else None,
+            "machine_shape": assignment.machine_shape.value if assignment else None,
+            "runtime_version": assignment.runtime_version if assignment else None,
+            "idle_timeout": assignment.idle_timeout if assignment else None,
+            "proxy_url": proxy.url if proxy else None,
+            "proxy_token_expires": expires.astimezone(timezone.utc).isoformat()
+            if isinstance(expires, datetime)
+            else None,
+            "kernel_id": self.kernel_id,
+            "release_on_close": self.release,
+        }
+
+
+class EmulatorBackend(ColabBackend):
+    """The Colab backend against a :class:`~colabremote.testing.ColabEmulator` started here.
+
+    Same code path as a real runtime: sign-in (the emulator approves at once; a loopback OAuth
+    flow with PKCE runs for real), assignment, keep-alive, the runtime proxy, release.
+    """
+
+    name = "emulator"
+
+    def __init__(self, **options: Any) -> None:
+        from ..testing.emulator import ColabEmulator
+
+        self.emulator = ColabEmulator()
+        self._credentials: Any = None
+        super().__init__(token_provider=self._token, **options)
+
+    async def _token(self) -> str:
+        if self._credentials is None:
+            self._credentials = await self._sign_in()
+        token: str = await self._credentials.token()
+        return token
+
+    async def _sign_in(self) -> Any:
+        from ..colab.auth import ClientConfig, GoogleOAuth, UserCredentials
+
+        emulator = self.emulator
+        endpoints = ColabEndpoints.at(emulator.url)
+        oauth = GoogleOAuth(
+            ClientConfig.from_mapping(emulator.client_config(), source="the emulator"),
+            authorize_url=endpoints.oauth_authorize,
+            token_url=endpoints.oauth_token,
+            revoke_url=endpoints.oauth_revoke,
+            userinfo_url=endpoints.userinfo,
+        )
+
+        def browser(url: str) -> None:
+            # The emulator approves at once and redirects to our loopback listener.
+            httpx.get(url, follow_redirects=True, timeout=30)
+
+        stored = await oauth.login(open_browser=browser, announce=lambda _text: None, save=False)
+        return UserCredentials(oauth, stored, owns_oauth=True)
+
+    async def start(self, progress: Progress) -> None:
+        progress("starting a Colab emulator on 127.0.0.1")
+        await asyncio.to_thread(self.emulator.start)
+        self.control.endpoints = ColabEndpoints.at(self.emulator.url)
+        try:
+            await super().start(progress)
+        except BaseException:
+            await asyncio.to_thread(self.emulator.stop)
+            raise
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self._credentials is not None:
+                with contextlib.suppress(Exception):
+                    await self._credentials.aclose()
+            await asyncio.to_thread(self.emulator.stop)

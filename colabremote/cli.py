@@ -1,0 +1,210 @@
+"""``colabremote``: sign in, see who you are, list and release runtimes, run an emulator.
+
+    colabremote login [--no-browser | --adc] [--client-secrets FILE]
+    colabremote logout
+    colabremote whoami
+    colabremote runtimes
+    colabremote runtimes release ENDPOINT | --all
+    colabremote emulator
+
+``--base-url URL`` (or ``COLABREMOTE_BASE_URL``) points every command at a Colab emulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .exceptions import ColabRemoteError, ConfigurationError
+
+
+def _oauth(args: argparse.Namespace, store: Any) -> Any:
+    from .colab.auth import ClientConfig, GoogleOAuth
+    from .colab.endpoints import ColabEndpoints
+
+    client = ClientConfig.from_file(args.client_secrets) if args.client_secrets else None
+    ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
+    return GoogleOAuth(
+        client,
+        store=store,
+        authorize_url=ends.oauth_authorize,
+        token_url=ends.oauth_token,
+        revoke_url=ends.oauth_revoke,
+        userinfo_url=ends.userinfo,
+    )
+
+
+def _control(args: argparse.Namespace, credentials: Any) -> Any:
+    from .colab.control import ControlPlane
+    from .colab.endpoints import ColabEndpoints
+
+    ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
+    return ControlPlane(credentials.token, endpoints=ends)
+
+
+def _credentials(args: argparse.Namespace) -> Any:
+    from .colab.auth import find_credentials
+    from .colab.tokens import TokenStore
+
+    store = TokenStore()
+    return find_credentials(store=store, oauth=_oauth(args, store), use_adc=args.adc)
+
+
+async def _login(args: argparse.Namespace) -> int:
+    from .colab.tokens import TokenStore
+
+    if args.adc:
+        credentials = _credentials(args)
+        await credentials.token()
+        print("Using Application Default Credentials.")
+        return 0
+    store = TokenStore()
+    if args.client_secrets:
+        # Keep the OAuth client next to the sign-in, so tokens can be refreshed later.
+        store.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = store.config_dir / "client_secrets.json"
+        shutil.copyfile(args.client_secrets, target)
+        target.chmod(0o600)
+    oauth = _oauth(args, store)
+    async with oauth:
+        if args.no_browser:
+            stored = await oauth.login_paste()
+        else:
+            stored = await oauth.login()
+    where = "the OS keyring" if store.kind == "keyring" else str(store.path)
+    print(f"Signed in as {stored.account or 'an unknown account'}; credentials kept in {where}.")
+    return 0
+
+
+async def _logout(args: argparse.Namespace) -> int:
+    from .colab.tokens import TokenStore
+
+    store = TokenStore()
+    async with _oauth(args, store) as oauth:
+        forgotten = await oauth.logout()
+    print("Signed out." if forgotten else "Was not signed in.")
+    return 0
+
+
+async def _whoami(args: argparse.Namespace) -> int:
+    credentials = _credentials(args)
+    control = _control(args, credentials)
+    try:
+        info = await control.user_info(consumption=True)
+    finally:
+        await control.aclose()
+    account = getattr(credentials, "account", None) or "(account not known)"
+    print(f"account:       {account}")
+    print(f"subscription:  {info.subscription_tier.value}")
+    if info.paid_compute_units_balance is not None:
+        print(f"compute units: {info.paid_compute_units_balance:g}")
+    if info.consumption_rate_hourly is not None:
+        print(f"usage rate:    {info.consumption_rate_hourly:g} units/hour")
+    for group in info.eligible_accelerators:
+        print(f"eligible {group.variant.value}: {', '.join(group.models) or '-'}")
+    return 0
+
+
+async def _runtimes(args: argparse.Namespace) -> int:
+    credentials = _credentials(args)
+    control = _control(args, credentials)
+    try:
+        assignments = await control.list_assignments()
+        if args.action == "release":
+            if not args.all and not args.endpoint:
+                raise ConfigurationError("say which runtime: ENDPOINT, or --all")
+            targets = [a.endpoint for a in assignments] if args.all else [args.endpoint]
+            for endpoint in targets:
+                released = await control.unassign(endpoint)
+                print(f"{'released' if released else 'already gone'}: {endpoint}")
+            return 0
+        if not assignments:
+            print("No Colab runtimes are assigned to this account.")
+        for a in assignments:
+            shape = "high memory" if a.high_memory else "standard"
+            version = f", version {a.runtime_version}" if a.runtime_version else ""
+            print(f"{a.endpoint}  {a.variant.value} {a.accelerator}, {shape}{version}")
+    finally:
+        await control.aclose()
+    return 0
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from .testing.emulator import ColabEmulator
+
+    with ColabEmulator() as emulator:
+        token = emulator.mint_access_token(ttl=24 * 3600)
+        print(f"A Colab emulator is serving at {emulator.url} (Ctrl-C stops it).")
+        print("Point sessions at it with:")
+        print(f"  export COLABREMOTE_BACKEND=colab COLABREMOTE_BASE_URL={emulator.url}")
+        print(f"  export COLABREMOTE_ACCESS_TOKEN={token}   # a test token, valid for 24 h")
+        print("or in code: cr.Session(backend='colab', base_url=...), or simply")
+        print("cr.Session(backend='emulator'), which starts one of its own.", flush=True)
+        if args.write_client_secrets:
+            emulator.write_client_secrets(args.write_client_secrets)
+            print(f"OAuth client file for `colabremote login`: {args.write_client_secrets}")
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="colabremote", description=__doc__.split("\n\n")[0])
+    top.add_argument(
+        "--base-url",
+        default=os.environ.get("COLABREMOTE_BASE_URL"),
+        help="a Colab emulator's address (default: Google's services)",
+    )
+    commands = top.add_subparsers(dest="command", required=True)
+    login = commands.add_parser("login", help="sign in to Google")
+    mode = login.add_mutually_exclusive_group()
+    mode.add_argument("--no-browser", action="store_true", help="print a URL, paste the code")
+    mode.add_argument("--adc", action="store_true", help="use Application Default Credentials")
+    login.add_argument("--client-secrets", help="your OAuth client JSON (Desktop app)")
+    commands.add_parser("logout", help="revoke and forget the stored sign-in")
+    commands.add_parser("whoami", help="account, subscription and compute units")
+    runtimes = commands.add_parser("runtimes", help="list (or release) assigned runtimes")
+    runtimes.add_argument("action", nargs="?", choices=["release"], help="release runtimes")
+    runtimes.add_argument("endpoint", nargs="?", help="the runtime to release")
+    runtimes.add_argument("--all", action="store_true", help="release every runtime")
+    emulator = commands.add_parser("emulator", help="run a Colab emulator in the foreground")
+    emulator.add_argument("--write-client-secrets", metavar="FILE", help="for `login` tests")
+    for sub in (commands.choices["logout"], commands.choices["whoami"], runtimes):
+        sub.set_defaults(adc=False, client_secrets=None)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not hasattr(args, "adc"):
+        args.adc = False
+    if not hasattr(args, "client_secrets"):
+        args.client_secrets = None
+    commands = {
+        "login": _login,
+        "logout": _logout,
+        "whoami": _whoami,
+        "runtimes": _runtimes,
+    }
+    try:
+        if args.command == "emulator":
+            return _emulator(args)
+        result: int = asyncio.run(commands[args.command](args))
+        return result
+    except ColabRemoteError as exc:
+        print(f"colabremote: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

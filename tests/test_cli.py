@@ -1,0 +1,95 @@
+"""The colabremote command against the emulator: sign in, whoami, runtimes, release, sign out."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from colabremote.testing.emulator import ColabEmulator
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[ColabEmulator]:
+    with ColabEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def env(emu: ColabEmulator, tmp_path: Path) -> dict[str, str]:
+    """A private config dir, a file token store, and a 'browser' that approves sign-ins."""
+    browser = tmp_path / "browser.py"
+    browser.write_text(
+        textwrap.dedent(
+            """
+            import sys, httpx
+            httpx.get(sys.argv[1], follow_redirects=True, timeout=30)
+            """
+        )
+    )
+    environ = dict(os.environ)
+    environ.pop("COLABREMOTE_ACCESS_TOKEN", None)
+    environ.update(
+        COLABREMOTE_CONFIG_DIR=str(tmp_path / "config"),
+        COLABREMOTE_TOKEN_STORE="file",
+        COLABREMOTE_BASE_URL=emu.url,
+        BROWSER=f"{sys.executable} {browser} %s",
+    )
+    return environ
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "colabremote.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def test_sign_in_whoami_and_sign_out(
+    emu: ColabEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    secrets = tmp_path / "client.json"
+    emu.write_client_secrets(secrets)
+    login = run(env, "login", "--client-secrets", str(secrets))
+    assert login.returncode == 0, login.stderr
+    assert f"Signed in as {emu.user_email}" in login.stdout
+    stored = tmp_path / "config" / "credentials.json"
+    assert stored.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "config").stat().st_mode & 0o777 == 0o700
+
+    whoami = run(env, "whoami")
+    assert whoami.returncode == 0, whoami.stderr
+    assert "subscription:" in whoami.stdout
+
+    logout = run(env, "logout")
+    assert logout.returncode == 0 and "Signed out." in logout.stdout
+    assert not stored.exists()
+    again = run(env, "whoami")
+    assert again.returncode == 1 and "colabremote login" in again.stderr
+
+
+def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> None:
+    env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
+    import colabremote as cr
+    from colabremote.colab.auth import EnvironmentToken
+
+    token = EnvironmentToken(env["COLABREMOTE_ACCESS_TOKEN"])
+    session = cr.Session(
+        "colab", base_url=emu.url, credentials=token, gpu="T4", release=False, progress=False
+    )
+    with session:
+        endpoint = session.info.details["endpoint"]
+    listing = run(env, "runtimes")
+    assert listing.returncode == 0, listing.stderr
+    assert endpoint in listing.stdout and "GPU T4" in listing.stdout
+    released = run(env, "runtimes", "release", endpoint)
+    assert released.returncode == 0 and f"released: {endpoint}" in released.stdout
+    assert endpoint not in run(env, "runtimes").stdout

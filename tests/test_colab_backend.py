@@ -1,0 +1,158 @@
+"""The Colab backend end to end against the emulator: assign, call, keep-alive, proxy token
+expiry, dropped sockets, refusals and release."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import colabremote as cr
+from colabremote.colab.auth import EnvironmentToken
+from colabremote.exceptions import (
+    AccountBlocked,
+    NotEntitled,
+    QuotaExceeded,
+    RuntimeGone,
+    TooManyRuntimes,
+)
+from colabremote.testing.emulator import ColabEmulator
+
+
+def double(x: int) -> int:
+    print("doubling on the runtime", flush=True)
+    return 2 * x
+
+
+def slow_double(x: int, seconds: float) -> int:
+    time.sleep(seconds)
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[ColabEmulator]:
+    with ColabEmulator() as emulator:
+        yield emulator
+
+
+def colab(emu: ColabEmulator, **options: Any) -> cr.Session:
+    token = EnvironmentToken(emu.mint_access_token())
+    return cr.Session("colab", base_url=emu.url, credentials=token, progress=False, **options)
+
+
+def live(emu: ColabEmulator) -> set[str]:
+    return {rt.endpoint for rt in emu.runtimes if not getattr(rt, "released", False)}
+
+
+def test_assign_call_and_release(emu: ColabEmulator) -> None:
+    before = live(emu)
+    with colab(emu, gpu="T4") as session:
+        assert session.remote(double)(21) == 42
+        details = session.info.details
+        assert details["accelerator"] == "T4" and details["variant"] == "GPU"
+        endpoint = details["endpoint"]
+        assert endpoint in live(emu)
+        assert "token" not in repr(details).lower().replace("proxy_token_expires", "")
+    assert live(emu) == before  # released at close
+
+
+def test_keep_alive_while_a_call_runs(emu: ColabEmulator) -> None:
+    with colab(emu, keep_alive_seconds=0.3) as session:
+        endpoint = session.info.details["endpoint"]
+        assert session.remote(slow_double)(2, 1.5) == 4  # kernel traffic is not enough
+        assert emu.keepalive_count(endpoint) >= 3
+        keepalives = [r for r in emu.requests if "keep-alive" in r.path]
+        assert all(r.headers.get("X-Colab-Tunnel") == "Google" for r in keepalives)
+
+
+def test_proxy_token_expiry_mid_session(emu: ColabEmulator) -> None:
+    with colab(emu) as session:
+        f = session.remote(double)
+        assert f(1) == 2
+        emu.expire_proxy_tokens()
+        emu.drop_websockets()  # the reconnection meets the expired token: 404, refresh, retry
+        assert f(2) == 4
+        session.exec("print('still here')")
+
+
+def test_dropped_websocket_loses_no_result(emu: ColabEmulator) -> None:
+    with colab(emu) as session:
+        f = session.remote(slow_double)
+        future = f.submit(5, 1.0)
+        time.sleep(0.3)
+        assert emu.drop_websockets() >= 1
+        assert future.result(timeout=60) == 10
+
+
+def test_attached_runtime_is_left_running(emu: ColabEmulator) -> None:
+    with colab(emu, release=False) as first:
+        endpoint = first.info.details["endpoint"]
+    assert endpoint in live(emu)
+    with colab(emu, endpoint=endpoint) as attached:
+        assert attached.remote(double)(4) == 8
+        assert attached.info.details["release_on_close"] is False
+    assert endpoint in live(emu)
+    emu.release(endpoint)
+
+
+def test_attaching_to_an_unknown_runtime(emu: ColabEmulator) -> None:
+    with pytest.raises(RuntimeGone, match="colabremote runtimes"):
+        colab(emu, endpoint="m-s-no-such-runtime").open()
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "hint"),
+    [
+        ({"status": 412}, TooManyRuntimes, "release"),
+        ({"status": 400}, NotEntitled, ""),
+        ({"outcome": 2}, QuotaExceeded, "usage limits"),
+        ({"outcome": 5}, AccountBlocked, "blocked"),
+    ],
+)
+def test_assign_refusals_are_typed(
+    emu: ColabEmulator, fault: dict[str, int], error: type[Exception], hint: str
+) -> None:
+    before = live(emu)
+    emu.faults.fail_next_assign(**fault)
+    session = colab(emu, gpu="A100")
+    with pytest.raises(error) as info:
+        session.open()
+    assert hint in str(info.value).lower()
+    assert session.closed
+    assert live(emu) == before  # nothing leaked
+
+
+def test_emulator_backend_signs_in_for_real() -> None:
+    with cr.Session("emulator", progress=False) as session:
+        assert session.remote(double)(5) == 10
+        emulator = session._core.backend.emulator  # type: ignore[attr-defined]
+        paths = [r.path for r in emulator.requests]
+        assert "/o/oauth2/v2/auth" in paths and "/token" in paths
+
+
+def mount_drive() -> str:
+    from google.colab import drive
+
+    drive.mount("/content/drive")
+    return "mounted"
+
+
+def test_drive_mount_propagates_credentials(emu: ColabEmulator) -> None:
+    emu.drive_authorized_by_default = True
+    try:
+        with colab(emu) as session:
+            assert session.remote(mount_drive)() == "mounted"
+            endpoint = session.info.details["endpoint"]
+        assert any(endpoint in str(p) for p in emu.propagations)
+    finally:
+        emu.drive_authorized_by_default = False
+
+
+def test_drive_mount_needing_consent_fails_clearly_without_a_terminal(emu: ColabEmulator) -> None:
+    with colab(emu) as session:
+        with pytest.raises(Exception, match="needs consent in a browser") as info:
+            session.remote(mount_drive)()
+        assert "open http" in str(info.value)
+        assert session.remote(double)(1) == 2  # the kernel did not hang
