@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import exceptions
 from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
 from .remote import RemoteFunction, remote
-from .session import AsyncSession, Session, SessionInfo, default_session
+from .session import AsyncSession, RuntimeInfo, Session, SessionInfo, default_session
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
+    "RuntimeInfo",
     "Session",
     "SessionInfo",
     "__version__",

@@ -78,6 +78,38 @@ def _default_output(name: str, text: str) -> None:
     stream.flush()
 
 
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """A Colab runtime: what it is and where its proxy is (never the proxy token)."""
+
+    endpoint: str
+    accelerator: str
+    variant: str | None
+    machine_shape: str | None
+    runtime_version: str | None
+    idle_timeout: float | None
+    proxy_url: str | None
+    release_on_close: bool
+
+
+def runtime_info(backend: Backend) -> RuntimeInfo:
+    if backend.name not in ("colab", "emulator"):
+        raise ConfigurationError(
+            f"a {backend.name!r} session has no Colab runtime; Session.info describes its kernel"
+        )
+    d = backend.describe()
+    return RuntimeInfo(
+        endpoint=str(d["endpoint"]),
+        accelerator=str(d["accelerator"]),
+        variant=d.get("variant"),
+        machine_shape=d.get("machine_shape"),
+        runtime_version=d.get("runtime_version"),
+        idle_timeout=d.get("idle_timeout"),
+        proxy_url=d.get("proxy_url"),
+        release_on_close=bool(d.get("release_on_close")),
+    )
+
+
 def _silent(message: str) -> None:
     del message
 
@@ -668,6 +700,12 @@ class Session(_SessionBase):
         """Python version, platform, hostname, GPUs and backend of the kernel."""
         return self._loop.run(self._core.info())
 
+    @property
+    def runtime(self) -> RuntimeInfo:
+        """The Colab runtime this session holds (Colab and emulator sessions only)."""
+        self._loop.run(self._core.ready_client())
+        return runtime_info(self._core.backend)
+
 
 class AsyncSession(_SessionBase):
     """The same as :class:`Session`, for ``async`` code: ``async with AsyncSession() as s``."""
@@ -695,6 +733,11 @@ class AsyncSession(_SessionBase):
         result: SessionInfo = await self._run(self._core.info())
         return result
 
+    async def runtime(self) -> RuntimeInfo:
+        """The Colab runtime this session holds (Colab and emulator sessions only)."""
+        await self._run(self._core.ready_client())
+        return runtime_info(self._core.backend)
+
 
 # -- the default session -----------------------------------------------------------------------
 
@@ -713,6 +756,10 @@ def settings_from_environment(environ: dict[str, str] | None = None) -> dict[str
         "COLABREMOTE_TOKEN": "token",
         "COLABREMOTE_KERNEL_NAME": "kernel_name",
     }
+    if backend in ("colab", "emulator"):
+        names = {"COLABREMOTE_GPU": "gpu", "COLABREMOTE_TPU": "tpu"}
+        if backend == "colab":
+            names["COLABREMOTE_BASE_URL"] = "base_url"
     for variable, option in names.items():
         if env.get(variable):
             options[option] = env[variable]

@@ -1,6 +1,10 @@
-"""colabremote in one file: run a function on a kernel, watch its output live, get its result.
+"""colabremote in one file: run a function on a Colab runtime, watch its output live, get its
+result.
 
-Run: python examples/quickstart.py   (uses a kernel on this machine; no account needed)
+Run: python examples/quickstart.py
+It uses backend="emulator": a Colab emulator on this machine (sign-in, runtime assignment,
+keep-alive, the runtime proxy), so no Google account is needed. For real Colab, run
+`colabremote login` once and use backend="colab".
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ def check_positive(x: float) -> float:
 
 
 def main() -> None:
-    with cr.Session(backend="local") as session:
+    with cr.Session(backend="emulator", gpu="T4") as session:
         info = session.info
-        print(f"kernel: Python {info.python} on {info.hostname} (pid {info.pid})")
+        runtime = info.details
+        print(f"runtime {runtime['endpoint']} ({runtime['accelerator']}): Python {info.python}")
 
         primes = session.remote(count_primes)
         print(f"primes below 200,000: {primes(200_000):,}")

@@ -156,3 +156,27 @@ def test_drive_mount_needing_consent_fails_clearly_without_a_terminal(emu: Colab
             session.remote(mount_drive)()
         assert "open http" in str(info.value)
         assert session.remote(double)(1) == 2  # the kernel did not hang
+
+
+def test_runtime_property(emu: ColabEmulator) -> None:
+    with colab(emu, gpu="L4") as session:
+        runtime = session.runtime
+        assert runtime.accelerator == "L4" and runtime.variant == "GPU"
+        assert runtime.endpoint.startswith("m-s-") and runtime.release_on_close
+        assert runtime.proxy_url is not None and runtime.proxy_url.startswith("http://127.0.0.1:")
+        assert "token" not in repr(runtime).replace("proxy_url", "")
+
+
+def test_runtime_property_needs_colab() -> None:
+    from colabremote.exceptions import ConfigurationError
+
+    with cr.Session("local", progress=False) as session, pytest.raises(ConfigurationError):
+        session.runtime  # noqa: B018
+
+
+def test_default_session_settings_for_colab() -> None:
+    from colabremote.session import settings_from_environment
+
+    env = {"COLABREMOTE_BACKEND": "colab", "COLABREMOTE_GPU": "A100", "COLABREMOTE_BASE_URL": "x"}
+    assert settings_from_environment(env) == {"backend": "colab", "gpu": "A100", "base_url": "x"}
+    assert settings_from_environment({"COLABREMOTE_GPU": "A100"}) == {"backend": "local"}
