@@ -561,6 +561,15 @@ class _Core:
             if self.client is not None:
                 await self._replace_stuck_kernel(self.client)
 
+    async def transfer(self, direction: str, source: str, target: str, progress: bool) -> None:
+        await self.ready_client()
+        if direction == "upload":
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"{source} is not a file here")
+            await self.backend.upload(source, target, show_progress=progress)
+        else:
+            await self.backend.download(source, target, show_progress=progress)
+
     async def info(self) -> SessionInfo:
         client = await self.ready_client()
         if self._gpu_info is None:
@@ -706,6 +715,18 @@ class Session(_SessionBase):
         self._loop.run(self._core.ready_client())
         return runtime_info(self._core.backend)
 
+    def upload(self, local: str | os.PathLike[str], remote: str, *, progress: bool = True) -> None:
+        """Copy a local file to the kernel's machine (on Colab, for example to
+        ``/content/data.csv``). A progress bar shows on a terminal unless ``progress=False``."""
+        self._loop.run(self._core.transfer("upload", os.fspath(local), remote, progress))
+
+    def download(
+        self, remote: str, local: str | os.PathLike[str], *, progress: bool = True
+    ) -> None:
+        """Copy a file from the kernel's machine here; the local file appears whole or not at
+        all."""
+        self._loop.run(self._core.transfer("download", remote, os.fspath(local), progress))
+
 
 class AsyncSession(_SessionBase):
     """The same as :class:`Session`, for ``async`` code: ``async with AsyncSession() as s``."""
@@ -737,6 +758,16 @@ class AsyncSession(_SessionBase):
         """The Colab runtime this session holds (Colab and emulator sessions only)."""
         await self._run(self._core.ready_client())
         return runtime_info(self._core.backend)
+
+    async def upload(
+        self, local: str | os.PathLike[str], remote: str, *, progress: bool = True
+    ) -> None:
+        await self._run(self._core.transfer("upload", os.fspath(local), remote, progress))
+
+    async def download(
+        self, remote: str, local: str | os.PathLike[str], *, progress: bool = True
+    ) -> None:
+        await self._run(self._core.transfer("download", remote, os.fspath(local), progress))
 
 
 # -- the default session -----------------------------------------------------------------------

@@ -42,6 +42,14 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release what :meth:`start` got. Kernels this backend attached to are left running."""
 
+    async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
+        """Copy a local file to the kernel's machine."""
+        raise NotImplementedError(f"the {self.name} backend cannot upload files")
+
+    async def download(self, remote: str, local: str, *, show_progress: bool) -> None:
+        """Copy a file from the kernel's machine here."""
+        raise NotImplementedError(f"the {self.name} backend cannot download files")
+
     def describe(self) -> dict[str, Any]:
         """Facts for ``Session.info`` (never secrets)."""
         return {"backend": self.name}

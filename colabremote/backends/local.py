@@ -135,5 +135,26 @@ class LocalBackend(Backend):
             self._log.close()
             self._log = None
 
+    async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
+        """The kernel shares this machine: a copy (through a temporary file, then a rename)."""
+        await asyncio.to_thread(_copy_file, local, remote)
+
+    async def download(self, remote: str, local: str, *, show_progress: bool) -> None:
+        await asyncio.to_thread(_copy_file, remote, local)
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "python_path": self.python}
+
+
+def _copy_file(source: str, target: str) -> None:
+    target_dir = os.path.dirname(os.path.abspath(target))
+    os.makedirs(target_dir, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=target_dir, prefix=".colabremote-")
+    os.close(handle)
+    try:
+        shutil.copyfile(source, temporary)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
