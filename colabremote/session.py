@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 import weakref
@@ -687,6 +688,7 @@ class Session(_SessionBase):
     """
 
     def open(self) -> Session:
+        _release_on_sigterm(self._core.backend)
         self._loop.run(self._core.open())
         return self
 
@@ -735,6 +737,7 @@ class AsyncSession(_SessionBase):
         return await asyncio.wrap_future(self._loop.submit(coro))
 
     async def open(self) -> AsyncSession:
+        _release_on_sigterm(self._core.backend)
         await self._run(self._core.open())
         return self
 
@@ -818,6 +821,25 @@ def _close_default() -> None:
 
 
 _open_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+
+
+def _release_on_sigterm(backend: Backend) -> None:
+    """Make SIGTERM exit through the interpreter's exit hooks, which release Colab runtimes.
+
+    Installed once, from the main thread, and only where SIGTERM still has its default action
+    (a program's own handler is left alone).
+    """
+    if backend.name not in ("colab", "emulator"):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 @atexit.register

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -180,3 +181,29 @@ def test_default_session_settings_for_colab() -> None:
     env = {"COLABREMOTE_BACKEND": "colab", "COLABREMOTE_GPU": "A100", "COLABREMOTE_BASE_URL": "x"}
     assert settings_from_environment(env) == {"backend": "colab", "gpu": "A100", "base_url": "x"}
     assert settings_from_environment({"COLABREMOTE_GPU": "A100"}) == {"backend": "local"}
+
+
+def test_sigterm_releases_the_runtime(emu: ColabEmulator, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import time, colabremote as cr\n"
+        "from colabremote.colab.auth import EnvironmentToken\n"
+        f"s = cr.Session('colab', base_url={emu.url!r}, credentials=EnvironmentToken("
+        f"{emu.mint_access_token()!r}), progress=False)\n"
+        "s.open()\n"
+        "print(s.runtime.endpoint, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        assert process.stdout is not None
+        endpoint = process.stdout.readline().strip()
+        assert endpoint in live(emu)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 128 + signal.SIGTERM
+    assert endpoint not in live(emu)
