@@ -161,6 +161,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             "credentials",
             "use_adc",
             "keep_alive_seconds",
+            "api",
         }
         _only(backend, options, allowed)
         options = dict(options)
@@ -177,7 +178,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
     if backend == "emulator":
         from .backends.colab import EmulatorBackend
 
-        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version"})
+        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version", "api"})
         return EmulatorBackend(**options)
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
 

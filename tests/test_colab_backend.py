@@ -207,3 +207,17 @@ def test_sigterm_releases_the_runtime(emu: ColabEmulator, tmp_path: Path) -> Non
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 128 + signal.SIGTERM
     assert endpoint not in live(emu)
+
+
+def test_v1beta_api(emu: ColabEmulator) -> None:
+    before = live(emu)
+    with colab(emu, gpu="T4", api="v1beta") as session:
+        assert session.remote(double)(3) == 6
+        runtime = session.runtime
+        assert runtime.accelerator == "T4"
+        assert session.info.details["api"] == "v1beta"
+        assert any(r.path.startswith("/v1beta/") for r in emu.requests)
+        emu.expire_proxy_tokens()
+        emu.drop_websockets()
+        assert session.remote(double)(4) == 8  # token refreshed through GET runtime
+    assert live(emu) == before  # deleted at close

@@ -25,6 +25,7 @@ import httpx
 from ..colab.control import ControlPlane
 from ..colab.endpoints import ColabEndpoints
 from ..colab.models import Assignment, RuntimeProxyInfo
+from ..colab.public_api import PublicApi
 from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
 from .base import Progress
 from .jupyter import JupyterBackend
@@ -58,9 +59,16 @@ class ColabBackend(JupyterBackend):
         endpoints: ColabEndpoints | None = None,
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
         control: ControlPlane | None = None,
+        api: str = "v1",
     ) -> None:
         if gpu and tpu:
             raise ConfigurationError("ask for gpu= or tpu=, not both")
+        if api not in ("v1", "v1beta"):
+            raise ConfigurationError(
+                f"api={api!r} is unknown; use 'v1' (Colab's /tun/m calls, the default) or "
+                "'v1beta' (the public runtimes API)"
+            )
+        self.api = api
         self.gpu = gpu.upper() if gpu else None
         self.tpu = tpu.upper() if tpu else None
         self.high_memory = high_memory
@@ -72,6 +80,8 @@ class ColabBackend(JupyterBackend):
         self.control = control or ControlPlane(
             token_provider, endpoints=endpoints or ColabEndpoints.production()
         )
+        self.public = PublicApi(token_provider, endpoints=self.control.endpoints)
+        self.runtime_id: str | None = None
         self.assignment: Assignment | None = None
         self._proxy: RuntimeProxyInfo | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -86,7 +96,10 @@ class ColabBackend(JupyterBackend):
         return self.gpu or self.tpu or "CPU"
 
     async def start(self, progress: Progress) -> None:
-        if self.endpoint is not None:
+        self.public.endpoints = self.control.endpoints
+        if self.api == "v1beta":
+            await self._start_v1beta(progress)
+        elif self.endpoint is not None:
             progress(f"attaching to Colab runtime {self.endpoint}")
             self.assignment = await self._find_assignment(self.endpoint)
             self._proxy = await self.control.refresh_proxy_token(self.endpoint)
@@ -104,6 +117,8 @@ class ColabBackend(JupyterBackend):
             self._proxy = assignment.proxy
             if self._proxy is None or self._proxy.needs_refresh(margin=0):
                 self._proxy = await self.control.refresh_proxy_token(assignment.endpoint)
+        if self._proxy is None:
+            raise ColabError(f"Colab gave runtime {self.endpoint} no proxy address")
         self._use_proxy(self._proxy)
         self._tasks = [
             asyncio.get_running_loop().create_task(self._keep_alive_forever()),
@@ -115,6 +130,36 @@ class ColabBackend(JupyterBackend):
         except BaseException:
             await self.close()
             raise
+
+    async def _start_v1beta(self, progress: Progress) -> None:
+        """Create (or find, with ``endpoint=``) a runtime through the public v1beta API."""
+        if self.endpoint is not None:
+            progress(f"attaching to Colab runtime {self.endpoint}")
+            found = [r for r in await self.public.list_runtimes() if r.endpoint == self.endpoint]
+            if not found:
+                raise RuntimeGone(f"no Colab runtime {self.endpoint!r} is assigned to this account")
+            runtime = found[0]
+        else:
+            progress(f"creating a Colab runtime ({self.accelerator_label}) with the v1beta API")
+            runtime = await self.public.create_runtime(
+                variant="GPU" if self.gpu else "TPU" if self.tpu else None,
+                accelerator=self.gpu or self.tpu,
+                high_memory=self.high_memory,
+                version=self.runtime_version,
+            )
+        if runtime.endpoint is None:
+            raise ColabError(f"Colab runtime {runtime.runtime_id} has no endpoint yet")
+        self.runtime_id = runtime.runtime_id
+        self.endpoint = runtime.endpoint
+        self.assignment = Assignment(
+            endpoint=runtime.endpoint,
+            accelerator=runtime.accelerator,
+            variant=runtime.variant,
+            machine_shape=runtime.shape,
+            proxy=runtime.proxy,
+            runtime_version=runtime.version,
+        )
+        self._proxy = runtime.proxy or (await self.public.get_runtime(runtime.runtime_id)).proxy
 
     async def _find_assignment(self, endpoint: str) -> Assignment:
         for assignment in await self.control.list_assignments():
@@ -140,7 +185,12 @@ class ColabBackend(JupyterBackend):
         """Get a new runtime proxy token (one refresh at a time)."""
         assert self.endpoint is not None
         async with self._refresh_lock:
-            proxy = await self.control.refresh_proxy_token(self.endpoint)
+            if self.runtime_id is not None:
+                proxy = (await self.public.get_runtime(self.runtime_id)).proxy
+                if proxy is None:
+                    raise RuntimeGone(f"Colab runtime {self.runtime_id} has no connection info")
+            else:
+                proxy = await self.control.refresh_proxy_token(self.endpoint)
             self._use_proxy(proxy)
             log.info("refreshed the runtime proxy token of %s", self.endpoint)
 
@@ -261,9 +311,13 @@ class ColabBackend(JupyterBackend):
         finally:
             if self.release and self.endpoint is not None and self.assignment is not None:
                 with contextlib.suppress(Exception):
-                    await self.control.unassign(self.endpoint)
+                    if self.runtime_id is not None:
+                        await self.public.delete_runtime(self.runtime_id)
+                    else:
+                        await self.control.unassign(self.endpoint)
                     log.info("released Colab runtime %s", self.endpoint)
             await self.control.aclose()
+            await self.public.aclose()
 
     def describe(self) -> dict[str, Any]:
         """What the runtime is; never the proxy token."""
@@ -284,6 +338,7 @@ class ColabBackend(JupyterBackend):
             else None,
             "kernel_id": self.kernel_id,
             "release_on_close": self.release,
+            "api": self.api,
         }
 
 
@@ -333,6 +388,7 @@ class EmulatorBackend(ColabBackend):
         progress("starting a Colab emulator on 127.0.0.1")
         await asyncio.to_thread(self.emulator.start)
         self.control.endpoints = ColabEndpoints.at(self.emulator.url)
+        self.public.endpoints = self.control.endpoints
         try:
             await super().start(progress)
         except BaseException:
