@@ -3,6 +3,7 @@ expiry, dropped sockets, refusals and release."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,26 @@ def test_v1beta_api(emu: ColabEmulator) -> None:
         emu.drop_websockets()
         assert session.remote(double)(4) == 8  # token refreshed through GET runtime
     assert live(emu) == before  # deleted at close
+
+
+def test_kernels_work_in_content(emu: ColabEmulator, tmp_path: Path) -> None:
+    """Relative paths on the runtime mean /content (the emulator's stand-in for it), and never
+    this machine's working directory."""
+
+    def write_relative() -> str:
+        import os
+
+        with open("note.txt", "w") as f:
+            f.write("on the runtime")
+        return os.getcwd()
+
+    local = tmp_path / "data.txt"
+    local.write_text("hello")
+    with colab(emu) as session:
+        session.upload(local, "/content/data.txt", progress=False)
+        remote_cwd = session.remote(write_relative)()
+        assert remote_cwd != os.getcwd()
+        back = tmp_path / "note.txt"
+        session.download("/content/note.txt", back, progress=False)
+        assert back.read_text() == "on the runtime"
+    assert not Path("note.txt").exists()

@@ -45,6 +45,7 @@ class ColabBackend(JupyterBackend):
 
     name = "colab"
     use_v1 = False  # Colab's proxy speaks the legacy kernel WebSocket protocol
+    kernel_path = "content"  # kernels work in /content, as in Colab notebooks
 
     def __init__(
         self,

@@ -49,6 +49,8 @@ class JupyterBackend(Backend):
     """A kernel on a Jupyter server at ``url`` (``token`` is the server's token)."""
 
     name = "jupyter"
+    #: Where kernels start, relative to the server's root (None: the server's choice).
+    kernel_path: str | None = None
 
     def __init__(
         self,
@@ -112,9 +114,10 @@ class JupyterBackend(Backend):
             return
         progress(f"starting a kernel on {self.url}")
         try:
-            response = await self._request(
-                "POST", "/api/kernels", "starting a kernel", json={"name": self.kernel_name}
-            )
+            body = {"name": self.kernel_name}
+            if self.kernel_path is not None:
+                body["path"] = self.kernel_path  # the kernel's working directory, server-relative
+            response = await self._request("POST", "/api/kernels", "starting a kernel", json=body)
         except ServerError as exc:
             if isinstance(exc, AuthenticationError):
                 raise

@@ -82,7 +82,9 @@ class JupyterServer:
             )
         env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
-        self._process = subprocess.Popen(args, stdout=self._log, stderr=self._log, env=env)
+        self._process = subprocess.Popen(
+            args, stdout=self._log, stderr=self._log, env=env, cwd=self.root_dir
+        )
         deadline = time.monotonic() + self.start_timeout
         headers = {"Authorization": f"token {self.token}"}
         while time.monotonic() < deadline:
