@@ -61,9 +61,12 @@ async def _login(args: argparse.Namespace) -> int:
     from .colab.tokens import TokenStore
 
     if args.adc:
-        credentials = _credentials(args)
-        await credentials.token()
-        print("Using Application Default Credentials.")
+        from .colab.auth import GoogleOAuth, load_adc
+
+        adc = load_adc()
+        adc.use_tokeninfo(GoogleOAuth())
+        await adc.token()  # checks the scopes; MissingScopes carries the gcloud command
+        print("Application Default Credentials work; sessions use them with use_adc=True.")
         return 0
     store = TokenStore()
     if args.client_secrets:

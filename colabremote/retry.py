@@ -26,6 +26,11 @@ def set_wait_scale(scale: float) -> None:
     _scale = scale
 
 
+def wait_scale() -> float:
+    """The factor every back-off wait is multiplied by (0 in tests)."""
+    return _scale
+
+
 def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, ColabRemoteError):
         return exc.retryable

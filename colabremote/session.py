@@ -165,7 +165,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         }
         _only(backend, options, allowed)
         options = dict(options)
-        base_url = options.pop("base_url", None)
+        base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
         provider = _lazy_token_provider(
             options.pop("credentials", None), options.pop("use_adc", False), base_url
         )
@@ -311,7 +311,10 @@ class _Core:
         while self.state == "open" and client is self.client:
             try:
                 if not await self.backend.is_alive():
-                    client.fail_all(KernelDied("the kernel died while the connection was down"))
+                    gone = getattr(self.backend, "gone", None)
+                    client.fail_all(
+                        gone or KernelDied("the kernel died while the connection was down")
+                    )
                     return
                 transport = await self.backend.connect()
             except Exception as error:  # noqa: BLE001 - retried until the deadline
@@ -641,6 +644,7 @@ class _SessionBase:
             make_backend(backend, options), on_output=on_output, progress=progress_fn
         )
         self._loop = loop_thread()
+        _release_on_sigterm(self._core.backend)
 
     @property
     def backend(self) -> str:
@@ -689,7 +693,6 @@ class Session(_SessionBase):
     """
 
     def open(self) -> Session:
-        _release_on_sigterm(self._core.backend)
         self._loop.run(self._core.open())
         return self
 
@@ -738,7 +741,6 @@ class AsyncSession(_SessionBase):
         return await asyncio.wrap_future(self._loop.submit(coro))
 
     async def open(self) -> AsyncSession:
-        _release_on_sigterm(self._core.backend)
         await self._run(self._core.open())
         return self
 

@@ -245,3 +245,31 @@ def test_kernels_work_in_content(emu: ColabEmulator, tmp_path: Path) -> None:
         session.download("/content/note.txt", back, progress=False)
         assert back.read_text() == "on the runtime"
     assert not Path("note.txt").exists()
+
+
+def die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_kernel_restart_keeps_one_keep_alive_loop(emu: ColabEmulator) -> None:
+    from colabremote.exceptions import KernelDied
+
+    with colab(emu) as session:
+        with pytest.raises(KernelDied):
+            session.remote(die)()
+        assert session.remote(double)(3) == 6  # a fresh kernel on the same runtime
+        backend: Any = session._core.backend
+        assert len([t for t in backend._tasks if not t.done()]) == 2
+
+
+def test_runtime_taken_away_raises_runtime_gone(emu: ColabEmulator) -> None:
+    with colab(emu) as session:
+        assert session.remote(double)(1) == 2
+        emu.release(session.runtime.endpoint, reason="reclaimed")
+        started = time.monotonic()
+        with pytest.raises(RuntimeGone, match="no longer assigned"):
+            session.remote(double)(2)
+        assert time.monotonic() - started < 30

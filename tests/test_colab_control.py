@@ -385,7 +385,7 @@ def test_own_client_is_closed() -> None:
 
     async def scenario() -> bool:
         async with ControlPlane(token_provider) as control:
-            client = control._client
+            client = control._http
         return client.is_closed
 
     assert run(scenario())

@@ -83,6 +83,8 @@ class ColabBackend(JupyterBackend):
         )
         self.public = PublicApi(token_provider, endpoints=self.control.endpoints)
         self.runtime_id: str | None = None
+        #: Set when Colab says the runtime is no longer ours (released elsewhere, reclaimed).
+        self.gone: RuntimeGone | None = None
         self.assignment: Assignment | None = None
         self._proxy: RuntimeProxyInfo | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -127,7 +129,7 @@ class ColabBackend(JupyterBackend):
         ]
         progress(f"Colab runtime {self.endpoint} assigned ({self.accelerator_label})")
         try:
-            await super().start(progress)
+            await self._start_kernel(progress)
         except BaseException:
             await self.close()
             raise
@@ -203,20 +205,32 @@ class ColabBackend(JupyterBackend):
             await asyncio.sleep(wait)
             try:
                 await self.refresh_proxy()
-            except RuntimeGone:
-                log.warning("Colab runtime %s is gone", self.endpoint)
+            except RuntimeGone as exc:
+                self._lost(exc)
                 return
             except Exception as exc:  # noqa: BLE001 - try again soon; the 404 path also refreshes
                 log.warning("refreshing the runtime proxy token failed: %s", exc)
                 await asyncio.sleep(30)
+
+    def _lost(self, exc: RuntimeGone) -> None:
+        log.warning("Colab runtime %s is gone: %s", self.endpoint, exc)
+        self.gone = RuntimeGone(
+            f"Colab runtime {self.endpoint} is no longer assigned to this account (released "
+            "elsewhere, or reclaimed by Colab); open a new session for a new runtime"
+        )
+
+    async def restart(self, progress: Progress) -> None:
+        if self.gone is not None:
+            raise self.gone
+        await super().restart(progress)
 
     async def _keep_alive_forever(self) -> None:
         assert self.endpoint is not None
         while True:
             try:
                 await self.control.keep_alive(self.endpoint)
-            except RuntimeGone:
-                log.warning("Colab runtime %s is gone", self.endpoint)
+            except RuntimeGone as exc:
+                self._lost(exc)
                 return
             except Exception as exc:  # noqa: BLE001 - one missed ping is not fatal
                 log.warning("keep-alive for %s failed: %s", self.endpoint, exc)
@@ -280,10 +294,13 @@ class ColabBackend(JupyterBackend):
 
     async def is_alive(self) -> bool:
         """Whether the kernel is there, asked through the proxy (refreshing an expired token)."""
-        if self.kernel_id is None:
+        if self.kernel_id is None or self.gone is not None:
             return False
         try:
             response = await self._request("GET", self._kernel_path(), "checking the kernel")
+        except RuntimeGone as exc:
+            self._lost(exc)
+            return False
         except (ServerError, ConnectionLost):
             return False
         state: Any = response.json().get("execution_state")
@@ -393,7 +410,7 @@ class EmulatorBackend(ColabBackend):
         try:
             await super().start(progress)
         except BaseException:
-            await asyncio.to_thread(self.emulator.stop)
+            self.emulator.stop()
             raise
 
     async def close(self) -> None:
@@ -403,4 +420,5 @@ class EmulatorBackend(ColabBackend):
             if self._credentials is not None:
                 with contextlib.suppress(Exception):
                     await self._credentials.aclose()
-            await asyncio.to_thread(self.emulator.stop)
+            # Not in a worker thread: at interpreter exit the thread pools are already shut.
+            self.emulator.stop()

@@ -108,6 +108,10 @@ class JupyterBackend(Backend):
         return model
 
     async def start(self, progress: ProgressCallback) -> None:
+        await self._start_kernel(progress)
+
+    async def _start_kernel(self, progress: ProgressCallback) -> None:
+        """Attach to ``kernel_id`` or start a kernel on the server."""
         if self.kernel_id is not None:
             progress(f"attaching to kernel {self.kernel_id} on {self.url}")
             await self._get(self._kernel_path(), "looking up the kernel")
@@ -149,7 +153,7 @@ class JupyterBackend(Backend):
                 raise
             self.kernel_id = None
             self._owns_kernel = True
-            await self.start(progress)
+            await self._start_kernel(progress)
             return
         if state.get("execution_state") in ("dead", "busy"):
             # The server may have begun an automatic restart meanwhile: wait it out and retry.

@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -58,6 +57,7 @@ from ..exceptions import (
     SignInRequired,
 )
 from ..retry import retrying
+from ._http import OwnsHttpClient
 from .tokens import StoredCredentials, TokenStore, default_config_dir
 
 __all__ = [
@@ -443,7 +443,7 @@ def _log_browser_failure(future: asyncio.Future[object]) -> None:
         log.debug("opening the browser failed: %s", type(future.exception()).__name__)
 
 
-class GoogleOAuth:
+class GoogleOAuth(OwnsHttpClient):
     """Google's OAuth endpoints for one client: sign in, exchange, refresh, revoke, userinfo."""
 
     def __init__(
@@ -485,21 +485,6 @@ class GoogleOAuth:
             config_dir = self.store.config_dir if self.store is not None else None
             self._client = ClientConfig.load(environ=self._environ, config_dir=config_dir)
         return self._client
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
-
-    async def __aenter__(self) -> GoogleOAuth:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- sign-in -----------------------------------------------------------------------------
 

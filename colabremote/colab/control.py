@@ -34,7 +34,8 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ..retry import retrying
+from ..retry import retrying, wait_scale
+from ._http import OwnsHttpClient
 from .endpoints import ColabEndpoints
 from .models import (
     HIGH_MEMORY_ONLY,
@@ -175,7 +176,7 @@ def assign_query(
     return params
 
 
-class ControlPlane:
+class ControlPlane(OwnsHttpClient):
     """An async client of Colab's control plane for one signed-in account.
 
     ``token_provider`` returns a valid OAuth access token; after a 401 it is asked again (after
@@ -205,8 +206,8 @@ class ControlPlane:
         self.endpoints = endpoints or ColabEndpoints.production()
         self._token_provider = token_provider
         self._on_auth_error = on_auth_error
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
+        self._owns_http = client is None
+        self._http = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
         self._headers = {
             "Accept": "application/json",
             "X-Colab-Client-Agent": client_agent,
@@ -225,22 +226,6 @@ class ControlPlane:
 
     def __repr__(self) -> str:
         return f"ControlPlane(colab={self.endpoints.colab!r}, gapi={self.endpoints.gapi!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this object created it."""
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> ControlPlane:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     # -- the one HTTP boundary -------------------------------------------------------------
 
@@ -274,7 +259,7 @@ class ControlPlane:
                 self._recent_tokens.append(token)
             request_headers = {**self._headers, **(headers or {})}
             request_headers["Authorization"] = f"Bearer {token}"
-            response = await self._client.request(
+            response = await self._http.request(
                 method,
                 url,
                 params=tuple(query),
@@ -387,7 +372,7 @@ class ControlPlane:
         failed_status: int | None = None
         for attempt in range(1 + self._assign_retries):
             if attempt:
-                await asyncio.sleep(self._assign_backoff * 2 ** (attempt - 1))
+                await asyncio.sleep(self._assign_backoff * 2 ** (attempt - 1) * wait_scale())
                 state = await self._assign_get(url, params, doing)
                 if isinstance(state, Assignment):
                     return state, True  # the earlier POST went through after all

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +25,7 @@ from ..exceptions import (
     TooManyRuntimes,
 )
 from ..retry import retrying
+from ._http import OwnsHttpClient
 from .control import TokenProvider, resolve_kind
 from .endpoints import ColabEndpoints
 from .models import Accelerator, Runtime, RuntimeSpec, SubscriptionTier, Variant
@@ -75,7 +75,7 @@ def operation_error(status: Mapping[str, Any], accelerator: str, doing: str) -> 
     )
 
 
-class PublicApi:
+class PublicApi(OwnsHttpClient):
     """An async client of the v1beta runtimes API for one signed-in account."""
 
     def __init__(
@@ -92,29 +92,13 @@ class PublicApi:
         self.endpoints = endpoints or ColabEndpoints.production()
         self._token_provider = token_provider
         self._on_auth_error = on_auth_error
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
-        self._client_agent = client_agent
+        self._owns_http = client is None
+        self._http = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
+        self._http_agent = client_agent
         self._timeout = timeout
 
     def __repr__(self) -> str:
         return f"PublicApi(public={self.endpoints.public!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client if this object created it."""
-        if self._owns_client:
-            await self._client.aclose()
-
-    async def __aenter__(self) -> PublicApi:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _once(
         self,
@@ -128,10 +112,10 @@ class PublicApi:
         timeout: float | None = None,
     ) -> Any:
         token = await self._token_provider()
-        headers = {"X-Colab-Client-Agent": self._client_agent, "Accept": "application/json"}
+        headers = {"X-Colab-Client-Agent": self._http_agent, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        response = await self._client.request(
+        response = await self._http.request(
             method,
             f"{self.endpoints.public}{path}",
             params=params,

@@ -1,0 +1,33 @@
+"""What every Colab API client shares: an httpx client it may own, and ``async with``."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+_Self = TypeVar("_Self", bound="OwnsHttpClient")
+
+
+class OwnsHttpClient:
+    """Closes ``_http`` on :meth:`aclose` (and leaving ``async with``) when it created it."""
+
+    _http: httpx.AsyncClient
+    _owns_http: bool
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self: _Self) -> _Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
