@@ -78,7 +78,10 @@ async def _login(args: argparse.Namespace) -> int:
     oauth = _oauth(args, store)
     async with oauth:
         if args.no_browser:
-            stored = await oauth.login_paste()
+            if args.base_url:  # an emulator shows the code on its own page
+                stored = await oauth.login_paste(redirect_uri=f"{args.base_url}/oauth/paste")
+            else:
+                stored = await oauth.login_paste()
         else:
             stored = await oauth.login()
     where = "the OS keyring" if store.kind == "keyring" else str(store.path)

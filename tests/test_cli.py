@@ -93,3 +93,65 @@ def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> N
     released = run(env, "runtimes", "release", endpoint)
     assert released.returncode == 0 and f"released: {endpoint}" in released.stdout
     assert endpoint not in run(env, "runtimes").stdout
+
+
+def test_sign_in_without_a_browser(emu: ColabEmulator, env: dict[str, str], tmp_path: Path) -> None:
+    """--no-browser prints a URL; the user opens it elsewhere and pastes the code back."""
+    import re
+
+    import httpx
+
+    secrets = tmp_path / "client.json"
+    emu.write_client_secrets(secrets)
+    with subprocess.Popen(
+        [
+            *(sys.executable, "-m", "colabremote.cli", "login", "--no-browser"),
+            *("--client-secrets", str(secrets)),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as process:
+        assert process.stderr is not None and process.stdin is not None
+        url = ""
+        while not url:
+            line = process.stderr.readline()
+            assert line, "the CLI ended before printing a sign-in URL"
+            if line.startswith("http"):
+                url = line.strip()
+        page = httpx.get(url, follow_redirects=True, timeout=30).text  # "another machine"
+        found = re.search(r'<textarea id="code" readonly>([^<]+)</textarea>', page)
+        assert found is not None
+        stdout, _ = process.communicate(found.group(1) + "\n", timeout=60)
+        assert process.returncode == 0
+    assert f"Signed in as {emu.user_email}" in stdout
+
+
+def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
+    import signal
+
+    import httpx
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "colabremote.cli", "emulator"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        url = first.split("serving at ")[1].split(" ")[0]
+        lines = [process.stdout.readline() for _ in range(3)]
+        token = lines[2].split("COLABREMOTE_ACCESS_TOKEN=")[1].split()[0]
+        answer = httpx.get(
+            f"{url}/tun/m/assignments",
+            params={"authuser": "0"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        assert answer.status_code == 200  # the printed token works
+        process.send_signal(signal.SIGINT)
+        process.wait(60)
+    assert f"COLABREMOTE_BASE_URL={url}" in lines[1]
