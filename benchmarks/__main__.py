@@ -294,6 +294,26 @@ def main(argv: list[str] | None = None) -> int:
                         report(payload_echo(session, label, echo_server, size, repeats))
                     report(map_throughput(session, label, many))
 
+        # The Colab emulator: the whole Colab path (runtime proxy, legacy WebSocket protocol).
+        with cr.Session("emulator", progress=False) as session:
+            session.info  # noqa: B018 - warm up
+            backend_: Any = session._core.backend
+            proxy = backend_._proxy
+            kernel = backend_.kernel_id
+            url = proxy.url.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
+            headers = {"X-Colab-Runtime-Proxy-Token": proxy.token}
+
+            def emu_raw(n: int) -> list[float]:
+                return websocket_execute_round_trips(url, headers, n)
+
+            report(call_overhead(session, "emulator (proxy)", emu_raw, calls))
+            report(map_throughput(session, "emulator (proxy)", many))
+
+        def emulator_session() -> cr.Session:
+            return cr.Session("emulator", progress=False)
+
+        report(session_start(emulator_session, "emulator (proxy)", raw_local_start, starts))
+
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         machine = {"python": platform.python_version(), "cpus": os.cpu_count()}

@@ -233,6 +233,7 @@ class _Core:
         self.backend = backend
         self.on_output = on_output or _default_output
         self.progress = progress or _default_progress
+        self.show_progress = progress is not _silent  # progress=False also hides transfer bars
         self.client: KernelClient | None = None
         self.modules = serialization.LocalModules()
         self.known_functions: set[str] = set()
@@ -269,6 +270,7 @@ class _Core:
             on_output=self.on_output,
             on_colab_request=getattr(self.backend, "answer_colab_request", None),
         )
+        client.show_progress = self.show_progress
         client.on_disconnect = lambda exc: self._schedule_reconnect(client, exc)
         client.start()
         try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from jupyter_client.session import Session as MessageFactory
 
+from .._progress import Progress
 from ..exceptions import ConnectionLost, KernelDied, KernelStartError, RemoteError
 from . import agent as agent_module
 from .messages import Buffer, Message
@@ -37,6 +38,8 @@ ColabRequestHandler = Callable[[Message], Awaitable[dict[str, Any]]]
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _DEAD_STATES = frozenset({"restarting", "autorestarting", "dead"})
 _ACK_DELAY = 0.05
+#: Transfers at least this large get a progress bar on a terminal.
+PROGRESS_THRESHOLD = 64 * 1024 * 1024
 _MAX_FETCHES = 5
 
 
@@ -98,6 +101,9 @@ class KernelClient:
         self._assembler = agent_module.Assembler()
         self._waiters: dict[str, _Inflight] = {}
         self._final_ids: dict[str, str] = {}  # last comm_msg id of a logical message -> its id
+        self._receiving: dict[str, Progress] = {}
+        #: Show progress bars for large arguments and results (on terminals only).
+        self.show_progress = True
         self._calls: deque[_Inflight] = deque()
         self._send_lock = asyncio.Lock()
         self._pending_acks: list[str] = []
@@ -203,6 +209,7 @@ class KernelClient:
             await old.close()
         self._assembler = agent_module.Assembler()
         self._final_ids.clear()
+        self._receiving.clear()
         self.start()
         self._connected.set()
         for waiter in list(self._waiters.values()):
@@ -369,12 +376,18 @@ class KernelClient:
     async def _send_logical(self, fields: dict[str, Any], parts: Sequence[Buffer]) -> None:
         assert self._agent_comm is not None
         comm_id = self._agent_comm
+        total = sum(memoryview(p).nbytes for p in parts)
+        progress = self._progress("sending", total)
         async with self._send_lock:
             for data, buffers in agent_module.split_message(
                 fields, parts, self.transport.max_message_bytes
             ):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
                 await self._send(msg)
+                if progress is not None:
+                    progress.advance(sum(b.nbytes for b in buffers))
+            if progress is not None:
+                progress.done()
             # The kernel reports idle for this message after the agent has replied to it.
             self._final_ids[msg.msg_id] = str(fields["id"])
 
@@ -529,11 +542,29 @@ class KernelClient:
         fetch = self.agent_request({"op": "fetch", "ids": [waiter.msg_id]}, expect_reply=False)
         fetch.add_done_callback(_consume)
 
+    def _progress(self, verb: str, total: int) -> Progress | None:
+        """A progress bar for a transfer large enough to deserve one (terminals only)."""
+        if not self.show_progress or total < PROGRESS_THRESHOLD:
+            return None
+        progress = Progress(f"colabremote: {verb}", total)
+        return progress if progress.enabled else None
+
     def _from_agent(self, msg: Message) -> None:
         data = msg.content.get("data") or {}
         if data.get("op") == "chunk":
             self._assembler.add_chunk(data, msg.buffers[0])
+            key = str(data.get("id"))
+            progress = self._receiving.get(key)
+            if progress is None and int(data.get("offset", 0)) == 0:
+                progress = self._progress("receiving", int(data.get("size", 0)))
+                if progress is not None:
+                    self._receiving[key] = progress
+            if progress is not None:
+                progress.advance(msg.buffers[0].nbytes)
             return
+        finished = self._receiving.pop(str(data.get("id")), None)
+        if finished is not None:
+            finished.done()
         msg_id = str(data.get("id"))
         try:
             parts = self._assembler.finish(data, msg.buffers)
