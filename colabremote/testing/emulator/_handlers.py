@@ -19,7 +19,6 @@ import json
 import secrets
 import time
 import urllib.parse
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import tornado.web
@@ -37,10 +36,10 @@ from ._model import (
     AccessToken,
     AuthCode,
     Operation,
+    RedactedLogs,
     RefreshToken,
     Runtime,
     XsrfToken,
-    log_uncaught,
     new_secret,
     normalize_scopes,
     redact_headers,
@@ -107,7 +106,7 @@ def _rfc3339(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e6):06d}Z"
 
 
-class BaseHandler(tornado.web.RequestHandler):
+class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
     """Logging, fault injection, JSON replies and bearer-token checks."""
 
     emulator: ColabEmulator
@@ -122,16 +121,6 @@ class BaseHandler(tornado.web.RequestHandler):
     def _request_summary(self) -> str:
         # What tornado writes to its logs: no query string, which may hold tokens or codes.
         return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
-
-    def log_exception(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # tornado's default also logs repr(request), whose URI may carry tokens.
-        if not isinstance(value, tornado.web.HTTPError):
-            log_uncaught(self._request_summary(), value)
 
     def on_finish(self) -> None:
         request = self.request

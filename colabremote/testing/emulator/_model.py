@@ -79,6 +79,23 @@ def log_uncaught(summary: str, error: BaseException | None) -> None:
     LOG.error("uncaught exception in %s: %r", summary, error, exc_info=error)
 
 
+class RedactedLogs:
+    """For tornado handlers: log an uncaught exception by the request's summary only.
+
+    tornado's own ``log_exception`` also logs ``repr(request)``, whose URI may carry tokens.
+    """
+
+    def _request_summary(self) -> str:
+        request: Any = getattr(self, "request", None)
+        return f"{getattr(request, 'method', '?')} {getattr(request, 'path', '?')}"
+
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        import tornado.web
+
+        if not isinstance(value, tornado.web.HTTPError):
+            log_uncaught(self._request_summary(), value)
+
+
 def normalize_scopes(scopes: str | list[str] | tuple[str, ...] | frozenset[str]) -> frozenset[str]:
     """Scope names as Google reports them (``email`` becomes the userinfo.email URL)."""
     items = scopes.split() if isinstance(scopes, str) else list(scopes)

@@ -16,7 +16,6 @@ import re
 import socket
 import time
 import urllib.parse
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import tornado.httpclient
@@ -26,7 +25,7 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from ._model import Runtime, log_uncaught, redact_headers, redact_query
+from ._model import RedactedLogs, Runtime, redact_headers, redact_query
 
 if TYPE_CHECKING:
     from . import ColabEmulator
@@ -125,18 +124,8 @@ class _ProxyMixin:
         return proxy.jupyter
 
 
-class ProxyHTTPHandler(_ProxyMixin, tornado.web.RequestHandler):
+class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
     """Plain HTTP through the proxy: the Jupyter REST API, plus ``/api/colab/resources``."""
-
-    def log_exception(
-        self,
-        typ: type[BaseException] | None,
-        value: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        # tornado's default also logs repr(request), whose URI may carry the proxy token.
-        if not isinstance(value, tornado.web.HTTPError):
-            log_uncaught(self._request_summary(), value)
 
     SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
 
