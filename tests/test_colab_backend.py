@@ -67,6 +67,9 @@ def test_keep_alive_while_a_call_runs(emu: ColabEmulator) -> None:
         assert emu.keepalive_count(endpoint) >= 3
         keepalives = [r for r in emu.requests if "keep-alive" in r.path]
         assert all(r.headers.get("X-Colab-Tunnel") == "Google" for r in keepalives)
+        logged = len(emu.requests)
+        emu.clear_requests()
+        assert len(emu.requests) <= 1 < logged  # at most one ping since the clearing
 
 
 def test_proxy_token_expiry_mid_session(emu: ColabEmulator) -> None:

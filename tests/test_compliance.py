@@ -378,3 +378,15 @@ def test_closed_session_refuses_calls(backend: Any) -> None:
     with pytest.raises(SessionClosed):
         f(3)
     s.close()  # closing twice is fine
+
+
+def test_with_options_gives_a_copy_with_another_timeout(session: cr.Session) -> None:
+    from colabremote.exceptions import RemoteTimeout
+
+    f = session.remote(sleeper)
+    limited = f.with_options(timeout=0.5)
+    assert (f.timeout, limited.timeout) == (None, 0.5)
+    assert limited.session is f.session
+    with pytest.raises(RemoteTimeout):
+        limited(30)
+    assert f(0) == "slept"

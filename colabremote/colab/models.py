@@ -101,11 +101,6 @@ class Accelerator(str, Enum):
             return Variant.TPU
         return Variant.GPU
 
-    @property
-    def high_memory_only(self) -> bool:
-        """Whether the accelerator exists in one (high-memory) shape only."""
-        return self.value in HIGH_MEMORY_ONLY
-
 
 class MachineShape(str, Enum):
     """How much memory the machine has: standard or high-memory ("High-RAM")."""

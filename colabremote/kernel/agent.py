@@ -11,7 +11,8 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
   parts.
   Parts larger than the chunk limit travel first as ``{"op": "chunk", ...}`` messages, each with
   one slice, because Jupyter servers drop WebSocket messages over 10 MiB.
-- ``hello``: the kernel's facts. ``sources``: local modules to make importable.
+- The kernel's facts come back with the install (``hello()``, as a user expression).
+  ``sources``: local modules to make importable.
   ``call``: run a function (parts: function pickle if new, arguments pickle, out-of-band buffers).
   ``ack``: results the client has, to forget. ``resume``: stop aborting after an interrupt.
   ``fetch``: send a kept result again. ``info``: slower facts (GPUs).
@@ -667,9 +668,6 @@ class Agent:
         handler(data, parts)
 
     # -- operations ------------------------------------------------------------------------
-
-    def op_hello(self, data: dict[str, Any], parts: list[memoryview]) -> None:
-        self.send({"op": "hello", "id": data["id"], **hello()})
 
     def op_info(self, data: dict[str, Any], parts: list[memoryview]) -> None:
         self.send({"op": "info", "id": data["id"], "gpus": _gpu_info(), "tpus": _tpu_info()})

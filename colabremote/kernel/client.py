@@ -233,10 +233,6 @@ class KernelClient:
         finally:
             self._replies.pop(msg.msg_id, None)
 
-    async def kernel_info(self, *, timeout: float | None = 60.0) -> dict[str, Any]:
-        reply = await self.request(self._message("kernel_info_request", {}), timeout=timeout)
-        return reply.content
-
     async def execute(
         self,
         code: str,
