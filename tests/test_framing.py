@@ -88,3 +88,47 @@ def test_missing_chunk_is_detected() -> None:
     assembler.add_chunk(messages[0][0], messages[0][1][0])  # the second chunk is lost
     with pytest.raises(ValueError, match="bytes"):
         assembler.finish(*messages[-1])
+
+
+@pytest.mark.parametrize(
+    "sizes", [[0], [5], [3, 1, 7], [125], [126], [65535], [65536], [1, 70001, 2, 3]]
+)
+def test_masked_frame_is_one_final_binary_frame(sizes: list[int]) -> None:
+    """The gathered send: websockets' own parser (a server's view) reads back the pieces."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from colabremote.kernel.websocket import masked_frame
+
+    pieces = [bytes((i * 7 + j) % 256 for j in range(size)) for i, size in enumerate(sizes)]
+    reader = StreamReader()
+    for chunk in masked_frame([memoryview(p) for p in pieces], b"\x9a\x01\xfe\x37"):
+        reader.feed_data(chunk)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=True)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    frame = done.value.value
+    assert (frame.opcode, frame.fin, frame.rsv1) == (Opcode.BINARY, True, False)
+    assert bytes(frame.data) == b"".join(pieces)
+
+
+def test_assembled_parts_are_writable_and_exact() -> None:
+    """Large parts land in buffers of exactly their size, which the receiver may modify."""
+    parts = [bytes(range(256)) * 4096 + b"tail"]  # 1 MiB and a bit, in 64 KiB chunks
+    messages = list(split_message({"op": "result", "id": "r1"}, parts, 65536))
+    assembler = Assembler()
+    for data, buffers in messages[:-1]:
+        assembler.add_chunk(data, buffers[0])
+    (out,) = assembler.finish(*messages[-1])
+    assert out.nbytes == len(parts[0]) and not out.readonly
+    assert bytes(out) == parts[0]
+    out[0] = 255
+    assert out[0] == 255
+
+
+def test_masked_frame_never_writes_empty_bytes() -> None:
+    """websockets takes an empty write for end-of-file, so empty pieces must not become one."""
+    from colabremote.kernel.websocket import masked_frame
+
+    assert all(masked_frame([b"head", b"", memoryview(b""), b"x"], b"\x01\x02\x03\x04"))
