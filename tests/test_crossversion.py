@@ -7,6 +7,7 @@ import math
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +123,28 @@ def test_code_without_source_fails_before_sending(versioned: tuple[str, cr.Sessi
     assert local in message and version in message
     assert "Define it in a .py file" in message
     assert session.remote(kernel_version)() == version  # nothing was half-sent
+
+
+
+def decorates_with_colabremote(x: int) -> tuple[str, int]:
+    import colabremote as inner  # this kernel's environment has no colabremote: the stand-in
+
+    @inner.remote(timeout=5)
+    def negate(y: int) -> int:
+        return -y
+
+    with inner.Session() as s:
+        return str(inner.__doc__), s.remote(inner.remote(abs))(negate(x))
+
+
+@pytest.mark.parametrize("version", sorted(PYTHONS) or ["none"])
+def test_kernel_without_colabremote_gets_a_pass_through(
+    version: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shipped code that decorates with colabremote runs in place on a kernel that lacks it."""
+    if version == "none":
+        pytest.skip("no other Python versions configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
+    monkeypatch.chdir(tmp_path)  # the kernel starts here, where no colabremote can be imported
+    with cr.Session("local", python=PYTHONS[version], progress=False) as session:
+        doc, value = session.remote(decorates_with_colabremote)(5)
+    assert doc.startswith("Pass-through stand-in") and value == 5

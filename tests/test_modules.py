@@ -95,3 +95,13 @@ def test_calls_keep_their_order_when_modules_are_shipped(
     for future in futures:
         future.result(timeout=60)
     assert log.read_text().splitlines() == [f"call {i}" for i in range(10)]
+
+
+def test_shipped_sources_are_removed_when_the_kernel_exits(project: Path) -> None:
+    importlib.import_module("mypkg.geometry")  # imported here, so shipped
+    with cr.Session("local", progress=False) as session:
+        shipped = Path(session.remote(kernel_module_file)("mypkg.geometry"))
+        assert shipped.is_file()
+    folder = shipped.parent.parent  # .../colabremote-src-*/mypkg/geometry.py
+    assert folder.name.startswith("colabremote-src-")
+    assert not folder.exists()

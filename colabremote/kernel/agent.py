@@ -22,6 +22,7 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
 from __future__ import annotations
 
 import ast
+import atexit
 import contextlib
 import io
 import linecache
@@ -29,6 +30,7 @@ import mmap
 import os
 import pickle
 import platform
+import shutil
 import socket
 import sys
 import tempfile
@@ -579,7 +581,6 @@ _AGENT_FILENAME = sys._getframe().f_code.co_filename
 
 
 def _gpu_info() -> list[dict[str, str]]:
-    import shutil
     import subprocess
 
     if shutil.which("nvidia-smi") is None:
@@ -634,6 +635,7 @@ class Agent:
         self.kept: dict[str, _Outcome] = {}
         self.aborting = False
         self.source_dir = tempfile.mkdtemp(prefix="colabremote-src-")
+        atexit.register(shutil.rmtree, self.source_dir, ignore_errors=True)
         self.source_hashes: dict[str, str] = {}
         sys.path.insert(0, self.source_dir)
         comm.on_msg(self.on_msg)
