@@ -125,7 +125,6 @@ def test_code_without_source_fails_before_sending(versioned: tuple[str, cr.Sessi
     assert session.remote(kernel_version)() == version  # nothing was half-sent
 
 
-
 def decorates_with_colabremote(x: int) -> tuple[str, int]:
     import colabremote as inner  # this kernel's environment has no colabremote: the stand-in
 
