@@ -1,4 +1,4 @@
-"""Run colabremote's benchmarks: ``python -m benchmarks [--quick] [--gigabyte] [--json PATH]``.
+"""Run colabremote's benchmarks: ``python -m benchmarks [--quick] [--json PATH]``.
 
 Everything runs on 127.0.0.1 and is started here. Each case is measured after a warm-up and
 reported as medians and p95s, next to a baseline measured in the same run on the same kernel and
@@ -23,9 +23,17 @@ from typing import Any
 import numpy as np
 
 import colabremote as cr
-from colabremote.testing import JupyterServer
+from colabremote.colab.auth import EnvironmentToken
+from colabremote.testing import ColabEmulator, JupyterServer
 
-from .baselines import EchoServer, websocket_execute_round_trips, zmq_execute_round_trips
+from . import peer
+from .baselines import (
+    EchoServer,
+    relay_echo_seconds,
+    websocket_execute_round_trips,
+    zmq_execute_round_trips,
+)
+from .colab_baseline import raw_emulator_start
 
 MB = 1024 * 1024
 
@@ -121,8 +129,15 @@ def call_overhead(
 
 
 def payload_echo(
-    session: cr.Session, transport: str, echo_server: EchoServer, size: int, repeats: int
+    session: cr.Session,
+    transport: str,
+    echo_server: EchoServer,
+    size: int,
+    repeats: int,
+    relay: Callable[[bytes, int, int], list[float]] | None = None,
 ) -> Result:
+    """An array echoed through a remote call, against a plain WebSocket echo of the same bytes;
+    with ``relay``, also against the bare comm echo through the same server and kernel."""
     f = session.remote(echo)
     f(np.zeros(8, dtype=np.uint8))  # ship the function first
     chunk = 8 * MB
@@ -134,7 +149,7 @@ def payload_echo(
             started = time.perf_counter()
             out = f(data)
             samples.append(time.perf_counter() - started)
-            assert out.nbytes == size
+            assert out.nbytes == size and out[-1] == data[-1]
             del out
     peak_ratio = (memory["peak"] - before) / size
     del data
@@ -144,6 +159,13 @@ def payload_echo(
     base_median, _ = summary(base)
     ours_rate = size / median / MB
     base_rate = size / base_median / MB
+    extra: dict[str, Any] = {"client_peak_rss_over_payload": round(peak_ratio, 2)}
+    if relay is not None:
+        relay_rate = size / summary(relay(payload, repeats, chunk))[0] / MB
+        extra["server_relay_MBps"] = round(relay_rate, 1)
+        extra["ratio_to_relay"] = round(ours_rate / relay_rate, 2)
+        extra["relay_to_echo"] = round(relay_rate / base_rate, 2)
+    del payload
     return Result(
         f"payload echo {size // MB} MB",
         transport,
@@ -153,20 +175,49 @@ def payload_echo(
         "plain WebSocket echo between two processes",
         base_rate,
         ours_rate / base_rate,
-        {"client_peak_rss_over_payload": round(peak_ratio, 2)},
+        extra,
+    )
+
+
+def peer_round_trip(
+    session: cr.Session, transport: str, server: JupyterServer, n: int
+) -> Result | None:
+    """Our no-op call against an execute through the Colab CLI's kernel client, same kernel."""
+    version = peer.available()
+    if version is None:
+        print("  (jupyter-kernel-client is not installed: pip install -e '.[bench]')")
+        return None
+    kernel_id = session.info.details["kernel_id"]
+    theirs = peer.kernel_client_round_trips(server.url, server.token, kernel_id, n)
+    ours = timed(session.remote(noop), n)
+    median, p95 = summary(ours)
+    base_median, _ = summary(theirs)
+    return Result(
+        "peer: no-op call vs jupyter-kernel-client",
+        transport,
+        "ms",
+        median * 1e3,
+        p95 * 1e3,
+        f"jupyter-kernel-client {version} execute('pass')",
+        base_median * 1e3,
+        median / base_median,
     )
 
 
 def session_start(
-    make: Callable[[], cr.Session], transport: str, raw: Callable[[], float], n: int
+    make: Callable[[], cr.Session],
+    transport: str,
+    raw: Callable[[], float],
+    n: int,
+    baseline: str = "start the kernel with jupyter_client and run one execute",
 ) -> Result:
-    ours = []
-    for _ in range(n):
+    ours, base = [], []
+    for _ in range(n):  # alternating, so both see the same machine
         started = time.perf_counter()
         with make() as session:
             session.remote(noop)()
             ours.append(time.perf_counter() - started)
-    base = [raw() for _ in range(n)]
+        base.append(raw())
     median, p95 = summary(ours)
     base_median, _ = summary(base)
     return Result(
@@ -175,7 +226,7 @@ def session_start(
         "s",
         median,
         p95,
-        "start the kernel with jupyter_client and run one execute",
+        baseline,
         base_median,
         median / base_median,
     )
@@ -229,22 +280,25 @@ def kernel_ws_url(server: JupyterServer, session: cr.Session) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (for CI)")
-    parser.add_argument("--gigabyte", action="store_true", help="also echo 1 GB payloads")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repetitions, no 1 GB payloads (for CI)"
+    )
     parser.add_argument("--json", default="benchmarks/results/latest.json", help="JSON output")
     args = parser.parse_args(argv)
 
     calls = 100 if args.quick else 500
     many = 2000 if args.quick else 10000
     starts = 3 if args.quick else 5
-    sizes = [1 * MB, 10 * MB, 100 * MB] + ([1024 * MB] if args.gigabyte else [])
+    gigabyte = [] if args.quick else [1024 * MB]
     results: list[Result] = []
 
-    def report(result: Result) -> None:
+    def report(result: Result | None) -> None:
+        if result is None:
+            return
         results.append(result)
         extra = json.dumps(result.extra) if result.extra else ""
         print(
-            f"{result.case:<38} {result.transport:<18} {result.median:>10.2f} {result.unit:<8}"
+            f"{result.case:<42} {result.transport:<18} {result.median:>10.2f} {result.unit:<8}"
             f" p95 {result.p95:>9.2f}  baseline {result.baseline_median:>9.2f}"
             f"  ratio {result.ratio:>5.2f}  {extra}",
             flush=True,
@@ -287,32 +341,65 @@ def main(argv: list[str] | None = None) -> int:
                 ) -> list[float]:
                     return websocket_execute_round_trips(url, headers, n)
 
+                def relay(
+                    payload: bytes,
+                    repeats: int,
+                    chunk: int,
+                    url: str = url,
+                    headers: dict[str, str] = headers,
+                ) -> list[float]:
+                    return relay_echo_seconds(url, headers, payload, repeats, chunk)
+
                 report(call_overhead(session, label, ws_raw, calls if nodelay else 30))
+                report(peer_round_trip(session, label, server, calls if nodelay else 30))
+                sizes = [1 * MB, 10 * MB, 100 * MB] if nodelay else [100 * MB]
+                for size in sizes + gigabyte:
+                    repeats = 3 if size >= 100 * MB else 5
+                    report(payload_echo(session, label, echo_server, size, repeats, relay))
                 if nodelay:
-                    for size in sizes:
-                        repeats = 3 if size >= 100 * MB else 5
-                        report(payload_echo(session, label, echo_server, size, repeats))
                     report(map_throughput(session, label, many))
 
-        # The Colab emulator: the whole Colab path (runtime proxy, legacy WebSocket protocol).
-        with cr.Session("emulator", progress=False) as session:
-            session.info  # noqa: B018 - warm up
-            backend_: Any = session._core.backend
-            proxy = backend_._proxy
-            kernel = backend_.kernel_id
-            url = proxy.url.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
-            headers = {"X-Colab-Runtime-Proxy-Token": proxy.token}
+        # The Colab emulator: the whole Colab path (control plane, runtime proxy, the legacy
+        # WebSocket protocol), against the same protocol steps done by hand.
+        with ColabEmulator() as emulator:
 
-            def emu_raw(n: int) -> list[float]:
-                return websocket_execute_round_trips(url, headers, n)
+            def colab_session() -> cr.Session:
+                token = EnvironmentToken(emulator.mint_access_token())
+                return cr.Session("colab", base_url=emulator.url, credentials=token, progress=False)
 
-            report(call_overhead(session, "emulator (proxy)", emu_raw, calls))
-            report(map_throughput(session, "emulator (proxy)", many))
+            with colab_session() as session:
+                session.info  # noqa: B018 - warm up
+                backend_: Any = session._core.backend
+                proxy = backend_._proxy
+                kernel = backend_.kernel_id
+                url = proxy.url.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
+                headers = {"X-Colab-Runtime-Proxy-Token": proxy.token}
 
-        def emulator_session() -> cr.Session:
-            return cr.Session("emulator", progress=False)
+                def emu_raw(n: int) -> list[float]:
+                    return websocket_execute_round_trips(url, headers, n)
 
-        report(session_start(emulator_session, "emulator (proxy)", raw_local_start, starts))
+                def emu_relay(payload: bytes, repeats: int, chunk: int) -> list[float]:
+                    return relay_echo_seconds(url, headers, payload, repeats, chunk)
+
+                report(call_overhead(session, "emulator (proxy)", emu_raw, calls))
+                report(map_throughput(session, "emulator (proxy)", many))
+                report(
+                    payload_echo(session, "emulator (proxy)", echo_server, 100 * MB, 3, emu_relay)
+                )
+
+            def raw_colab_start() -> float:
+                return raw_emulator_start(emulator, emulator.mint_access_token())
+
+            raw_colab_start()  # the first runtime pays for the emulator's warm-up; not counted
+            report(
+                session_start(
+                    colab_session,
+                    "emulator (proxy)",
+                    raw_colab_start,
+                    starts,
+                    "assign, kernel and one execute by hand (httpx + websockets)",
+                )
+            )
 
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:

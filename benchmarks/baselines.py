@@ -11,12 +11,13 @@ import asyncio
 import json
 import multiprocessing
 import socket
+import struct
 import time
 import uuid
 from typing import Any
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 
 
@@ -79,7 +80,7 @@ def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
         context.term()
 
 
-def _execute_request(session: str) -> tuple[str, str]:
+def _execute_request(session: str, code: str = "pass") -> tuple[str, str]:
     msg_id = uuid.uuid4().hex
     message = {
         "header": {
@@ -93,7 +94,7 @@ def _execute_request(session: str) -> tuple[str, str]:
         "parent_header": {},
         "metadata": {},
         "content": {
-            "code": "pass",
+            "code": code,
             "silent": False,
             "store_history": False,
             "user_expressions": {},
@@ -106,6 +107,27 @@ def _execute_request(session: str) -> tuple[str, str]:
     return msg_id, json.dumps(message)
 
 
+async def execute_on(ws: ClientConnection, session: str, code: str) -> None:
+    """One ``execute_request`` over a kernel WebSocket (legacy protocol), until both its reply
+    and its idle status are in."""
+    msg_id, text = _execute_request(session, code)
+    await ws.send(text)
+    reply_seen = idle_seen = False
+    while not (reply_seen and idle_seen):
+        frame = await ws.recv()
+        if isinstance(frame, bytes):
+            continue
+        msg: dict[str, Any] = json.loads(frame)
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "execute_reply":
+            if msg["content"].get("status") != "ok":
+                raise RuntimeError(f"the baseline's execute failed: {msg['content']}")
+            reply_seen = True
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            idle_seen = True
+
+
 async def _ws_round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
     session = uuid.uuid4().hex
     async with connect(url, additional_headers=headers, max_size=None, compression=None) as ws:
@@ -113,21 +135,8 @@ async def _ws_round_trips(url: str, headers: dict[str, str], count: int) -> list
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         times = []
         for _ in range(count + 1):  # the first one warms the connection up
-            msg_id, text = _execute_request(session)
             started = time.perf_counter()
-            await ws.send(text)
-            reply_seen = idle_seen = False
-            while not (reply_seen and idle_seen):
-                frame = await ws.recv()
-                if isinstance(frame, bytes):
-                    continue
-                msg: dict[str, Any] = json.loads(frame)
-                if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                    continue
-                if msg["msg_type"] == "execute_reply":
-                    reply_seen = True
-                elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                    idle_seen = True
+            await execute_on(ws, session, "pass")
             times.append(time.perf_counter() - started)
         return times[1:]
 
@@ -135,6 +144,69 @@ async def _ws_round_trips(url: str, headers: dict[str, str], count: int) -> list
 def websocket_execute_round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
     """Seconds per raw execute round trip over a kernel WebSocket (legacy JSON protocol)."""
     return asyncio.run(_ws_round_trips(url, headers, count))
+
+
+# -- what a Jupyter server can relay -----------------------------------------------------------
+
+_ECHO_COMM = """
+from comm import create_comm as _create
+_bench_echo = _create(target_name="bench_echo", comm_id={comm_id!r}, data={{}})
+_bench_echo.on_msg(lambda msg: _bench_echo.send(data={{}}, buffers=msg["buffers"]))
+"""
+
+
+def _comm_msg(session: str, comm_id: str, chunk: memoryview) -> bytes:
+    """A legacy-protocol binary frame: a comm message carrying one buffer."""
+    message = {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": "comm_msg",
+            "username": "bench",
+            "session": session,
+            "date": "2026-01-01T00:00:00Z",
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": {"comm_id": comm_id, "data": {}},
+        "channel": "shell",
+    }
+    head = json.dumps(message).encode()
+    return struct.pack("!3I", 2, 12, 12 + len(head)) + head + chunk
+
+
+async def _relay_echo(
+    url: str, headers: dict[str, str], payload: bytes, repeats: int, chunk: int
+) -> list[float]:
+    session, comm_id = uuid.uuid4().hex, uuid.uuid4().hex
+    async with connect(url, additional_headers=headers, max_size=None, compression=None) as ws:
+        ws.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await execute_on(ws, session, _ECHO_COMM.format(comm_id=comm_id))
+        view = memoryview(payload)
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for offset in range(0, len(view), chunk):
+                await ws.send(_comm_msg(session, comm_id, view[offset : offset + chunk]))
+            received = 0
+            while received < len(view):
+                frame = await ws.recv()
+                if not isinstance(frame, bytes):
+                    continue  # status messages
+                (count,) = struct.unpack_from("!I", frame, 0)
+                if count == 2:  # the echoed comm message and its one buffer
+                    received += len(frame) - struct.unpack_from("!I", frame, 8)[0]
+            times.append(time.perf_counter() - started)
+        return times
+
+
+def relay_echo_seconds(
+    url: str, headers: dict[str, str], payload: bytes, repeats: int, chunk: int
+) -> list[float]:
+    """Seconds to echo ``payload`` through a Jupyter server and its kernel with nothing else:
+    comm messages of ``chunk`` bytes that a three-line comm handler sends straight back. No
+    pickling, no reassembly: what the server in the middle lets any client reach."""
+    return asyncio.run(_relay_echo(url, headers, payload, repeats, chunk))
 
 
 # -- the wire's ceiling ------------------------------------------------------------------------
@@ -192,6 +264,8 @@ class EchoServer:
 
 __all__ = [
     "EchoServer",
+    "execute_on",
+    "relay_echo_seconds",
     "websocket_execute_round_trips",
     "websockets",
     "zmq_execute_round_trips",
