@@ -24,6 +24,7 @@ import numpy as np
 
 import colabremote as cr
 from colabremote.colab.auth import EnvironmentToken
+from colabremote.kernel.websocket import WebSocketTransport
 from colabremote.testing import ColabEmulator, JupyterServer
 
 from . import peer
@@ -351,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                     return relay_echo_seconds(url, headers, payload, repeats, chunk)
 
                 report(call_overhead(session, label, ws_raw, calls if nodelay else 30))
+                if not nodelay:
+                    # What a client gets from a stock server where TCP_QUICKACK does not exist
+                    # (macOS, Windows): the Nagle stall on every round trip.
+                    WebSocketTransport.quick_ack = False
+                    try:
+                        report(call_overhead(session, "jupyter (stock, no quick-ACK)", ws_raw, 30))
+                    finally:
+                        WebSocketTransport.quick_ack = True
                 report(peer_round_trip(session, label, server, calls if nodelay else 30))
                 sizes = [1 * MB, 10 * MB, 100 * MB] if nodelay else [100 * MB]
                 for size in sizes + gigabyte:

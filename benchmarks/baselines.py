@@ -183,11 +183,12 @@ async def _relay_echo(
         ws.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await execute_on(ws, session, _ECHO_COMM.format(comm_id=comm_id))
         view = memoryview(payload)
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
+
+        async def send() -> None:
             for offset in range(0, len(view), chunk):
                 await ws.send(_comm_msg(session, comm_id, view[offset : offset + chunk]))
+
+        async def receive() -> None:
             received = 0
             while received < len(view):
                 frame = await ws.recv()
@@ -196,6 +197,11 @@ async def _relay_echo(
                 (count,) = struct.unpack_from("!I", frame, 0)
                 if count == 2:  # the echoed comm message and its one buffer
                     received += len(frame) - struct.unpack_from("!I", frame, 8)[0]
+
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            await asyncio.gather(send(), receive())  # both at once, or large echoes deadlock
             times.append(time.perf_counter() - started)
         return times
 
@@ -248,14 +254,22 @@ class EchoServer:
         async def run() -> list[float]:
             async with connect(self.url, max_size=None, compression=None) as ws:
                 view = memoryview(payload)
-                times = []
-                for _ in range(repeats):
-                    started = time.perf_counter()
+
+                async def send() -> None:
                     for offset in range(0, len(view), chunk):
                         await ws.send(view[offset : offset + chunk])
+
+                async def receive() -> None:
                     received = 0
                     while received < len(view):
                         received += len(await ws.recv())
+
+                times = []
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    # Sending and receiving at once: a client that sent everything first would
+                    # stall once the unread echoes filled the buffers (about 128 MB).
+                    await asyncio.gather(send(), receive())
                     times.append(time.perf_counter() - started)
                 return times
 

@@ -65,6 +65,9 @@ class WebSocketTransport(Transport):
 
     #: Stock jupyter_server drops inbound messages over 10 MiB (tornado's default).
     max_message_bytes = 8 * 1024 * 1024
+    #: Acknowledge every message at once (Linux): see :meth:`_ack_now`. The benchmarks turn it
+    #: off to show what a platform without ``TCP_QUICKACK`` gets from a stock server.
+    quick_ack = True
 
     def __init__(self, connection: ClientConnection) -> None:
         self._ws = connection
@@ -151,7 +154,7 @@ class WebSocketTransport(Transport):
         write until the previous one is acknowledged; with delayed ACKs that costs ~44 ms a
         round trip. Linux resets the quick-ACK mode by itself, so it is set again each time.
         """
-        if _QUICKACK is not None and self._socket is not None:
+        if self.quick_ack and _QUICKACK is not None and self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
 
