@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import io
@@ -251,6 +252,7 @@ def unpack_outcomes(parts: Sequence[memoryview]) -> list[tuple[str, Any]]:
 # -- local modules -----------------------------------------------------------------------------
 
 
+@functools.cache
 def _excluded_roots() -> tuple[str, ...]:
     roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
@@ -262,7 +264,26 @@ def _excluded_roots() -> tuple[str, ...]:
     user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     if isinstance(user_site, str):
         roots.add(user_site)
-    return tuple(os.path.realpath(r) + os.sep for r in roots if r)
+    # Both spellings of each root: a path under one as written is excluded without resolving
+    # its links, which is most of the cost of looking at every loaded module.
+    spelled = {os.path.realpath(r) for r in roots if r} | {os.path.abspath(r) for r in roots if r}
+    return tuple(sorted(root + os.sep for root in spelled))
+
+
+@functools.lru_cache(maxsize=16384)
+def _is_local_file(path: str, excluded: tuple[str, ...]) -> bool:
+    """Whether a module file is the user's own, not the standard library's or an installed one.
+
+    Cached: every session's first call looks at every loaded module, and resolving each path's
+    links is most of that cost.
+    """
+    if path.startswith(excluded):
+        return False
+    real = os.path.realpath(path)
+    if real.startswith(excluded):
+        return False
+    parts = real.split(os.sep)
+    return "site-packages" not in parts and "dist-packages" not in parts
 
 
 _SKIP_PACKAGES = frozenset(
@@ -302,11 +323,7 @@ class LocalModules:
         self._last_scan = -1e9
 
     def _is_local(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        if any(real.startswith(root) for root in self._excluded):
-            return False
-        parts = real.split(os.sep)
-        return "site-packages" not in parts and "dist-packages" not in parts
+        return _is_local_file(path, self._excluded)
 
     def _candidate(self, name: str, module: types.ModuleType) -> tuple[str, str] | None:
         if _skipped(name):

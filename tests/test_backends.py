@@ -62,3 +62,15 @@ def test_unknown_kernel_name(jupyter_server: JupyterServer) -> None:
     )
     with pytest.raises(KernelStartError, match="kernelspecs"):
         session.open()
+
+
+def test_http_clients_share_one_verifying_tls_context() -> None:
+    """Building a TLS context costs ~20 ms; every client colabremote makes reuses one."""
+    import ssl
+
+    from colabremote._tls import verify_setting
+
+    shared = verify_setting()
+    assert isinstance(shared, ssl.SSLContext) and verify_setting(True) is shared
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert verify_setting(False) is False  # an explicit opt-out is passed through

@@ -91,14 +91,32 @@ def test_dropped_websocket_loses_no_result(emu: ColabEmulator) -> None:
         assert future.result(timeout=60) == 10
 
 
+def kernel_deletes(emu: ColabEmulator, endpoint: str) -> int:
+    return sum(
+        1
+        for r in emu.requests
+        if r.server == f"proxy:{endpoint}" and r.method == "DELETE" and "/api/kernels/" in r.path
+    )
+
+
+def test_releasing_does_not_delete_the_kernel_first(emu: ColabEmulator) -> None:
+    with colab(emu) as session:
+        endpoint = session.runtime.endpoint
+        assert session.remote(double)(1) == 2
+    assert endpoint not in live(emu)
+    assert kernel_deletes(emu, endpoint) == 0  # unassigning ends it: one round trip saved
+
+
 def test_attached_runtime_is_left_running(emu: ColabEmulator) -> None:
     with colab(emu, release=False) as first:
         endpoint = first.info.details["endpoint"]
     assert endpoint in live(emu)
+    assert kernel_deletes(emu, endpoint) == 1  # the runtime stays: our kernel is shut down
     with colab(emu, endpoint=endpoint) as attached:
         assert attached.remote(double)(4) == 8
         assert attached.info.details["release_on_close"] is False
     assert endpoint in live(emu)
+    assert kernel_deletes(emu, endpoint) == 2
     emu.release(endpoint)
 
 

@@ -322,12 +322,15 @@ class ColabBackend(JupyterBackend):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        releasing = self.release and self.endpoint is not None and self.assignment is not None
+        if releasing:
+            self._owns_kernel = False  # releasing the runtime ends its kernel; no DELETE first
         try:
             if self.kernel_id is not None and self._proxy is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(super().close(), 15)
         finally:
-            if self.release and self.endpoint is not None and self.assignment is not None:
+            if releasing:
                 with contextlib.suppress(Exception):
                     if self.runtime_id is not None:
                         await self.public.delete_runtime(self.runtime_id)

@@ -14,6 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from .._progress import Progress
+from .._tls import verify_setting
 from ..exceptions import (
     AuthenticationError,
     ConfigurationError,
@@ -75,7 +76,10 @@ class JupyterBackend(Backend):
         if token:
             self._headers["Authorization"] = f"token {token}"
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, timeout=httpx.Timeout(30.0)
+            base_url=self.url,
+            headers=self._headers,
+            timeout=httpx.Timeout(30.0),
+            verify=verify_setting(),
         )
         self._ws_session = uuid.uuid4().hex  # the same id on reconnect lets the server replay
 

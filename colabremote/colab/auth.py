@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
+from .._tls import verify_setting
 from ..exceptions import (
     AuthError,
     ConfigurationError,
@@ -472,7 +473,7 @@ class GoogleOAuth(OwnsHttpClient):
         self.tokeninfo_url = tokeninfo_url
         self._owns_http = http is None
         self._http = http or httpx.AsyncClient(
-            transport=transport, timeout=httpx.Timeout(_HTTP_TIMEOUT)
+            transport=transport, timeout=httpx.Timeout(_HTTP_TIMEOUT), verify=verify_setting()
         )
 
     def __repr__(self) -> str:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .._tls import verify_setting
 from ..exceptions import (
     AcceleratorUnavailable,
     AccountBlocked,
@@ -207,7 +208,9 @@ class ControlPlane(OwnsHttpClient):
         self._token_provider = token_provider
         self._on_auth_error = on_auth_error
         self._owns_http = client is None
-        self._http = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
+        self._http = client or httpx.AsyncClient(
+            verify=verify_setting(verify), follow_redirects=False
+        )
         self._headers = {
             "Accept": "application/json",
             "X-Colab-Client-Agent": client_agent,

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .._tls import verify_setting
 from ..exceptions import (
     AcceleratorUnavailable,
     AccountBlocked,
@@ -93,7 +94,9 @@ class PublicApi(OwnsHttpClient):
         self._token_provider = token_provider
         self._on_auth_error = on_auth_error
         self._owns_http = client is None
-        self._http = client or httpx.AsyncClient(verify=verify, follow_redirects=False)
+        self._http = client or httpx.AsyncClient(
+            verify=verify_setting(verify), follow_redirects=False
+        )
         self._http_agent = client_agent
         self._timeout = timeout
 
