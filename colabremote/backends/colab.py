@@ -322,21 +322,21 @@ class ColabBackend(JupyterBackend):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        releasing = self.release and self.endpoint is not None and self.assignment is not None
-        if releasing:
+        endpoint = self.endpoint if self.release and self.assignment is not None else None
+        if endpoint is not None:
             self._owns_kernel = False  # releasing the runtime ends its kernel; no DELETE first
         try:
             if self.kernel_id is not None and self._proxy is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(super().close(), 15)
         finally:
-            if releasing:
+            if endpoint is not None:
                 with contextlib.suppress(Exception):
                     if self.runtime_id is not None:
                         await self.public.delete_runtime(self.runtime_id)
                     else:
-                        await self.control.unassign(self.endpoint)
-                    log.info("released Colab runtime %s", self.endpoint)
+                        await self.control.unassign(endpoint)
+                    log.info("released Colab runtime %s", endpoint)
             await self.control.aclose()
             await self.public.aclose()
 
