@@ -110,7 +110,12 @@ def peak_rss() -> Iterator[dict[str, int]]:
 
 
 def call_overhead(
-    session: cr.Session, transport: str, raw: Callable[[int], list[float]], n: int
+    session: cr.Session,
+    transport: str,
+    raw: Callable[[int], list[float]],
+    n: int,
+    case: str = "call overhead (no-op call)",
+    baseline: str = "raw execute_request('pass')",
 ) -> Result:
     f = session.remote(noop)
     ours = timed(f, n)
@@ -118,12 +123,12 @@ def call_overhead(
     median, p95 = summary(ours)
     base_median, _ = summary(base)
     return Result(
-        "call overhead (no-op call)",
+        case,
         transport,
         "ms",
         median * 1e3,
         p95 * 1e3,
-        "raw execute_request('pass')",
+        baseline,
         base_median * 1e3,
         median / base_median,
     )
@@ -189,19 +194,17 @@ def peer_round_trip(
         print("  (jupyter-kernel-client is not installed: pip install -e '.[bench]')")
         return None
     kernel_id = session.info.details["kernel_id"]
-    theirs = peer.kernel_client_round_trips(server.url, server.token, kernel_id, n)
-    ours = timed(session.remote(noop), n)
-    median, p95 = summary(ours)
-    base_median, _ = summary(theirs)
-    return Result(
-        "peer: no-op call vs jupyter-kernel-client",
+
+    def theirs(count: int) -> list[float]:
+        return peer.kernel_client_round_trips(server.url, server.token, kernel_id, count)
+
+    return call_overhead(
+        session,
         transport,
-        "ms",
-        median * 1e3,
-        p95 * 1e3,
-        f"jupyter-kernel-client {version} execute('pass')",
-        base_median * 1e3,
-        median / base_median,
+        theirs,
+        n,
+        case="peer: no-op call vs jupyter-kernel-client",
+        baseline=f"jupyter-kernel-client {version} execute('pass')",
     )
 
 

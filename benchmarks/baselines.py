@@ -80,17 +80,21 @@ def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
         context.term()
 
 
+def _header(msg_type: str, session: str) -> dict[str, str]:
+    return {
+        "msg_id": uuid.uuid4().hex,
+        "msg_type": msg_type,
+        "username": "bench",
+        "session": session,
+        "date": "2026-01-01T00:00:00Z",
+        "version": "5.3",
+    }
+
+
 def _execute_request(session: str, code: str = "pass") -> tuple[str, str]:
-    msg_id = uuid.uuid4().hex
+    header = _header("execute_request", session)
     message = {
-        "header": {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "bench",
-            "session": session,
-            "date": "2026-01-01T00:00:00Z",
-            "version": "5.3",
-        },
+        "header": header,
         "parent_header": {},
         "metadata": {},
         "content": {
@@ -104,7 +108,7 @@ def _execute_request(session: str, code: str = "pass") -> tuple[str, str]:
         "channel": "shell",
         "buffers": [],
     }
-    return msg_id, json.dumps(message)
+    return header["msg_id"], json.dumps(message)
 
 
 async def execute_on(ws: ClientConnection, session: str, code: str) -> None:
@@ -158,14 +162,7 @@ _bench_echo.on_msg(lambda msg: _bench_echo.send(data={{}}, buffers=msg["buffers"
 def _comm_msg(session: str, comm_id: str, chunk: memoryview) -> bytes:
     """A legacy-protocol binary frame: a comm message carrying one buffer."""
     message = {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "msg_type": "comm_msg",
-            "username": "bench",
-            "session": session,
-            "date": "2026-01-01T00:00:00Z",
-            "version": "5.3",
-        },
+        "header": _header("comm_msg", session),
         "parent_header": {},
         "metadata": {},
         "content": {"comm_id": comm_id, "data": {}},
