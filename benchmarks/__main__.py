@@ -16,10 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
 import numpy as np
 
 import colabremote as cr
@@ -186,14 +187,14 @@ def payload_echo(
 
 
 def peer_round_trip(
-    session: cr.Session, transport: str, server: JupyterServer, n: int
+    session: cr.Session, transport: str, server: JupyterServer, kernel_id: str, n: int
 ) -> Result | None:
-    """Our no-op call against an execute through the Colab CLI's kernel client, same kernel."""
+    """Our no-op call against an execute through the Colab CLI's kernel client, on a kernel of
+    the same server."""
     version = peer.available()
     if version is None:
         print("  (jupyter-kernel-client is not installed: pip install -e '.[bench]')")
         return None
-    kernel_id = session.info.details["kernel_id"]
 
     def theirs(count: int) -> list[float]:
         return peer.kernel_client_round_trips(server.url, server.token, kernel_id, count)
@@ -215,6 +216,9 @@ def session_start(
     n: int,
     baseline: str = "start the kernel with jupyter_client and run one execute",
 ) -> Result:
+    with make() as session:  # one untimed run of each: imports, first server start
+        session.remote(noop)()
+    raw()
     ours, base = [], []
     for _ in range(n):  # alternating, so both see the same machine
         started = time.perf_counter()
@@ -277,9 +281,44 @@ def map_throughput(session: cr.Session, transport: str, items: int) -> Result:
 # -- driver ------------------------------------------------------------------------------------
 
 
-def kernel_ws_url(server: JupyterServer, session: cr.Session) -> str:
-    kernel_id = session.info.details["kernel_id"]
-    return f"ws://127.0.0.1:{server.port}/api/kernels/{kernel_id}/channels?session_id=bench"
+@contextmanager
+def spare_kernel(base_url: str, headers: dict[str, str]) -> Iterator[str]:
+    """Another kernel on the same server, for the raw baselines.
+
+    On our session's own kernel, every message a baseline makes the kernel send on iopub would
+    also go to our session's connection: the server would do the work twice and the baseline
+    would look slower than it is.
+    """
+    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as http:
+        response = http.post("/api/kernels", json={"name": "python3"})
+        response.raise_for_status()
+        kernel_id = str(response.json()["id"])
+        try:
+            yield kernel_id
+        finally:
+            http.delete(f"/api/kernels/{kernel_id}")
+
+
+@contextmanager
+def spare_local_kernel() -> Iterator[str]:
+    """Another local kernel, started with jupyter_client; yields its connection file."""
+    from jupyter_client.manager import KernelManager
+
+    manager = KernelManager(kernel_name="python3")
+    manager.start_kernel()
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        yield manager.connection_file
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def channels_url(base_url: str, kernel_id: str) -> str:
+    ws_base = base_url.replace("http://", "ws://", 1)
+    return f"{ws_base}/api/kernels/{kernel_id}/channels?session_id=bench"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     with EchoServer() as echo_server:
         # A kernel on this machine, over ZeroMQ.
-        with cr.Session("local", progress=False) as session:
+        with (
+            cr.Session("local", progress=False) as session,
+            spare_local_kernel() as connection_file,
+        ):
             session.info  # noqa: B018 - warm up
-            backend: Any = session._core.backend
-            connection_file = backend._manager.connection_file
 
             def zmq_raw(n: int) -> list[float]:
                 return zmq_execute_round_trips(connection_file, n)
@@ -336,8 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                 cr.Session(
                     "jupyter", url=server.url, token=server.token, progress=False
                 ) as session,
+                spare_kernel(server.url, {"Authorization": f"token {server.token}"}) as spare,
             ):
-                url = kernel_ws_url(server, session)
+                url = channels_url(server.url, spare)
                 headers = {"Authorization": f"token {server.token}"}
 
                 def ws_raw(
@@ -363,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                         report(call_overhead(session, "jupyter (stock, no quick-ACK)", ws_raw, 30))
                     finally:
                         WebSocketTransport.quick_ack = True
-                report(peer_round_trip(session, label, server, calls if nodelay else 30))
+                report(peer_round_trip(session, label, server, spare, calls if nodelay else 30))
                 sizes = [1 * MB, 10 * MB, 100 * MB] if nodelay else [100 * MB]
                 for size in sizes + gigabyte:
                     repeats = 3 if size >= 100 * MB else 5
@@ -379,13 +420,14 @@ def main(argv: list[str] | None = None) -> int:
                 token = EnvironmentToken(emulator.mint_access_token())
                 return cr.Session("colab", base_url=emulator.url, credentials=token, progress=False)
 
-            with colab_session() as session:
+            with colab_session() as session, ExitStack() as stack:
                 session.info  # noqa: B018 - warm up
-                backend_: Any = session._core.backend
-                proxy = backend_._proxy
-                kernel = backend_.kernel_id
-                url = proxy.url.replace("http://", "ws://") + f"/api/kernels/{kernel}/channels"
+                backend: Any = session._core.backend
+                proxy = backend._proxy
                 headers = {"X-Colab-Runtime-Proxy-Token": proxy.token}
+                # Deleted before the session releases the runtime (the stack closes first).
+                spare = stack.enter_context(spare_kernel(proxy.url, headers))
+                url = channels_url(proxy.url, spare)
 
                 def emu_raw(n: int) -> list[float]:
                     return websocket_execute_round_trips(url, headers, n)
@@ -402,7 +444,6 @@ def main(argv: list[str] | None = None) -> int:
             def raw_colab_start() -> float:
                 return raw_emulator_start(emulator, emulator.mint_access_token())
 
-            raw_colab_start()  # the first runtime pays for the emulator's warm-up; not counted
             report(
                 session_start(
                     colab_session,

@@ -20,6 +20,15 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 
+WARMUP = 5
+#: The longest one baseline step (an execute) may take before the run fails instead of hanging.
+STEP_TIMEOUT = 60.0
+
+
+def _transfer_timeout(payload: bytes) -> float:
+    """A bound for echoing ``payload`` once: generous (5 MB/s), but a hang still ends."""
+    return 60.0 + len(payload) / (5 * 1024 * 1024)
+
 
 def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
     """Seconds per raw execute round trip over ZeroMQ: plain sockets and jupyter_client's
@@ -58,7 +67,10 @@ def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
         msg_id = msg["header"]["msg_id"]
         reply_seen = idle_seen = False
         while not (reply_seen and idle_seen):
-            for sock, _ in poller.poll(30_000):
+            ready = poller.poll(STEP_TIMEOUT * 1000)
+            if not ready:
+                raise TimeoutError(f"no answer to the baseline's execute in {STEP_TIMEOUT} s")
+            for sock, _ in ready:
                 _, frames = session.feed_identities(sock.recv_multipart())
                 got = session.deserialize(frames)
                 if got["parent_header"].get("msg_id") != msg_id:
@@ -71,7 +83,7 @@ def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
 
     try:
         time.sleep(0.5)  # let the iopub subscription reach the kernel
-        for _ in range(5):
+        for _ in range(WARMUP):
             once()
         return [once() for _ in range(count)]
     finally:
@@ -138,11 +150,11 @@ async def _ws_round_trips(url: str, headers: dict[str, str], count: int) -> list
         sock = ws.transport.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         times = []
-        for _ in range(count + 1):  # the first one warms the connection up
+        for _ in range(WARMUP + count):
             started = time.perf_counter()
-            await execute_on(ws, session, "pass")
+            await asyncio.wait_for(execute_on(ws, session, "pass"), STEP_TIMEOUT)
             times.append(time.perf_counter() - started)
-        return times[1:]
+        return times[WARMUP:]
 
 
 def websocket_execute_round_trips(url: str, headers: dict[str, str], count: int) -> list[float]:
@@ -178,7 +190,9 @@ async def _relay_echo(
     session, comm_id = uuid.uuid4().hex, uuid.uuid4().hex
     async with connect(url, additional_headers=headers, max_size=None, compression=None) as ws:
         ws.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await execute_on(ws, session, _ECHO_COMM.format(comm_id=comm_id))
+        await asyncio.wait_for(
+            execute_on(ws, session, _ECHO_COMM.format(comm_id=comm_id)), STEP_TIMEOUT
+        )
         view = memoryview(payload)
 
         async def send() -> None:
@@ -198,7 +212,8 @@ async def _relay_echo(
         times = []
         for _ in range(repeats):
             started = time.perf_counter()
-            await asyncio.gather(send(), receive())  # both at once, or large echoes deadlock
+            # Both at once, or large echoes deadlock; bounded, so a lost message cannot hang.
+            await asyncio.wait_for(asyncio.gather(send(), receive()), _transfer_timeout(payload))
             times.append(time.perf_counter() - started)
         return times
 
@@ -266,7 +281,9 @@ class EchoServer:
                     started = time.perf_counter()
                     # Sending and receiving at once: a client that sent everything first would
                     # stall once the unread echoes filled the buffers (about 128 MB).
-                    await asyncio.gather(send(), receive())
+                    await asyncio.wait_for(
+                        asyncio.gather(send(), receive()), _transfer_timeout(payload)
+                    )
                     times.append(time.perf_counter() - started)
                 return times
 

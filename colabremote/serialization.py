@@ -264,21 +264,17 @@ def _excluded_roots() -> tuple[str, ...]:
     user_site = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     if isinstance(user_site, str):
         roots.add(user_site)
-    # Both spellings of each root: a path under one as written is excluded without resolving
-    # its links, which is most of the cost of looking at every loaded module.
-    spelled = {os.path.realpath(r) for r in roots if r} | {os.path.abspath(r) for r in roots if r}
-    return tuple(sorted(root + os.sep for root in spelled))
+    return tuple(sorted({os.path.realpath(r) + os.sep for r in roots if r}))
 
 
 @functools.lru_cache(maxsize=16384)
 def _is_local_file(path: str, excluded: tuple[str, ...]) -> bool:
     """Whether a module file is the user's own, not the standard library's or an installed one.
 
-    Cached: every session's first call looks at every loaded module, and resolving each path's
-    links is most of that cost.
+    Links are resolved first: a project symlinked into site-packages (``flit install
+    --symlink``) is the user's own. Cached, since resolving is most of what looking at every
+    loaded module costs, and every session's first call does that.
     """
-    if path.startswith(excluded):
-        return False
     real = os.path.realpath(path)
     if real.startswith(excluded):
         return False

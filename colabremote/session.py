@@ -284,11 +284,16 @@ class _Core:
         self.modules.forget_sent()
 
     async def _wait_ready(self, client: KernelClient) -> None:
-        """Until the kernel answers on shell and its output reaches us (iopub is subscribed)."""
+        """Until the kernel answers on shell and its output reaches us (iopub is subscribed).
+
+        A kernel that has just started may publish before our subscription reaches it, and then
+        the probe's idle status is lost although its reply came. The reply says the kernel is
+        up, so the next probe goes 0.1 s later rather than after the full second.
+        """
         deadline = asyncio.get_running_loop().time() + 120
         while True:
             try:
-                await client.execute("", silent=True, quiet=True, timeout=1.0)
+                await client.execute("", silent=True, quiet=True, timeout=1.0, idle_timeout=0.1)
                 return
             except TimeoutError:
                 pass

@@ -158,6 +158,19 @@ def test_numpy_arrays_round_trip(session: cr.Session) -> None:
     np.testing.assert_array_equal(out, -data)
 
 
+def add_one_in_place(x: Any) -> Any:
+    x += 1  # needs a writable argument, as a local call would have
+    return x
+
+
+@pytest.mark.parametrize("size", [10, 12 * 1024 * 1024])  # inline, and in chunks
+def test_arrays_are_writable_both_ways(session: cr.Session, size: int) -> None:
+    out = session.remote(add_one_in_place)(np.zeros(size, dtype=np.uint8))
+    assert out.flags.writeable and int(out[0]) == int(out[-1]) == 1
+    out += 1
+    assert int(out[-1]) == 2
+
+
 def test_payload_over_the_server_message_limit(session: cr.Session) -> None:
     """Jupyter servers drop WebSocket messages over 10 MiB: 24 MiB each way must still work."""
     data = np.random.default_rng(0).integers(0, 255, size=24 * 1024 * 1024, dtype=np.uint8)

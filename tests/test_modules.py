@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -105,3 +106,43 @@ def test_shipped_sources_are_removed_when_the_kernel_exits(project: Path) -> Non
     folder = shipped.parent.parent  # .../colabremote-src-*/mypkg/geometry.py
     assert folder.name.startswith("colabremote-src-")
     assert not folder.exists()
+
+
+def test_a_project_symlinked_into_site_packages_is_local(tmp_path: Path) -> None:
+    """``flit install --symlink`` puts a link in site-packages: the file is still the user's."""
+    from colabremote.serialization import _is_local_file
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "mine.py").write_text("X = 1\n")
+    site = tmp_path / "env" / "lib" / "site-packages"
+    site.mkdir(parents=True)
+    (site / "mine.py").symlink_to(project / "mine.py")
+    (site / "installed.py").write_text("Y = 2\n")
+    excluded = (str(tmp_path / "env") + os.sep,)
+    assert _is_local_file(str(site / "mine.py"), excluded)
+    assert not _is_local_file(str(site / "installed.py"), excluded)
+    assert _is_local_file(str(project / "mine.py"), excluded)
+
+
+def child_runs_exit_hooks_then_folder_exists(name: str) -> bool:
+    import atexit
+    import importlib
+    import os
+
+    folder = os.path.dirname(os.path.dirname(str(importlib.import_module(name).__file__)))
+    pid = os.fork()
+    if pid == 0:  # a child of the kernel, leaving the way a normal exit would
+        atexit._run_exitfuncs()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return os.path.isdir(folder)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_leaves_the_shipped_sources_alone(
+    session: cr.Session, project: Path
+) -> None:
+    importlib.import_module("mypkg.geometry")
+    assert session.remote(child_runs_exit_hooks_then_folder_exists)("mypkg.geometry")
+    assert session.remote(uses_package)(1, 2) == (2, "v1")  # still importable

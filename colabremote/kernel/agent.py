@@ -532,7 +532,11 @@ def dumps(obj: Any, *, allow_bytecode: bool = True) -> list[memoryview]:
 
 
 def loads(parts: Sequence[Buffer]) -> Any:
-    return pickle.loads(parts[0], buffers=parts[1:])
+    """Unpickle what :func:`dumps` made. Out-of-band buffers become the arrays' memory, so one
+    that arrived read-only (inside a received WebSocket frame) is copied first: arrays come back
+    writable, as they would from a local call. Reassembled large parts are writable already."""
+    buffers = [bytearray(b) if memoryview(b).readonly else b for b in parts[1:]]
+    return pickle.loads(parts[0], buffers=buffers)
 
 
 _NAMESPACES: dict[str, dict[str, Any]] = {}
@@ -621,6 +625,13 @@ class _Outcome:
         self.parts = parts
 
 
+def _remove_in(pid: int, path: str) -> None:
+    """At exit, remove ``path`` if this is still the process that made it (not a forked child
+    of the kernel, which runs the same exit hooks)."""
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class Agent:
     """Handles the client's messages on one comm. Runs on the kernel's main thread."""
 
@@ -635,7 +646,7 @@ class Agent:
         self.kept: dict[str, _Outcome] = {}
         self.aborting = False
         self.source_dir = tempfile.mkdtemp(prefix="colabremote-src-")
-        atexit.register(shutil.rmtree, self.source_dir, ignore_errors=True)
+        atexit.register(_remove_in, os.getpid(), self.source_dir)
         self.source_hashes: dict[str, str] = {}
         sys.path.insert(0, self.source_dir)
         comm.on_msg(self.on_msg)

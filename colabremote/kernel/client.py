@@ -241,8 +241,13 @@ class KernelClient:
         quiet: bool = False,
         store_history: bool = False,
         timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Run code; output streams to the output handler unless ``quiet``. Raises on error."""
+        """Run code; output streams to the output handler unless ``quiet``. Raises on error.
+
+        ``timeout`` bounds the wait for the reply, and then for the idle status that follows it
+        on iopub; ``idle_timeout``, when given, bounds the second wait instead.
+        """
         msg = self._message(
             "execute_request",
             {
@@ -260,7 +265,7 @@ class KernelClient:
             self._quiet.add(msg.msg_id)
         try:
             reply = await self.request(msg, timeout=timeout)
-            await asyncio.wait_for(idle, timeout)
+            await asyncio.wait_for(idle, timeout if idle_timeout is None else idle_timeout)
         finally:
             self._idle.pop(msg.msg_id, None)
             self._quiet.discard(msg.msg_id)
