@@ -2,7 +2,8 @@
 
 Building a context loads the CA bundle, about 20 ms each time; a Colab session makes several
 clients (control plane, public API, runtime proxy, sign-in), so they share one. It is exactly the
-context httpx would build itself (certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``).
+context httpx would build itself (certifi's bundle, or ``SSL_CERT_FILE`` / ``SSL_CERT_DIR``), with
+one difference: those variables are read once, when the first client is made.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import httpx
 
 @functools.cache
 def _shared() -> ssl.SSLContext | bool:
-    make = getattr(httpx, "create_ssl_context", None)  # public from httpx 0.28 on
+    make = getattr(httpx, "create_ssl_context", None)  # httpx's own builder, where exported
     return make() if make is not None else True
 
 
