@@ -166,7 +166,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         _only(backend, options, allowed)
         options = dict(options)
         base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
-        provider = _lazy_token_provider(
+        provider, forget = _lazy_token_provider(
             options.pop("credentials", None), options.pop("use_adc", False), base_url
         )
         endpoints = None
@@ -174,7 +174,9 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             from .colab.endpoints import ColabEndpoints
 
             endpoints = ColabEndpoints.at(base_url)
-        return ColabBackend(token_provider=provider, endpoints=endpoints, **options)
+        return ColabBackend(
+            token_provider=provider, on_auth_error=forget, endpoints=endpoints, **options
+        )
     if backend == "emulator":
         from .backends.colab import EmulatorBackend
 
@@ -185,8 +187,9 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
 
 def _lazy_token_provider(
     credentials: Any, use_adc: bool, base_url: str | None
-) -> Callable[[], Awaitable[str]]:
-    """Google credentials found on first use (when the session opens, not when it is made)."""
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:
+    """Google credentials found on first use (when the session opens, not when it is made):
+    the token provider, and what to call after a 401 (drop the cached access token)."""
     found: list[Any] = [credentials] if credentials is not None else []
 
     async def token() -> str:
@@ -208,7 +211,13 @@ def _lazy_token_provider(
         value: str = await found[0].token()
         return value
 
-    return token
+    async def forget() -> None:
+        if found:
+            from .colab.auth import invalidate
+
+            invalidate(found[0])
+
+    return token, forget
 
 
 def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:

@@ -155,6 +155,55 @@ def test_emulator_backend_signs_in_for_real() -> None:
         assert "/o/oauth2/v2/auth" in paths and "/token" in paths
 
 
+def test_revoked_access_token_is_dropped_and_refreshed() -> None:
+    """A 401 drops the cached access token; the retry refreshes it instead of resending it."""
+    with cr.Session("emulator", progress=False) as session:
+        f = session.remote(double)
+        assert f(1) == 2
+        emulator = session._core.backend.emulator  # type: ignore[attr-defined]
+        emulator.revoke_access_tokens()
+        emulator.expire_proxy_tokens()
+        emulator.drop_websockets()  # reconnecting needs a new proxy token: a control-plane call
+        assert f(2) == 4
+        colab = [r for r in emulator.requests if r.server == "colab"]
+        assert any(r.status == 401 for r in colab)  # the revoked token was refused once
+        refreshes = [r for r in colab if r.path == "/token" and r.method == "POST"]
+        assert len(refreshes) >= 2  # the sign-in's code exchange, then a refresh
+
+
+class MintingCredentials:
+    """Credentials that can drop their token: a fresh one is minted after ``invalidate``."""
+
+    source = "test"
+
+    def __init__(self, emu: ColabEmulator) -> None:
+        self.emu = emu
+        self.current = emu.mint_access_token()
+        self.invalidated = 0
+
+    async def token(self) -> str:
+        return self.current
+
+    def invalidate(self) -> None:
+        self.invalidated += 1
+        self.current = self.emu.mint_access_token()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_credentials_given_to_a_session_are_invalidated_after_a_401(emu: ColabEmulator) -> None:
+    credentials = MintingCredentials(emu)
+    with cr.Session("colab", base_url=emu.url, credentials=credentials, progress=False) as s:
+        f = s.remote(double)
+        assert f(1) == 2
+        emu.revoke_access_tokens()
+        emu.expire_proxy_tokens()
+        emu.drop_websockets()
+        assert f(2) == 4
+    assert credentials.invalidated >= 1
+
+
 def mount_drive() -> str:
     from google.colab import drive
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from ..colab.auth import invalidate
 from ..colab.control import ControlPlane
 from ..colab.endpoints import ColabEndpoints
 from ..colab.models import Assignment, RuntimeProxyInfo
@@ -51,6 +52,7 @@ class ColabBackend(JupyterBackend):
         self,
         *,
         token_provider: TokenProvider,
+        on_auth_error: Callable[[], Awaitable[None]] | None = None,
         gpu: str | None = None,
         tpu: str | None = None,
         high_memory: bool = False,
@@ -78,10 +80,15 @@ class ColabBackend(JupyterBackend):
         #: Release the runtime at close: yes for one we assigned, no for one we attached to.
         self.release = (endpoint is None) if release is None else release
         self.keep_alive_seconds = keep_alive_seconds
+        # After a 401 the cached access token is dropped, so the retry signs in with a new one.
         self.control = control or ControlPlane(
-            token_provider, endpoints=endpoints or ColabEndpoints.production()
+            token_provider,
+            endpoints=endpoints or ColabEndpoints.production(),
+            on_auth_error=on_auth_error,
         )
-        self.public = PublicApi(token_provider, endpoints=self.control.endpoints)
+        self.public = PublicApi(
+            token_provider, endpoints=self.control.endpoints, on_auth_error=on_auth_error
+        )
         self.runtime_id: str | None = None
         #: Set when Colab says the runtime is no longer ours (released elsewhere, reclaimed).
         self.gone: RuntimeGone | None = None
@@ -377,7 +384,10 @@ class EmulatorBackend(ColabBackend):
 
         self.emulator = ColabEmulator()
         self._credentials: Any = None
-        super().__init__(token_provider=self._token, **options)
+        super().__init__(token_provider=self._token, on_auth_error=self._invalidate, **options)
+
+    async def _invalidate(self) -> None:
+        invalidate(self._credentials)
 
     async def _token(self) -> str:
         if self._credentials is None:

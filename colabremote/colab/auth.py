@@ -825,6 +825,17 @@ class GoogleOAuth(OwnsHttpClient):
 # -- credentials: something with `async def token() -> str` --------------------------------------
 
 
+def invalidate(credentials: object) -> None:
+    """Drop cached credentials' access token after a 401, where they have one to drop.
+
+    A token can stop working before its stated expiry (revoked, a password change); without
+    this, the retry after the 401 would send the same token again.
+    """
+    forget = getattr(credentials, "invalidate", None)
+    if callable(forget):
+        forget()
+
+
 @runtime_checkable
 class Credentials(Protocol):
     """A source of Google access tokens. ``token()`` refreshes when needed."""
@@ -955,6 +966,11 @@ class AdcCredentials:
 
     def __repr__(self) -> str:
         return f"AdcCredentials({type(self._credentials).__name__})"
+
+    def invalidate(self) -> None:
+        """Forget the access token (after a 401), so the next ``token()`` refreshes."""
+        with contextlib.suppress(AttributeError):  # a credentials type with a read-only token
+            self._credentials.token = None
 
     __str__ = __repr__
 

@@ -382,6 +382,16 @@ class ColabEmulator:
 
         self._on_loop(expire)
 
+    def revoke_access_tokens(self) -> None:
+        """Make every OAuth access token issued so far stop working before its expiry (as after
+        a password change); refresh tokens still work, so clients that refresh recover."""
+
+        def revoke() -> None:
+            for token in self._access_tokens.values():
+                token.revoked = True
+
+        self._on_loop(revoke)
+
     def release(self, endpoint: str, reason: str = "released") -> None:
         """Take a runtime away, as when it is unassigned from Colab web."""
         self._call(self._release(self._by_endpoint[endpoint], reason))
