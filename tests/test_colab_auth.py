@@ -799,6 +799,15 @@ def test_adc_with_scopes_refreshes() -> None:
     assert fake.refreshed == 1
 
 
+def test_adc_invalidated_after_a_401_refreshes() -> None:
+    fake = FakeAdc(list(ADC_SCOPES))
+    creds = AdcCredentials(fake, request=object())
+    assert run(creds.token()) == "ya29.adc-token" and fake.refreshed == 0
+    auth.invalidate(creds)  # what a session does when Colab answers 401
+    assert run(creds.token()) == "ya29.adc-refreshed" and fake.refreshed == 1
+    auth.invalidate(object())  # credentials with nothing to drop: nothing happens
+
+
 def test_adc_unknown_scopes_are_looked_up(google: FakeGoogle) -> None:
     async def main() -> str:
         async with make_oauth(google) as oauth:
