@@ -24,6 +24,8 @@ from . import serialization
 from ._loop import loop_thread
 from .backends.base import Backend
 from .exceptions import (
+    AuthenticationError,
+    AuthError,
     ConfigurationError,
     ConnectionLost,
     KernelDied,
@@ -333,6 +335,10 @@ class _Core:
                     )
                     return
                 transport = await self.backend.connect()
+            except (AuthError, AuthenticationError) as error:
+                # Trying again cannot fix the credentials: say what to do now, not in 60 s.
+                client.fail_all(error)
+                return
             except Exception as error:  # noqa: BLE001 - retried until the deadline
                 if asyncio.get_running_loop().time() > deadline:
                     client.fail_all(ConnectionLost(f"could not reconnect to the kernel: {error}"))

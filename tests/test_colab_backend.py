@@ -204,6 +204,21 @@ def test_credentials_given_to_a_session_are_invalidated_after_a_401(emu: ColabEm
     assert credentials.invalidated >= 1
 
 
+def test_a_revoked_token_that_cannot_be_refreshed_fails_at_once(emu: ColabEmulator) -> None:
+    """A token from the environment cannot be refreshed: the call says to sign in again,
+    instead of reconnecting until the deadline and reporting a lost connection."""
+    from colabremote.exceptions import AuthError
+
+    with colab(emu) as session:
+        f = session.remote(double)
+        assert f(1) == 2
+        emu.revoke_access_tokens()
+        emu.expire_proxy_tokens()
+        emu.drop_websockets()
+        with pytest.raises(AuthError, match="colabremote login"):
+            f(2)
+
+
 def mount_drive() -> str:
     from google.colab import drive
 
