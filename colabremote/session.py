@@ -24,7 +24,6 @@ from . import serialization
 from ._loop import loop_thread
 from .backends.base import Backend
 from .exceptions import (
-    AuthenticationError,
     AuthError,
     ConfigurationError,
     ConnectionLost,
@@ -335,8 +334,9 @@ class _Core:
                     )
                     return
                 transport = await self.backend.connect()
-            except (AuthError, AuthenticationError) as error:
-                # Trying again cannot fix the credentials: say what to do now, not in 60 s.
+            except AuthError as error:
+                # Signing in failed: trying again cannot fix that. Say what to do now, not in
+                # 60 s. (A runtime proxy's own 401 is still retried: a new proxy token fixes it.)
                 client.fail_all(error)
                 return
             except Exception as error:  # noqa: BLE001 - retried until the deadline
