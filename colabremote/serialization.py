@@ -305,7 +305,6 @@ class LocalModules:
     RESCAN_SECONDS = 1.0  # how often loaded modules are checked for edits
 
     def __init__(self) -> None:
-        self._excluded = _excluded_roots()
         self._sent: dict[str, str] = {}
         self._stat_cache: dict[str, tuple[int, int, str, bytes]] = {}
         self._last_scan = -1e9
@@ -319,7 +318,7 @@ class LocalModules:
         self._last_scan = -1e9
 
     def _is_local(self, path: str) -> bool:
-        return _is_local_file(path, self._excluded)
+        return _is_local_file(path, _excluded_roots())
 
     def _candidate(self, name: str, module: types.ModuleType) -> tuple[str, str] | None:
         if _skipped(name):

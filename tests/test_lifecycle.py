@@ -164,3 +164,31 @@ def test_every_call_runs_exactly_once(fresh_session: cr.Session, tmp_path: Path)
         + [f"submit {i}" for i in range(30)]
     )
     assert lines == expected
+
+
+def test_a_lost_idle_status_is_waited_for_only_as_long_as_asked(
+    fresh_session: cr.Session,
+) -> None:
+    """The readiness probe's mechanism: the reply came, the idle status did not (a subscription
+    still joining); ``idle_timeout`` bounds that second wait on its own."""
+    from colabremote._loop import loop_thread
+    from colabremote.kernel.messages import Message
+
+    assert fresh_session.remote(add)(1, 2) == 3  # open
+    client = fresh_session._core.client
+    assert client is not None
+    route = client._route
+
+    def drop_idle(msg: Message) -> None:
+        if msg.msg_type == "status" and msg.content.get("execution_state") == "idle":
+            return
+        route(msg)
+
+    client._route = drop_idle  # type: ignore[method-assign]
+    try:
+        probe = client.execute("", silent=True, quiet=True, timeout=60, idle_timeout=0.2)
+        with pytest.raises(TimeoutError):
+            loop_thread().run(probe)
+    finally:
+        client._route = route  # type: ignore[method-assign]
+    assert fresh_session.remote(add)(2, 2) == 4
