@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 
 import colabremote as cr
-from colabremote.colab.auth import EnvironmentToken
-from colabremote.kernel.websocket import WebSocketTransport
+from colabremote._colab.auth import EnvironmentToken
+from colabremote._kernel.websocket import WebSocketTransport
 from colabremote.testing import ColabEmulator, JupyterServer
 
 from . import peer

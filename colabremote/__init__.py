@@ -14,9 +14,9 @@ server, or a kernel on this machine) with one decorator.
 from __future__ import annotations
 
 from . import exceptions
+from ._remote import RemoteFunction, remote
+from ._session import AsyncSession, RuntimeInfo, Session, SessionInfo, default_session
 from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
-from .remote import RemoteFunction, remote
-from .session import AsyncSession, RuntimeInfo, Session, SessionInfo, default_session
 
 __version__ = "0.1.0"
 

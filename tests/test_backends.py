@@ -45,7 +45,7 @@ def test_secrets_stay_out_of_reprs_and_info(jupyter_server: JupyterServer) -> No
 
 
 def test_unreachable_server(tmp_path: Path) -> None:
-    from colabremote.testing.jupyter import free_port
+    from colabremote.testing._jupyter import free_port
 
     session = cr.Session("jupyter", url=f"http://127.0.0.1:{free_port()}", progress=False)
     with pytest.raises(KernelStartError, match="cannot reach"):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from colabremote.testing.emulator import ColabEmulator
+from colabremote.testing._emulator import ColabEmulator
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def env(emu: ColabEmulator, tmp_path: Path) -> dict[str, str]:
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "colabremote.cli", *args],
+        [sys.executable, "-m", "colabremote", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -79,7 +79,7 @@ def test_sign_in_whoami_and_sign_out(
 def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> None:
     env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
     import colabremote as cr
-    from colabremote.colab.auth import EnvironmentToken
+    from colabremote._colab.auth import EnvironmentToken
 
     token = EnvironmentToken(env["COLABREMOTE_ACCESS_TOKEN"])
     session = cr.Session(
@@ -105,7 +105,7 @@ def test_sign_in_without_a_browser(emu: ColabEmulator, env: dict[str, str], tmp_
     emu.write_client_secrets(secrets)
     with subprocess.Popen(
         [
-            *(sys.executable, "-m", "colabremote.cli", "login", "--no-browser"),
+            *(sys.executable, "-m", "colabremote", "login", "--no-browser"),
             *("--client-secrets", str(secrets)),
         ],
         stdin=subprocess.PIPE,
@@ -135,7 +135,7 @@ def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
     import httpx
 
     with subprocess.Popen(
-        [sys.executable, "-m", "colabremote.cli", "emulator"],
+        [sys.executable, "-m", "colabremote", "emulator"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

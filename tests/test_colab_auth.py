@@ -26,8 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from colabremote.colab import auth, tokens
-from colabremote.colab.auth import (
+from colabremote._colab import auth, tokens
+from colabremote._colab.auth import (
     ADC_SCOPES,
     REQUIRED_SCOPES,
     AdcCredentials,
@@ -42,7 +42,7 @@ from colabremote.colab.auth import (
     normalize_scopes,
     parse_pasted_code,
 )
-from colabremote.colab.tokens import StoredCredentials, TokenStore, is_secure_keyring
+from colabremote._colab.tokens import StoredCredentials, TokenStore, is_secure_keyring
 from colabremote.exceptions import (
     AuthError,
     ConfigurationError,

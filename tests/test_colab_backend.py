@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import colabremote as cr
-from colabremote.colab.auth import EnvironmentToken
+from colabremote._colab.auth import EnvironmentToken
 from colabremote.exceptions import (
     AccountBlocked,
     NotEntitled,
@@ -20,7 +20,7 @@ from colabremote.exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from colabremote.testing.emulator import ColabEmulator
+from colabremote.testing._emulator import ColabEmulator
 
 
 def double(x: int) -> int:
@@ -262,7 +262,7 @@ def test_runtime_property_needs_colab() -> None:
 
 
 def test_default_session_settings_for_colab() -> None:
-    from colabremote.session import settings_from_environment
+    from colabremote._session import settings_from_environment
 
     env = {"COLABREMOTE_BACKEND": "colab", "COLABREMOTE_GPU": "A100", "COLABREMOTE_BASE_URL": "x"}
     assert settings_from_environment(env) == {"backend": "colab", "gpu": "A100", "base_url": "x"}
@@ -277,7 +277,7 @@ def test_sigterm_releases_the_runtime(emu: ColabEmulator, tmp_path: Path) -> Non
     script = tmp_path / "job.py"
     script.write_text(
         "import time, colabremote as cr\n"
-        "from colabremote.colab.auth import EnvironmentToken\n"
+        "from colabremote._colab.auth import EnvironmentToken\n"
         f"s = cr.Session('colab', base_url={emu.url!r}, credentials=EnvironmentToken("
         f"{emu.mint_access_token()!r}), progress=False)\n"
         "s.open()\n"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from colabremote import retry
-from colabremote.colab.control import ControlPlane, assign_query, new_nbh, parse_json, strip_xssi
-from colabremote.colab.endpoints import ColabEndpoints
-from colabremote.colab.models import (
+from colabremote._colab.control import ControlPlane, assign_query, new_nbh, parse_json, strip_xssi
+from colabremote._colab.endpoints import ColabEndpoints
+from colabremote._colab.models import (
     Accelerator,
     Assignment,
     CcuInfo,
@@ -31,7 +31,7 @@ from colabremote.colab.models import (
     Variant,
     parse_duration,
 )
-from colabremote.colab.public_api import PublicApi
+from colabremote._colab.public_api import PublicApi
 from colabremote.exceptions import (
     AcceleratorUnavailable,
     AccountBlocked,

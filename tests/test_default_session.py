@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 import colabremote as cr
+from colabremote._session import make_backend, settings_from_environment
 from colabremote.exceptions import ConfigurationError
-from colabremote.session import make_backend, settings_from_environment
 from colabremote.testing import JupyterServer
 
 

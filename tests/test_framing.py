@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from colabremote.kernel.agent import Assembler, split_message
-from colabremote.kernel.messages import (
+from colabremote._kernel.agent import Assembler, split_message
+from colabremote._kernel.messages import (
     Message,
     decode_legacy,
     decode_v1,
@@ -98,7 +98,7 @@ def test_masked_frame_is_one_final_binary_frame(sizes: list[int]) -> None:
     from websockets.frames import Frame, Opcode
     from websockets.streams import StreamReader
 
-    from colabremote.kernel.websocket import masked_frame
+    from colabremote._kernel.websocket import masked_frame
 
     pieces = [bytes((i * 7 + j) % 256 for j in range(size)) for i, size in enumerate(sizes)]
     reader = StreamReader()
@@ -129,6 +129,6 @@ def test_assembled_parts_are_writable_and_exact() -> None:
 
 def test_masked_frame_never_writes_empty_bytes() -> None:
     """websockets takes an empty write for end-of-file, so empty pieces must not become one."""
-    from colabremote.kernel.websocket import masked_frame
+    from colabremote._kernel.websocket import masked_frame
 
     assert all(masked_frame([b"head", b"", memoryview(b""), b"x"], b"\x01\x02\x03\x04"))

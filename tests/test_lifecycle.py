@@ -171,8 +171,8 @@ def test_a_lost_idle_status_is_waited_for_only_as_long_as_asked(
 ) -> None:
     """The readiness probe's mechanism: the reply came, the idle status did not (a subscription
     still joining); ``idle_timeout`` bounds that second wait on its own."""
+    from colabremote._kernel.messages import Message
     from colabremote._loop import loop_thread
-    from colabremote.kernel.messages import Message
 
     assert fresh_session.remote(add)(1, 2) == 3  # open
     client = fresh_session._core.client

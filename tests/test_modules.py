@@ -110,7 +110,7 @@ def test_shipped_sources_are_removed_when_the_kernel_exits(project: Path) -> Non
 
 def test_a_project_symlinked_into_site_packages_is_local(tmp_path: Path) -> None:
     """``flit install --symlink`` puts a link in site-packages: the file is still the user's."""
-    from colabremote.serialization import _is_local_file
+    from colabremote._serialization import _is_local_file
 
     project = tmp_path / "project"
     project.mkdir()

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .emulator import ColabEmulator
-from .jupyter import JupyterServer, NoDelayConnection
+from ._emulator import ColabEmulator
+from ._jupyter import JupyterServer, NoDelayConnection
 
 __all__ = ["ColabEmulator", "JupyterServer", "NoDelayConnection"]

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ..session import Session, settings_from_environment
-from .jupyter import JupyterServer
+from .._session import Session, settings_from_environment
+from ._jupyter import JupyterServer
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
 
+from .._kernel.transport import Transport
+from .._kernel.zmq import ZMQTransport
 from ..exceptions import ConfigurationError, KernelStartError
-from ..kernel.transport import Transport
-from ..kernel.zmq import ZMQTransport
 from .base import Backend, Progress
 
 _SPEC_NAME = "colabremote-python"

@@ -33,6 +33,8 @@ from typing import Any
 
 import cloudpickle.cloudpickle as _cloudpickle_impl
 
+from ._kernel import agent
+from ._kernel.client import rebuild_remote_error
 from .exceptions import (
     ArgumentNotSerializable,
     PythonVersionMismatch,
@@ -40,8 +42,6 @@ from .exceptions import (
     ResultNotSerializable,
     SerializationError,
 )
-from .kernel import agent
-from .kernel.client import rebuild_remote_error
 
 __all__ = [
     "FunctionPayload",
@@ -59,7 +59,7 @@ Item = tuple[tuple[Any, ...], dict[str, Any]]
 
 def _unwrap(obj: Any) -> Any:
     """The plain function behind a RemoteFunction (so calls nested in remote code run inline)."""
-    from .remote import RemoteFunction
+    from ._remote import RemoteFunction
 
     return obj.fn if isinstance(obj, RemoteFunction) else obj
 
@@ -99,7 +99,7 @@ class _ClientPickler(agent.SourcePickler):
         return code, shared, name, argdefs, closure
 
     def reducer_override(self, obj: Any) -> Any:
-        from .remote import RemoteFunction
+        from ._remote import RemoteFunction
 
         if type(obj) is _SharedNamespace:
             return agent.module_namespace, (obj.name, obj.base)

@@ -49,6 +49,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 
+from .._retry import retrying
 from .._tls import verify_setting
 from ..exceptions import (
     AuthError,
@@ -57,7 +58,6 @@ from ..exceptions import (
     OAuthError,
     SignInRequired,
 )
-from ..retry import retrying
 from ._http import OwnsHttpClient
 from .tokens import StoredCredentials, TokenStore, default_config_dir
 
@@ -87,7 +87,7 @@ __all__ = [
     "parse_pasted_code",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("colabremote.auth")
 
 # -- endpoints and scopes ------------------------------------------------------------------------
 

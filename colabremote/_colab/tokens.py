@@ -40,7 +40,7 @@ __all__ = [
     "is_secure_keyring",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("colabremote.auth")
 
 KEYRING_SERVICE = "colabremote"
 KEYRING_USERNAME = "google-oauth"

@@ -13,7 +13,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from .._kernel.transport import Transport
+from .._kernel.websocket import WebSocketTransport
 from .._progress import Progress
+from .._retry import retrying
 from .._tls import verify_setting
 from ..exceptions import (
     AuthenticationError,
@@ -22,9 +25,6 @@ from ..exceptions import (
     KernelStartError,
     ServerError,
 )
-from ..kernel.transport import Transport
-from ..kernel.websocket import WebSocketTransport
-from ..retry import retrying
 from .base import Backend
 from .base import Progress as ProgressCallback
 

@@ -52,7 +52,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ..jupyter import JupyterServer
+from .._jupyter import JupyterServer
 from ._handlers import routes
 from ._kernel_site import write_kernel_site
 from ._model import (
@@ -518,7 +518,7 @@ class ColabEmulator:
             root_dir=rt.root_dir,
             extra_args=(
                 "--ServerApp.kernel_spec_manager_class="
-                "colabremote.testing.emulator._kernelspec.ColabSiteKernelSpecManager",
+                "colabremote.testing._emulator._kernelspec.ColabSiteKernelSpecManager",
                 f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
             ),
         )

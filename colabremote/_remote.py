@@ -18,7 +18,7 @@ from ._loop import loop_thread, wait_future
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
-    from .session import Item, Outcome, _SessionBase
+    from ._session import Item, Outcome, _SessionBase
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -55,7 +55,7 @@ class RemoteFunction(Generic[P, R]):
     def session(self) -> _SessionBase:
         """The session calls go to (the default session unless one was given)."""
         if self._session is None:
-            from .session import default_session
+            from ._session import default_session
 
             return default_session()
         return self._session
@@ -82,7 +82,7 @@ class RemoteFunction(Generic[P, R]):
         return future
 
     def _value(self, outcomes: list[Outcome]) -> R:
-        from .session import outcome_value
+        from ._session import outcome_value
 
         result: R = outcome_value(outcomes[0], self.__qualname__)
         return result

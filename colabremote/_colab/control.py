@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .._retry import retrying, wait_scale
 from .._tls import verify_setting
 from ..exceptions import (
     AcceleratorUnavailable,
@@ -35,7 +36,6 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ..retry import retrying, wait_scale
 from ._http import OwnsHttpClient
 from .endpoints import ColabEndpoints
 from .models import (

@@ -78,7 +78,7 @@ class JupyterServer:
         if self.nodelay:
             args.append(
                 "--ServerApp.kernel_websocket_connection_class="
-                "colabremote.testing.jupyter.NoDelayConnection"
+                "colabremote.testing._jupyter.NoDelayConnection"
             )
         env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")

@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 
-from ..colab.auth import invalidate
-from ..colab.control import ControlPlane
-from ..colab.endpoints import ColabEndpoints
-from ..colab.models import Assignment, RuntimeProxyInfo
-from ..colab.public_api import PublicApi
+from .._colab.auth import invalidate
+from .._colab.control import ControlPlane
+from .._colab.endpoints import ColabEndpoints
+from .._colab.models import Assignment, RuntimeProxyInfo
+from .._colab.public_api import PublicApi
 from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
 from .base import Progress
 from .jupyter import JupyterBackend
@@ -380,7 +380,7 @@ class EmulatorBackend(ColabBackend):
     name = "emulator"
 
     def __init__(self, **options: Any) -> None:
-        from ..testing.emulator import ColabEmulator
+        from ..testing._emulator import ColabEmulator
 
         self.emulator = ColabEmulator()
         self._credentials: Any = None
@@ -396,7 +396,7 @@ class EmulatorBackend(ColabBackend):
         return token
 
     async def _sign_in(self) -> Any:
-        from ..colab.auth import ClientConfig, GoogleOAuth, UserCredentials
+        from .._colab.auth import ClientConfig, GoogleOAuth, UserCredentials
 
         emulator = self.emulator
         endpoints = ColabEndpoints.at(emulator.url)

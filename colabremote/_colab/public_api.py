@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
+from .._retry import retrying
 from .._tls import verify_setting
 from ..exceptions import (
     AcceleratorUnavailable,
@@ -25,7 +26,6 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ..retry import retrying
 from ._http import OwnsHttpClient
 from .control import TokenProvider, resolve_kind
 from .endpoints import ColabEndpoints

@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from . import serialization
+from . import _serialization as serialization
+from ._backends.base import Backend
+from ._kernel.client import AgentReply, KernelClient, OutputHandler
 from ._loop import loop_thread
-from .backends.base import Backend
 from .exceptions import (
     AuthError,
     ConfigurationError,
@@ -32,10 +33,9 @@ from .exceptions import (
     RemoteTimeout,
     SessionClosed,
 )
-from .kernel.client import AgentReply, KernelClient, OutputHandler
 
 if TYPE_CHECKING:
-    from .remote import RemoteFunction
+    from ._remote import RemoteFunction
 
 log = logging.getLogger("colabremote")
 
@@ -132,13 +132,13 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             )
         return backend
     if backend == "local":
-        from .backends.local import LocalBackend
+        from ._backends.local import LocalBackend
 
         allowed = {"python", "cwd"}
         _only(backend, options, allowed)
         return LocalBackend(**options)
     if backend == "jupyter":
-        from .backends.jupyter import JupyterBackend
+        from ._backends.jupyter import JupyterBackend
 
         allowed = {"url", "token", "kernel_name", "kernel_id", "headers"}
         _only(backend, options, allowed)
@@ -149,7 +149,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             )
         return JupyterBackend(**options)
     if backend == "colab":
-        from .backends.colab import ColabBackend
+        from ._backends.colab import ColabBackend
 
         allowed = {
             "gpu",
@@ -172,14 +172,14 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         )
         endpoints = None
         if base_url is not None:
-            from .colab.endpoints import ColabEndpoints
+            from ._colab.endpoints import ColabEndpoints
 
             endpoints = ColabEndpoints.at(base_url)
         return ColabBackend(
             token_provider=provider, on_auth_error=forget, endpoints=endpoints, **options
         )
     if backend == "emulator":
-        from .backends.colab import EmulatorBackend
+        from ._backends.colab import EmulatorBackend
 
         _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version", "api"})
         return EmulatorBackend(**options)
@@ -195,11 +195,11 @@ def _lazy_token_provider(
 
     async def token() -> str:
         if not found:
-            from .colab.auth import GoogleOAuth, find_credentials
+            from ._colab.auth import GoogleOAuth, find_credentials
 
             oauth = None
             if base_url is not None:
-                from .colab.endpoints import ColabEndpoints
+                from ._colab.endpoints import ColabEndpoints
 
                 ends = ColabEndpoints.at(base_url)
                 oauth = GoogleOAuth(
@@ -214,7 +214,7 @@ def _lazy_token_provider(
 
     async def forget() -> None:
         if found:
-            from .colab.auth import invalidate
+            from ._colab.auth import invalidate
 
             invalidate(found[0])
 
@@ -686,7 +686,7 @@ class _SessionBase:
 
     def remote(self, fn: Any = None, /, *, timeout: float | None = None) -> Any:
         """Decorate a function so calling it runs it on this session's kernel."""
-        from .remote import remote
+        from ._remote import remote
 
         return remote(fn, timeout=timeout, session=self)
 

@@ -71,7 +71,7 @@ SECRET_PARAMS = frozenset(
 REDACTED = "<redacted>"
 
 
-LOG = logging.getLogger("colabremote.testing.emulator")
+LOG = logging.getLogger("colabremote.emulator")
 
 
 def log_uncaught(summary: str, error: BaseException | None) -> None:

@@ -26,8 +26,8 @@ from .exceptions import ColabRemoteError, ConfigurationError
 
 
 def _oauth(args: argparse.Namespace, store: Any) -> Any:
-    from .colab.auth import ClientConfig, GoogleOAuth
-    from .colab.endpoints import ColabEndpoints
+    from ._colab.auth import ClientConfig, GoogleOAuth
+    from ._colab.endpoints import ColabEndpoints
 
     client = ClientConfig.from_file(args.client_secrets) if args.client_secrets else None
     ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
@@ -42,26 +42,26 @@ def _oauth(args: argparse.Namespace, store: Any) -> Any:
 
 
 def _control(args: argparse.Namespace, credentials: Any) -> Any:
-    from .colab.control import ControlPlane
-    from .colab.endpoints import ColabEndpoints
+    from ._colab.control import ControlPlane
+    from ._colab.endpoints import ColabEndpoints
 
     ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
     return ControlPlane(credentials.token, endpoints=ends)
 
 
 def _credentials(args: argparse.Namespace) -> Any:
-    from .colab.auth import find_credentials
-    from .colab.tokens import TokenStore
+    from ._colab.auth import find_credentials
+    from ._colab.tokens import TokenStore
 
     store = TokenStore()
     return find_credentials(store=store, oauth=_oauth(args, store), use_adc=args.adc)
 
 
 async def _login(args: argparse.Namespace) -> int:
-    from .colab.tokens import TokenStore
+    from ._colab.tokens import TokenStore
 
     if args.adc:
-        from .colab.auth import GoogleOAuth, load_adc
+        from ._colab.auth import GoogleOAuth, load_adc
 
         adc = load_adc()
         adc.use_tokeninfo(GoogleOAuth())
@@ -90,7 +90,7 @@ async def _login(args: argparse.Namespace) -> int:
 
 
 async def _logout(args: argparse.Namespace) -> int:
-    from .colab.tokens import TokenStore
+    from ._colab.tokens import TokenStore
 
     store = TokenStore()
     async with _oauth(args, store) as oauth:
@@ -143,7 +143,7 @@ async def _runtimes(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    from .testing.emulator import ColabEmulator
+    from .testing._emulator import ColabEmulator
 
     with ColabEmulator() as emulator:
         token = emulator.mint_access_token(ttl=24 * 3600)
@@ -210,7 +210,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

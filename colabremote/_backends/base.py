@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from ..kernel.transport import Transport
+from .._kernel.transport import Transport
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
