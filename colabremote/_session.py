@@ -16,12 +16,13 @@ import signal
 import sys
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from . import _serialization as serialization
 from ._backends.base import Backend
+from ._backends.factory import make_backend
 from ._kernel.client import AgentReply, KernelClient, OutputHandler
 from ._loop import loop_thread
 from .exceptions import (
@@ -43,7 +44,6 @@ T = TypeVar("T")
 Item = tuple[tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[str, Any]
 
-BACKENDS = ("local", "jupyter", "colab", "emulator")
 #: How long an interrupted call may take to stop before the kernel is replaced.
 INTERRUPT_GRACE = 10.0
 #: How long a dropped kernel connection is retried before the calls in flight fail.
@@ -121,113 +121,6 @@ def _default_progress(message: str) -> None:
         sys.stderr.write(f"colabremote: {message}\n")
         sys.stderr.flush()
     log.info("%s", message)
-
-
-def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
-    """A backend from its name and the Session's keyword options."""
-    if isinstance(backend, Backend):
-        if options:
-            raise ConfigurationError(
-                f"options {sorted(options)} cannot be combined with a Backend instance"
-            )
-        return backend
-    if backend == "local":
-        from ._backends.local import LocalBackend
-
-        allowed = {"python", "cwd"}
-        _only(backend, options, allowed)
-        return LocalBackend(**options)
-    if backend == "jupyter":
-        from ._backends.jupyter import JupyterBackend
-
-        allowed = {"url", "token", "kernel_name", "kernel_id", "headers"}
-        _only(backend, options, allowed)
-        if "url" not in options:
-            raise ConfigurationError(
-                "backend='jupyter' needs url= (for example url='http://127.0.0.1:8888', "
-                "token='...'), or set COLABREMOTE_URL"
-            )
-        return JupyterBackend(**options)
-    if backend == "colab":
-        from ._backends.colab import ColabBackend
-
-        allowed = {
-            "gpu",
-            "tpu",
-            "high_memory",
-            "runtime_version",
-            "endpoint",
-            "release",
-            "base_url",
-            "credentials",
-            "use_adc",
-            "keep_alive_seconds",
-            "api",
-        }
-        _only(backend, options, allowed)
-        options = dict(options)
-        base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
-        provider, forget = _lazy_token_provider(
-            options.pop("credentials", None), options.pop("use_adc", False), base_url
-        )
-        endpoints = None
-        if base_url is not None:
-            from ._colab.endpoints import ColabEndpoints
-
-            endpoints = ColabEndpoints.at(base_url)
-        return ColabBackend(
-            token_provider=provider, on_auth_error=forget, endpoints=endpoints, **options
-        )
-    if backend == "emulator":
-        from ._backends.colab import EmulatorBackend
-
-        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version", "api"})
-        return EmulatorBackend(**options)
-    raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
-
-
-def _lazy_token_provider(
-    credentials: Any, use_adc: bool, base_url: str | None
-) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:
-    """Google credentials found on first use (when the session opens, not when it is made):
-    the token provider, and what to call after a 401 (drop the cached access token)."""
-    found: list[Any] = [credentials] if credentials is not None else []
-
-    async def token() -> str:
-        if not found:
-            from ._colab.auth import GoogleOAuth, find_credentials
-
-            oauth = None
-            if base_url is not None:
-                from ._colab.endpoints import ColabEndpoints
-
-                ends = ColabEndpoints.at(base_url)
-                oauth = GoogleOAuth(
-                    authorize_url=ends.oauth_authorize,
-                    token_url=ends.oauth_token,
-                    revoke_url=ends.oauth_revoke,
-                    userinfo_url=ends.userinfo,
-                )
-            found.append(find_credentials(oauth=oauth, use_adc=use_adc))
-        value: str = await found[0].token()
-        return value
-
-    async def forget() -> None:
-        if found:
-            from ._colab.auth import invalidate
-
-            invalidate(found[0])
-
-    return token, forget
-
-
-def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(options) - allowed)
-    if unknown:
-        raise ConfigurationError(
-            f"backend={backend!r} does not take {', '.join(unknown)}; "
-            f"it takes {', '.join(sorted(allowed))}"
-        )
 
 
 class _Core:

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 import colabremote as cr
-from colabremote._session import make_backend, settings_from_environment
+from colabremote._backends.factory import make_backend
+from colabremote._session import settings_from_environment
 from colabremote.exceptions import ConfigurationError
 from colabremote.testing import JupyterServer
 

@@ -1,0 +1,123 @@
+"""Backends from the names and options a Session is given, and the Google sign-in they use.
+
+Credentials are looked up when the session opens (not when it is made), so constructing a
+``Session(backend="colab")`` never prompts or reads the token store.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..exceptions import ConfigurationError
+from .base import Backend
+
+BACKENDS = ("local", "jupyter", "colab", "emulator")
+
+
+def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
+    """A backend from its name and the Session's keyword options."""
+    if isinstance(backend, Backend):
+        if options:
+            raise ConfigurationError(
+                f"options {sorted(options)} cannot be combined with a Backend instance"
+            )
+        return backend
+    if backend == "local":
+        from .local import LocalBackend
+
+        allowed = {"python", "cwd"}
+        _only(backend, options, allowed)
+        return LocalBackend(**options)
+    if backend == "jupyter":
+        from .jupyter import JupyterBackend
+
+        allowed = {"url", "token", "kernel_name", "kernel_id", "headers"}
+        _only(backend, options, allowed)
+        if "url" not in options:
+            raise ConfigurationError(
+                "backend='jupyter' needs url= (for example url='http://127.0.0.1:8888', "
+                "token='...'), or set COLABREMOTE_URL"
+            )
+        return JupyterBackend(**options)
+    if backend == "colab":
+        from .colab import ColabBackend
+
+        allowed = {
+            "gpu",
+            "tpu",
+            "high_memory",
+            "runtime_version",
+            "endpoint",
+            "release",
+            "base_url",
+            "credentials",
+            "use_adc",
+            "keep_alive_seconds",
+            "api",
+        }
+        _only(backend, options, allowed)
+        options = dict(options)
+        base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
+        provider, forget = _lazy_token_provider(
+            options.pop("credentials", None), options.pop("use_adc", False), base_url
+        )
+        endpoints = None
+        if base_url is not None:
+            from .._colab.endpoints import ColabEndpoints
+
+            endpoints = ColabEndpoints.at(base_url)
+        return ColabBackend(
+            token_provider=provider, on_auth_error=forget, endpoints=endpoints, **options
+        )
+    if backend == "emulator":
+        from ..testing._emulator.backend import EmulatorBackend
+
+        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version", "api"})
+        return EmulatorBackend(**options)
+    raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+def _lazy_token_provider(
+    credentials: Any, use_adc: bool, base_url: str | None
+) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:
+    """Google credentials found on first use (when the session opens, not when it is made):
+    the token provider, and what to call after a 401 (drop the cached access token)."""
+    found: list[Any] = [credentials] if credentials is not None else []
+
+    async def token() -> str:
+        if not found:
+            from .._colab.auth import GoogleOAuth, find_credentials
+
+            oauth = None
+            if base_url is not None:
+                from .._colab.endpoints import ColabEndpoints
+
+                ends = ColabEndpoints.at(base_url)
+                oauth = GoogleOAuth(
+                    authorize_url=ends.oauth_authorize,
+                    token_url=ends.oauth_token,
+                    revoke_url=ends.oauth_revoke,
+                    userinfo_url=ends.userinfo,
+                )
+            found.append(find_credentials(oauth=oauth, use_adc=use_adc))
+        value: str = await found[0].token()
+        return value
+
+    async def forget() -> None:
+        if found:
+            from .._colab.auth import invalidate
+
+            invalidate(found[0])
+
+    return token, forget
+
+
+def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ConfigurationError(
+            f"backend={backend!r} does not take {', '.join(unknown)}; "
+            f"it takes {', '.join(sorted(allowed))}"
+        )
