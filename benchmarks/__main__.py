@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             cr.Session("local", progress=False) as session,
             jupyter_client_kernel() as spare,
         ):
-            session.info  # noqa: B018 - warm up
+            session.info()
 
             def zmq_raw(n: int) -> list[float]:
                 return zmq_execute_round_trips(spare.connection_file, n)
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cr.Session("colab", base_url=emulator.url, credentials=token, progress=False)
 
             with colab_session() as session, ExitStack() as stack:
-                session.info  # noqa: B018 - warm up
+                session.info()
                 backend: Any = session._core.backend
                 proxy = backend._proxy
                 headers = {"X-Colab-Runtime-Proxy-Token": proxy.token}

@@ -13,12 +13,19 @@ server, or a kernel on this machine) with one decorator.
 
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from . import exceptions
+from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
-from ._session import AsyncSession, RuntimeInfo, Session, SessionInfo, default_session
+from ._session.api import AsyncSession, Session
+from ._session.default import default_session
 from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("colabremote")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "AsyncSession",

@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import sys
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from .exceptions import BlockingCallError
 
 T = TypeVar("T")
 
@@ -39,9 +42,42 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait. Ctrl-C cancels it (interrupting remote work)."""
-        if threading.current_thread() is self.thread:
+        try:
+            _refuse_blocking_in_a_loop()
+        except BlockingCallError:
             coro.close()
+            raise
         return wait_future(self.submit(coro))
+
+
+def _refuse_blocking_in_a_loop() -> None:
+    """A blocking call from a coroutine would freeze its event loop: point to the async API.
+
+    IPython (a notebook cell, Jupyter's kernel) runs ordinary cell code inside its own loop;
+    blocking there is what the user asked for, so it is allowed.
+    """
+    if threading.current_thread() is _instance_thread():
+        raise BlockingCallError(
+            "a blocking colabremote call was made from colabremote's own event loop "
+            "(for example inside an output callback); use the async API there"
+        )
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    if _in_ipython():
+        return
+    raise BlockingCallError(
+        "a blocking colabremote call was made inside a running event loop, which it would "
+        "stop until the kernel answers; in async code use `await f.aio(...)` and "
+        "`cr.AsyncSession` (`await s.exec(...)`, `await s.info()`)"
+    )
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return get_ipython is not None and get_ipython() is not None
 
 
 def wait_future(future: concurrent.futures.Future[T]) -> T:
@@ -50,11 +86,11 @@ def wait_future(future: concurrent.futures.Future[T]) -> T:
     On Ctrl-C the coroutine is cancelled (which interrupts the kernel) and we wait for that to
     finish before raising KeyboardInterrupt here; a second Ctrl-C stops the waiting.
     """
-    if threading.current_thread() is _instance_thread():
-        raise RuntimeError(
-            "a blocking colabremote call was made from colabremote's own event loop "
-            "(for example inside an output callback); use the async API there"
-        )
+    try:
+        _refuse_blocking_in_a_loop()
+    except BlockingCallError:
+        future.cancel()
+        raise
     progress = _progress.get(id(future))
     try:
         # Waiting in slices lets a pending KeyboardInterrupt through on every platform. (Not by

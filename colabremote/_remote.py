@@ -11,17 +11,34 @@ import asyncio
 import concurrent.futures
 import functools
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from collections.abc import Callable, Coroutine, Iterable, Iterator
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._loop import loop_thread, wait_future
+from ._serialization import RemoteCallable
+from ._session.core import Item, Outcome, _Core, outcome_value
 from .exceptions import ConfigurationError
-
-if TYPE_CHECKING:
-    from ._session import Item, Outcome, _SessionBase
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class SessionLike(Protocol):
+    """What a RemoteFunction needs of its session (``Session`` and ``AsyncSession`` both are)."""
+
+    @property
+    def _core(self) -> _Core: ...
+
+
+_default_session: Callable[[], SessionLike] | None = None
+
+
+def use_default_session(provider: Callable[[], SessionLike]) -> None:
+    """Where functions without ``session=`` get their session (set by the session package,
+    which sits above this module)."""
+    global _default_session
+    _default_session = provider
+
 
 #: Map batches are sized so each takes about this long on the kernel.
 MAP_BATCH_SECONDS = 0.02
@@ -30,14 +47,16 @@ MAP_MAX_BATCH = 1024
 MAP_WINDOW = 3
 
 
-class RemoteFunction(Generic[P, R]):
+class RemoteFunction(RemoteCallable, Generic[P, R]):
     """A function whose calls run on a colabremote session's kernel."""
+
+    fn: Callable[P, R]
 
     def __init__(
         self,
         fn: Callable[P, R],
         *,
-        session: _SessionBase | None = None,
+        session: SessionLike | None = None,
         timeout: float | None = None,
     ) -> None:
         if timeout is not None and timeout <= 0:
@@ -52,13 +71,13 @@ class RemoteFunction(Generic[P, R]):
     # -- configuration ---------------------------------------------------------------------
 
     @property
-    def session(self) -> _SessionBase:
+    def session(self) -> SessionLike:
         """The session calls go to (the default session unless one was given)."""
-        if self._session is None:
-            from ._session import default_session
-
-            return default_session()
-        return self._session
+        if self._session is not None:
+            return self._session
+        if _default_session is None:  # only when colabremote/__init__ was bypassed
+            raise ConfigurationError("no default session is available; pass session=")
+        return _default_session()
 
     def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
         """The same function with other call options."""
@@ -74,27 +93,20 @@ class RemoteFunction(Generic[P, R]):
 
     # -- calling ---------------------------------------------------------------------------
 
+    def _run(self, items: list[Item]) -> Coroutine[Any, Any, tuple[list[Outcome], float]]:
+        core = self.session._core
+        return core.run(self.fn, items, timeout=self.timeout, name=self.__qualname__)
+
     def _future(self, items: list[Item]) -> concurrent.futures.Future[tuple[list[Outcome], float]]:
-        session = self.session
-        future: concurrent.futures.Future[tuple[list[Outcome], float]] = session._submit_run(
-            self.fn, items, self.timeout, self.__qualname__
-        )
-        return future
+        return loop_thread().submit(self._run(items))
 
     def _value(self, outcomes: list[Outcome]) -> R:
-        from ._session import outcome_value
-
         result: R = outcome_value(outcomes[0], self.__qualname__)
         return result
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run on the kernel and return the result; remote output appears here live."""
-        session = self.session
-        outcomes, _ = loop_thread().run(
-            session._core.run(
-                self.fn, [(args, kwargs)], timeout=self.timeout, name=self.__qualname__
-            )
-        )
+        outcomes, _ = loop_thread().run(self._run([(args, kwargs)]))
         return self._value(outcomes)
 
     def local(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -175,12 +187,14 @@ class RemoteFunction(Generic[P, R]):
 
 
 @overload
-def remote(fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+def remote(
+    fn: Callable[P, R], /, *, timeout: float | None = None, session: SessionLike | None = None
+) -> RemoteFunction[P, R]: ...
 
 
 @overload
 def remote(
-    fn: None = None, /, *, timeout: float | None = None, session: _SessionBase | None = None
+    fn: None = None, /, *, timeout: float | None = None, session: SessionLike | None = None
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
@@ -189,9 +203,10 @@ def remote(
     /,
     *,
     timeout: float | None = None,
-    session: _SessionBase | None = None,
+    session: SessionLike | None = None,
 ) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
-    """Run the decorated function remotely: ``@remote``, ``@remote(timeout=600)``.
+    """Run the decorated function remotely: ``@remote``, ``@remote(timeout=600)``, or
+    ``remote(fn, timeout=600)``.
 
     Without ``session=`` it uses the default session, made on first call from ``COLABREMOTE_*``
     settings (the local backend when none are set) and closed when the interpreter exits.
@@ -199,9 +214,15 @@ def remote(
     if fn is None:
 
         def decorate(f: Callable[P, R]) -> RemoteFunction[P, R]:
-            return remote(f, timeout=timeout, session=session)  # type: ignore[call-overload,no-any-return]
+            return _make(f, timeout, session)
 
         return decorate
+    return _make(fn, timeout, session)
+
+
+def _make(
+    fn: Callable[P, R], timeout: float | None, session: SessionLike | None
+) -> RemoteFunction[P, R]:
     if isinstance(fn, RemoteFunction):
         return RemoteFunction(
             fn.fn,

@@ -57,11 +57,16 @@ __all__ = [
 Item = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-def _unwrap(obj: Any) -> Any:
-    """The plain function behind a RemoteFunction (so calls nested in remote code run inline)."""
-    from ._remote import RemoteFunction
+class RemoteCallable:
+    """What a RemoteFunction is to the wire: a wrapper whose plain function ``fn`` travels in
+    its place, so a remote function called from remote code runs inline on the kernel."""
 
-    return obj.fn if isinstance(obj, RemoteFunction) else obj
+    fn: Callable[..., Any]
+
+
+def _unwrap(obj: Any) -> Any:
+    """The plain function behind a RemoteFunction."""
+    return obj.fn if isinstance(obj, RemoteCallable) else obj
 
 
 class _SharedNamespace:
@@ -99,12 +104,10 @@ class _ClientPickler(agent.SourcePickler):
         return code, shared, name, argdefs, closure
 
     def reducer_override(self, obj: Any) -> Any:
-        from ._remote import RemoteFunction
-
         if type(obj) is _SharedNamespace:
             return agent.module_namespace, (obj.name, obj.base)
 
-        if isinstance(obj, RemoteFunction):
+        if isinstance(obj, RemoteCallable):
             return operator.getitem, ([obj.fn], 0)
         if isinstance(obj, types.FunctionType):
             if obj.__module__ in self.by_value:

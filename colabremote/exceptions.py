@@ -4,6 +4,7 @@
 ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
 ├── SessionClosed               the session was closed (or never opened)
+├── BlockingCallError           a blocking call inside a running event loop: use the async form
 ├── AuthError                   signing in to Google failed or is needed
 │   ├── SignInRequired          no usable stored credentials: run `colabremote login`
 │   ├── MissingScopes           the credentials lack scopes Colab needs (the fix is in the message)
@@ -47,6 +48,7 @@ __all__ = [
     "AuthError",
     "AuthenticationError",
     "BackendError",
+    "BlockingCallError",
     "ColabError",
     "ColabRemoteError",
     "ConfigurationError",
@@ -87,6 +89,12 @@ class ConfigurationError(ColabRemoteError, ValueError):
 
 class SessionClosed(ColabRemoteError):
     """The session is closed, so it cannot run anything."""
+
+
+class BlockingCallError(ColabRemoteError, RuntimeError):
+    """A blocking call (``Session`` methods, calling a remote function) was made from a
+    coroutine: it would stop that event loop until the kernel answered. Use ``AsyncSession``
+    and ``await f.aio(...)`` there."""
 
 
 class BackendError(ColabRemoteError):

@@ -35,7 +35,7 @@ def check_positive(x: float) -> float:
 
 def main() -> None:
     with cr.Session(backend="emulator", gpu="T4") as session:
-        info = session.info
+        info = session.info()
         runtime = info.details
         print(f"runtime {runtime['endpoint']} ({runtime['accelerator']}): Python {info.python}")
 

@@ -38,7 +38,7 @@ def test_secrets_stay_out_of_reprs_and_info(jupyter_server: JupyterServer) -> No
     with cr.Session(
         "jupyter", url=jupyter_server.url, token=jupyter_server.token, progress=False
     ) as session:
-        info = session.info
+        info = session.info()
         assert jupyter_server.token not in repr(session)
         assert jupyter_server.token not in repr(info)
         assert info.details["url"] == jupyter_server.url

@@ -86,7 +86,7 @@ def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> N
         "colab", base_url=emu.url, credentials=token, gpu="T4", release=False, progress=False
     )
     with session:
-        endpoint = session.info.details["endpoint"]
+        endpoint = session.info().details["endpoint"]
     listing = run(env, "runtimes")
     assert listing.returncode == 0, listing.stderr
     assert endpoint in listing.stdout and "GPU T4" in listing.stdout

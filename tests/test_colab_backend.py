@@ -52,7 +52,7 @@ def test_assign_call_and_release(emu: ColabEmulator) -> None:
     before = live(emu)
     with colab(emu, gpu="T4") as session:
         assert session.remote(double)(21) == 42
-        details = session.info.details
+        details = session.info().details
         assert details["accelerator"] == "T4" and details["variant"] == "GPU"
         endpoint = details["endpoint"]
         assert endpoint in live(emu)
@@ -62,7 +62,7 @@ def test_assign_call_and_release(emu: ColabEmulator) -> None:
 
 def test_keep_alive_while_a_call_runs(emu: ColabEmulator) -> None:
     with colab(emu, keep_alive_seconds=0.3) as session:
-        endpoint = session.info.details["endpoint"]
+        endpoint = session.info().details["endpoint"]
         assert session.remote(slow_double)(2, 1.5) == 4  # kernel traffic is not enough
         assert emu.keepalive_count(endpoint) >= 3
         keepalives = [r for r in emu.requests if "keep-alive" in r.path]
@@ -101,7 +101,7 @@ def kernel_deletes(emu: ColabEmulator, endpoint: str) -> int:
 
 def test_releasing_does_not_delete_the_kernel_first(emu: ColabEmulator) -> None:
     with colab(emu) as session:
-        endpoint = session.runtime.endpoint
+        endpoint = session.runtime().endpoint
         assert session.remote(double)(1) == 2
     assert endpoint not in live(emu)
     assert kernel_deletes(emu, endpoint) == 0  # unassigning ends it: one round trip saved
@@ -109,12 +109,12 @@ def test_releasing_does_not_delete_the_kernel_first(emu: ColabEmulator) -> None:
 
 def test_attached_runtime_is_left_running(emu: ColabEmulator) -> None:
     with colab(emu, release=False) as first:
-        endpoint = first.info.details["endpoint"]
+        endpoint = first.info().details["endpoint"]
     assert endpoint in live(emu)
     assert kernel_deletes(emu, endpoint) == 1  # the runtime stays: our kernel is shut down
     with colab(emu, endpoint=endpoint) as attached:
         assert attached.remote(double)(4) == 8
-        assert attached.info.details["release_on_close"] is False
+        assert attached.info().details["release_on_close"] is False
     assert endpoint in live(emu)
     assert kernel_deletes(emu, endpoint) == 2
     emu.release(endpoint)
@@ -231,7 +231,7 @@ def test_drive_mount_propagates_credentials(emu: ColabEmulator) -> None:
     try:
         with colab(emu) as session:
             assert session.remote(mount_drive)() == "mounted"
-            endpoint = session.info.details["endpoint"]
+            endpoint = session.info().details["endpoint"]
         assert any(endpoint in str(p) for p in emu.propagations)
     finally:
         emu.drive_authorized_by_default = False
@@ -247,7 +247,7 @@ def test_drive_mount_needing_consent_fails_clearly_without_a_terminal(emu: Colab
 
 def test_runtime_property(emu: ColabEmulator) -> None:
     with colab(emu, gpu="L4") as session:
-        runtime = session.runtime
+        runtime = session.runtime()
         assert runtime.accelerator == "L4" and runtime.variant == "GPU"
         assert runtime.endpoint.startswith("m-s-") and runtime.release_on_close
         assert runtime.proxy_url is not None and runtime.proxy_url.startswith("http://127.0.0.1:")
@@ -258,11 +258,11 @@ def test_runtime_property_needs_colab() -> None:
     from colabremote.exceptions import ConfigurationError
 
     with cr.Session("local", progress=False) as session, pytest.raises(ConfigurationError):
-        session.runtime  # noqa: B018
+        session.runtime()
 
 
 def test_default_session_settings_for_colab() -> None:
-    from colabremote._session import settings_from_environment
+    from colabremote._session.default import settings_from_environment
 
     env = {"COLABREMOTE_BACKEND": "colab", "COLABREMOTE_GPU": "A100", "COLABREMOTE_BASE_URL": "x"}
     assert settings_from_environment(env) == {"backend": "colab", "gpu": "A100", "base_url": "x"}
@@ -281,7 +281,7 @@ def test_sigterm_releases_the_runtime(emu: ColabEmulator, tmp_path: Path) -> Non
         f"s = cr.Session('colab', base_url={emu.url!r}, credentials=EnvironmentToken("
         f"{emu.mint_access_token()!r}), progress=False)\n"
         "s.open()\n"
-        "print(s.runtime.endpoint, flush=True)\n"
+        "print(s.runtime().endpoint, flush=True)\n"
         "time.sleep(120)\n"
     )
     with subprocess.Popen(
@@ -299,9 +299,9 @@ def test_v1beta_api(emu: ColabEmulator) -> None:
     before = live(emu)
     with colab(emu, gpu="T4", api="v1beta") as session:
         assert session.remote(double)(3) == 6
-        runtime = session.runtime
+        runtime = session.runtime()
         assert runtime.accelerator == "T4"
-        assert session.info.details["api"] == "v1beta"
+        assert session.info().details["api"] == "v1beta"
         assert any(r.path.startswith("/v1beta/") for r in emu.requests)
         emu.expire_proxy_tokens()
         emu.drop_websockets()
@@ -353,7 +353,7 @@ def test_kernel_restart_keeps_one_keep_alive_loop(emu: ColabEmulator) -> None:
 def test_runtime_taken_away_raises_runtime_gone(emu: ColabEmulator) -> None:
     with colab(emu) as session:
         assert session.remote(double)(1) == 2
-        emu.release(session.runtime.endpoint, reason="reclaimed")
+        emu.release(session.runtime().endpoint, reason="reclaimed")
         started = time.monotonic()
         with pytest.raises(RuntimeGone, match="no longer assigned"):
             session.remote(double)(2)

@@ -17,6 +17,7 @@ import pytest
 import colabremote as cr
 from colabremote.exceptions import (
     ArgumentNotSerializable,
+    BlockingCallError,
     RemoteError,
     RemoteTraceback,
     ResultNotSerializable,
@@ -138,7 +139,7 @@ def test_call_returns_result_by_value(session: cr.Session) -> None:
 
 def test_runs_in_the_kernel_process(session: cr.Session) -> None:
     assert session.remote(whoami)() != os.getpid()
-    assert session.remote(whoami)() == session.info.pid
+    assert session.remote(whoami)() == session.info().pid
 
 
 def test_local_runs_here(session: cr.Session) -> None:
@@ -280,7 +281,7 @@ def test_exec_streams_output_and_raises(session: cr.Session, output: Output) -> 
 
 
 def test_info(session: cr.Session, backend: Any) -> None:
-    info = session.info
+    info = session.info()
     assert info.backend == backend.name
     assert info.python_version == sys.version_info[:2]
     assert info.hostname
@@ -326,11 +327,19 @@ def test_aio(session: cr.Session) -> None:
     assert asyncio.run(main()) == [0, 1, 4, 9, 16]
 
 
-def test_blocking_api_inside_a_running_event_loop(session: cr.Session) -> None:
-    async def main() -> int:
-        return session.remote(square)(9)  # a notebook or an async app
+def test_blocking_api_inside_a_running_event_loop_points_to_aio(session: cr.Session) -> None:
+    f = session.remote(square)
 
-    assert asyncio.run(main()) == 81
+    async def main() -> None:
+        with pytest.raises(BlockingCallError, match=r"f\.aio"):
+            f(9)
+        with pytest.raises(BlockingCallError, match="AsyncSession"):
+            session.exec("x = 1")
+        with pytest.raises(BlockingCallError):
+            list(f.map([1, 2]))
+
+    asyncio.run(main())
+    assert f(9) == 81  # nothing was left half-done: the session goes on
 
 
 def test_calls_from_many_threads(session: cr.Session) -> None:

@@ -91,7 +91,7 @@ def raises_key_error() -> None:
 def test_kernel_runs_the_other_version(versioned: tuple[str, cr.Session]) -> None:
     version, session = versioned
     assert session.remote(kernel_version)() == version
-    assert session.info.python.startswith(version)
+    assert session.info().python.startswith(version)
 
 
 def test_functions_from_files_cross_versions(versioned: tuple[str, cr.Session]) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import colabremote as cr
 from colabremote._backends.factory import make_backend
-from colabremote._session import settings_from_environment
+from colabremote._session.default import settings_from_environment
 from colabremote.exceptions import ConfigurationError
 from colabremote.testing import JupyterServer
 
@@ -38,7 +38,7 @@ def test_default_session_in_a_script(tmp_path: Path) -> None:
 
             pid, value = where(21)
             assert pid != os.getpid()
-            print("result", value, double(4), cr.default_session().info.backend)
+            print("result", value, double(4), cr.default_session().info().backend)
             """
         )
     )

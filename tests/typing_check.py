@@ -43,3 +43,36 @@ async def uses_aio() -> None:
 def wrong_types() -> None:
     greet(1)  # type: ignore[arg-type]
     count()  # type: ignore[call-arg]
+
+
+# remote(fn, timeout=...) and s.remote(fn, timeout=...) keep the signature.
+direct = cr.remote(scale, timeout=5)
+assert_type(direct(1.0, factor=3), float)
+direct("x")  # type: ignore[arg-type]
+assert_type(session.remote(scale, timeout=5)(2.0), float)
+assert_type(session.remote(timeout=5)(scale)(2.0, 3), float)
+
+
+def session_options() -> None:
+    # Each backend's options are part of the signature.
+    cr.Session("jupyter", url="http://127.0.0.1:8888", token="t", kernel_name="python3")
+    cr.Session("colab", gpu="T4", high_memory=True, keep_alive_seconds=60.0, api="v1beta")
+    cr.AsyncSession("emulator", tpu="V28")
+    cr.Session("local", python="/usr/bin/python3", cwd="/tmp")
+    cr.Session("local", gpu="T4")  # type: ignore[call-overload]
+    cr.Session("jupyter")  # type: ignore[call-overload]
+    cr.Session("colab", api="v2")  # type: ignore[call-overload]
+
+
+def session_methods(s: cr.Session) -> None:
+    assert_type(s.info(), cr.SessionInfo)
+    assert_type(s.runtime(), cr.RuntimeInfo)
+    assert_type(s.exec("x = 1", timeout=5), None)
+    s.upload("a.txt", "/content/a.txt", progress=False)
+    s.exec(1)  # type: ignore[arg-type]
+
+
+async def async_session_methods(s: cr.AsyncSession) -> None:
+    assert_type(await s.info(), cr.SessionInfo)
+    assert_type(await s.runtime(), cr.RuntimeInfo)
+    await s.exec("x = 1", timeout=5)

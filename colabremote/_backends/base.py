@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from .._info import RuntimeInfo
 from .._kernel.transport import Transport
+from ..exceptions import ColabError, ConfigurationError, KernelDied, RuntimeGone
+
+if TYPE_CHECKING:
+    from .._kernel.messages import Message
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
@@ -18,6 +23,14 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     #: Whether the kernel's WebSocket should ask for the v1 binary subprotocol (ZMQ ignores it).
     use_v1: ClassVar[bool] = True
+    #: Seconds between checks that the kernel is still alive while calls run.
+    alive_poll_interval: ClassVar[float] = 2.0
+    #: Whether this backend holds something billed or shared (a Colab runtime) that SIGTERM
+    #: must release through the interpreter's exit hooks.
+    releases_at_exit: ClassVar[bool] = False
+    #: Set when the place the kernel lived is gone for good (a Colab runtime taken away): every
+    #: later call fails with this instead of trying a new kernel.
+    gone: RuntimeGone | None = None
 
     @abc.abstractmethod
     async def start(self, progress: Progress) -> None:
@@ -51,5 +64,23 @@ class Backend(abc.ABC):
         raise NotImplementedError(f"the {self.name} backend cannot download files")
 
     def describe(self) -> dict[str, Any]:
-        """Facts for ``Session.info`` (never secrets)."""
+        """Facts for ``Session.info()`` (never secrets)."""
         return {"backend": self.name}
+
+    def runtime_info(self) -> RuntimeInfo:
+        """The Colab runtime this backend holds, for ``Session.runtime()``."""
+        raise ConfigurationError(
+            f"a {self.name!r} session has no Colab runtime; Session.info() describes its kernel"
+        )
+
+    def startup_failure(self) -> Exception:
+        """Why the kernel died while starting, for the error the user sees."""
+        return KernelDied("the kernel died while starting")
+
+    async def answer_colab_request(self, msg: Message) -> dict[str, Any]:
+        """Answer a ``colab_request`` from code on the kernel (``drive.mount()``, ...); the
+        kernel client sends what this returns, or the error it raises."""
+        del msg
+        raise ColabError(
+            f"the {self.name} backend does not answer Colab requests; only Colab runtimes do"
+        )

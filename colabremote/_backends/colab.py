@@ -26,6 +26,7 @@ from .._colab.control import ControlPlane
 from .._colab.endpoints import ColabEndpoints
 from .._colab.models import Assignment, RuntimeProxyInfo
 from .._colab.public_api import PublicApi
+from .._info import RuntimeInfo
 from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
 from .base import Progress
 from .jupyter import JupyterBackend
@@ -45,6 +46,7 @@ class ColabBackend(JupyterBackend):
 
     name = "colab"
     use_v1 = False  # Colab's proxy speaks the legacy kernel WebSocket protocol
+    releases_at_exit = True  # an assigned runtime is billed until it is released
     kernel_path = "content"  # kernels work in /content, as in Colab notebooks
 
     def __init__(
@@ -345,6 +347,19 @@ class ColabBackend(JupyterBackend):
                     log.info("released Colab runtime %s", endpoint)
             await self.control.aclose()
             await self.public.aclose()
+
+    def runtime_info(self) -> RuntimeInfo:
+        d = self.describe()
+        return RuntimeInfo(
+            endpoint=str(d["endpoint"]),
+            accelerator=str(d["accelerator"]),
+            variant=d["variant"],
+            machine_shape=d["machine_shape"],
+            runtime_version=d["runtime_version"],
+            idle_timeout=d["idle_timeout"],
+            proxy_url=d["proxy_url"],
+            release_on_close=bool(d["release_on_close"]),
+        )
 
     def describe(self) -> dict[str, Any]:
         """What the runtime is; never the proxy token."""

@@ -51,6 +51,7 @@ class LocalBackend(Backend):
     """A kernel process on this machine, spoken to over ZeroMQ."""
 
     name = "local"
+    alive_poll_interval = 0.25  # a local check is cheap, and a crash should surface at once
 
     def __init__(self, python: str | os.PathLike[str] | None = None, cwd: str | None = None):
         self.python = resolve_python(python)

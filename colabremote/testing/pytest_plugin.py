@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .._session import Session, settings_from_environment
+from .._session.api import Session
+from .._session.default import settings_from_environment
 from ._jupyter import JupyterServer
 
 

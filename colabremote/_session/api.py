@@ -1,0 +1,268 @@
+"""The public session classes.
+
+:class:`AsyncSession` is written once: each method awaits the session's core on colabremote's
+private event loop. :class:`Session` derives every method from it with :func:`_blocking`, which
+runs the same coroutine on that loop and waits, so the two APIs cannot drift and each docstring
+lives in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+
+from .._backends.base import Backend
+from .._backends.factory import make_backend
+from .._info import RuntimeInfo, SessionInfo
+from .._kernel.client import OutputHandler
+from .._loop import loop_thread
+from .._remote import RemoteFunction, remote
+from .core import State, _Core, _silent
+from .exit import release_on_sigterm
+
+if TYPE_CHECKING:
+    from .._colab.auth import Credentials
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ProgressOption = Callable[[str], None] | bool | None
+"""``progress=``: a callable that receives one-line descriptions of slow steps, False for
+silence (no transfer bars either), or None/True for the default (stderr on a terminal)."""
+
+
+class _SessionBase:
+    """What Session and AsyncSession share: construction, ``remote`` and the description."""
+
+    # One signature per backend, so type checkers and IDEs show which options each one takes.
+    @overload
+    def __init__(
+        self,
+        backend: Literal["local"] = "local",
+        *,
+        python: str | os.PathLike[str] | None = None,
+        cwd: str | None = None,
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        backend: Literal["jupyter"],
+        *,
+        url: str,
+        token: str | None = None,
+        kernel_name: str = "python3",
+        kernel_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        backend: Literal["colab"],
+        *,
+        gpu: str | None = None,
+        tpu: str | None = None,
+        high_memory: bool = False,
+        runtime_version: str | None = None,
+        endpoint: str | None = None,
+        release: bool | None = None,
+        base_url: str | None = None,
+        credentials: Credentials | None = None,
+        use_adc: bool = False,
+        keep_alive_seconds: float = 60.0,
+        api: Literal["v1", "v1beta"] = "v1",
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        backend: Literal["emulator"],
+        *,
+        gpu: str | None = None,
+        tpu: str | None = None,
+        high_memory: bool = False,
+        runtime_version: str | None = None,
+        api: Literal["v1", "v1beta"] = "v1",
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        backend: str | Backend = "local",
+        *,
+        on_output: OutputHandler | None = None,
+        progress: ProgressOption = None,
+        **options: Any,
+    ) -> None:
+        progress_fn: Callable[[str], None] | None
+        if progress is False:
+            progress_fn = _silent
+        elif progress is True or progress is None:
+            progress_fn = None
+        else:
+            progress_fn = progress
+        self._core = _Core(
+            make_backend(backend, options), on_output=on_output, progress=progress_fn
+        )
+        self._loop = loop_thread()
+        release_on_sigterm(self._core.backend)
+
+    @property
+    def backend(self) -> str:
+        """The backend's name: ``"local"``, ``"jupyter"``, ``"colab"`` or ``"emulator"``."""
+        return self._core.backend.name
+
+    @property
+    def closed(self) -> bool:
+        return self._core.state is State.CLOSED
+
+    @overload
+    def remote(
+        self, fn: Callable[P, R], /, *, timeout: float | None = None
+    ) -> RemoteFunction[P, R]: ...
+
+    @overload
+    def remote(
+        self, fn: None = None, /, *, timeout: float | None = None
+    ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+
+    def remote(
+        self, fn: Callable[P, R] | None = None, /, *, timeout: float | None = None
+    ) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
+        """Decorate a function so calling it runs it on this session's kernel."""
+        if fn is None:
+            return remote(timeout=timeout, session=self)
+        return remote(fn, timeout=timeout, session=self)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} backend={self.backend!r} state={self._core.state.value!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a colabremote Session cannot be sent to the kernel; create what the remote "
+            "function needs inside it"
+        )
+
+    async def _run(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Await ``coro`` on the private loop (directly, when already there)."""
+        if asyncio.get_running_loop() is self._loop.loop:
+            return await coro
+        return await asyncio.wrap_future(self._loop.submit(coro))
+
+
+class AsyncSession(_SessionBase):
+    """A kernel to run functions on, from ``async`` code: ``async with AsyncSession() as s``.
+
+    ``AsyncSession(backend="local")`` starts a kernel on this machine (``python=`` picks another
+    interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
+    ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
+    The kernel starts on first use or on ``async with``; ``close()`` releases it.
+    :class:`Session` is the same, for ordinary (blocking) code.
+    """
+
+    async def open(self) -> AsyncSession:
+        """Start (or attach to) the kernel now rather than on first use."""
+        await self._run(self._core.open())
+        return self
+
+    async def close(self) -> None:
+        """Release the kernel (and a Colab runtime this session assigned)."""
+        if self._core.state is not State.CLOSED:
+            await self._run(self._core.close())
+
+    async def __aenter__(self) -> AsyncSession:
+        return await self.open()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def exec(self, code: str, *, timeout: float | None = None) -> None:
+        """Run code in the kernel; what it prints appears here as it is printed."""
+        await self._run(self._core.exec(code, timeout))
+
+    async def info(self) -> SessionInfo:
+        """Python version, platform, hostname, GPUs and backend of the kernel."""
+        return await self._run(self._core.info())
+
+    async def runtime(self) -> RuntimeInfo:
+        """The Colab runtime this session holds (Colab and emulator sessions only)."""
+        await self._run(self._core.ready_client())
+        return self._core.backend.runtime_info()
+
+    async def upload(
+        self, local: str | os.PathLike[str], remote: str, *, progress: bool = True
+    ) -> None:
+        """Copy a local file to the kernel's machine (on Colab, for example to
+        ``/content/data.csv``). A progress bar shows on a terminal unless ``progress=False``."""
+        await self._run(self._core.transfer("upload", os.fspath(local), remote, progress))
+
+    async def download(
+        self, remote: str, local: str | os.PathLike[str], *, progress: bool = True
+    ) -> None:
+        """Copy a file from the kernel's machine here; the local file appears whole or not at
+        all."""
+        await self._run(self._core.transfer("download", remote, os.fspath(local), progress))
+
+
+def _blocking(
+    method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[Session, P], R]:
+    """The blocking form of an AsyncSession method: the same coroutine, run on the private loop
+    while the caller's thread waits (Ctrl-C cancels it, which interrupts remote work)."""
+
+    @functools.wraps(method)
+    def call(self: Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        # The coroutine touches only what both classes share (_SessionBase).
+        return self._loop.run(method(self, *args, **kwargs))
+
+    return call
+
+
+class Session(_SessionBase):
+    """A kernel to run functions on, from ordinary (blocking) code: ``with Session() as s``.
+
+    ``Session(backend="local")`` starts a kernel on this machine (``python=`` picks another
+    interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
+    ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
+    The kernel starts on first use or on ``with``; ``close()`` releases it. Every method is the
+    blocking form of the :class:`AsyncSession` method of the same name.
+    """
+
+    def open(self) -> Session:
+        """Start (or attach to) the kernel now rather than on first use."""
+        self._loop.run(self._core.open())
+        return self
+
+    close = _blocking(AsyncSession.close)
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    exec = _blocking(AsyncSession.exec)
+    info = _blocking(AsyncSession.info)
+    runtime = _blocking(AsyncSession.runtime)
+    upload = _blocking(AsyncSession.upload)
+    download = _blocking(AsyncSession.download)
