@@ -64,10 +64,11 @@ def zmq_execute_round_trips(connection_file: str, count: int) -> list[float]:
                 "stop_on_error": True,
             },
         )
+        assert msg is not None  # send() returns the message it sent
         msg_id = msg["header"]["msg_id"]
         reply_seen = idle_seen = False
         while not (reply_seen and idle_seen):
-            ready = poller.poll(STEP_TIMEOUT * 1000)
+            ready = poller.poll(int(STEP_TIMEOUT * 1000))
             if not ready:
                 raise TimeoutError(f"no answer to the baseline's execute in {STEP_TIMEOUT} s")
             for sock, _ in ready:

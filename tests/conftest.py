@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -15,9 +15,16 @@ import colabremote as cr
 from colabremote import _retry as retry
 from colabremote.testing import JupyterServer
 
-retry.set_wait_scale(0)
+BackendName = Literal["local", "jupyter", "emulator"]
+BACKENDS: list[BackendName] = ["local", "jupyter", "emulator"]
 
-BACKENDS = ["local", "jupyter", "emulator"]
+
+@pytest.fixture(autouse=True, scope="session")
+def _retries_do_not_wait() -> Iterator[None]:
+    """Retries in tests happen at once; nothing is changed when this file is imported."""
+    retry.set_wait_scale(0)
+    yield
+    retry.set_wait_scale(1)
 
 
 @dataclass
@@ -48,7 +55,7 @@ def jupyter_server() -> Iterator[JupyterServer]:
 
 @dataclass
 class BackendSpec:
-    name: str
+    name: BackendName
     options: dict[str, Any]
 
     def session(self, **extra: Any) -> cr.Session:

@@ -154,7 +154,7 @@ def test_classes_from_the_calling_module_round_trip(session: cr.Session) -> None
 
 def test_numpy_arrays_round_trip(session: cr.Session) -> None:
     data = np.arange(1000, dtype=np.float32).reshape(10, 100)
-    out = session.remote(np.negative)(data)
+    out = session.remote(np.negative)(data)  # type: ignore[arg-type]
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, -data)
 
@@ -197,7 +197,7 @@ def test_recursion_and_nested_remote_functions(session: cr.Session) -> None:
 def test_unpicklable_argument_fails_before_sending(session: cr.Session) -> None:
     f = session.remote(add)
     with pytest.raises(ArgumentNotSerializable, match=r"argument 1 of type _thread\.lock"):
-        f(1, threading.Lock())
+        f(1, threading.Lock())  # type: ignore[arg-type]
     assert f(1, 1) == 2  # nothing half-sent: the session goes on
 
 

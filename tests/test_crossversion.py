@@ -85,7 +85,8 @@ def comprehension_and_generator(n: int) -> list[int]:
 
 
 def raises_key_error() -> None:
-    {}["missing"]
+    empty: dict[str, int] = {}
+    empty["missing"]
 
 
 def test_kernel_runs_the_other_version(versioned: tuple[str, cr.Session]) -> None:
@@ -118,7 +119,7 @@ def test_code_without_source_fails_before_sending(versioned: tuple[str, cr.Sessi
     fn = namespace["typed_at_a_prompt"]
     local = f"{sys.version_info[0]}.{sys.version_info[1]}"
     with pytest.raises(PythonVersionMismatch) as info:
-        session.remote(fn)(1)  # type: ignore[arg-type]
+        session.remote(fn)(1)  # type: ignore[call-overload]
     message = str(info.value)
     assert local in message and version in message
     assert "Define it in a .py file" in message

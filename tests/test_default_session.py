@@ -58,7 +58,7 @@ def test_settings_from_environment() -> None:
 
 def test_bad_configuration_is_explained() -> None:
     with pytest.raises(ConfigurationError, match="not one of local, jupyter, colab, emulator"):
-        cr.Session(backend="nowhere")
+        cr.Session(backend="nowhere")  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="needs url="):
         make_backend("jupyter", {})
     with pytest.raises(ConfigurationError, match="does not take url"):
