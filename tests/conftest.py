@@ -27,6 +27,16 @@ def _retries_do_not_wait() -> Iterator[None]:
     retry.set_wait_scale(1)
 
 
+def wait_for_path(path: str | os.PathLike[str], timeout: float = 60.0) -> None:
+    """Until a remote function has made ``path`` (its way of saying "started"): polled with a
+    deadline, so a slow machine fails the test instead of letting it pass untested."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{os.fspath(path)} did not appear within {timeout:g} s")
+        time.sleep(0.01)
+
+
 @dataclass
 class Output:
     """Records what a session's kernel printed, with arrival times."""

@@ -13,6 +13,8 @@ import pytest
 import colabremote as cr
 from colabremote.exceptions import KernelDied, RemoteTimeout
 
+from .conftest import wait_for_path
+
 # -- remote functions --------------------------------------------------------------------------
 
 
@@ -25,15 +27,26 @@ def get_global() -> int:
 
 
 def slow_then_mark(path: str, seconds: float) -> str:
-    time.sleep(seconds)
+    """Works for ``seconds``; leaves ``path.started`` at once, ``path.interrupted`` when it is
+    interrupted, and ``path`` only when it finishes."""
+    Path(path + ".started").touch()
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        Path(path + ".interrupted").touch()
+        raise
     Path(path).write_text("finished")
     return "finished"
 
 
 def busy_loop_then_mark(path: str, seconds: float) -> None:
     end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+    try:
+        while time.monotonic() < end:
+            pass
+    except KeyboardInterrupt:
+        Path(path + ".interrupted").touch()
+        raise
     Path(path).write_text("finished")
 
 
@@ -67,8 +80,9 @@ def test_timeout_interrupts_the_remote_call(fresh_session: cr.Session, tmp_path:
     with pytest.raises(RemoteTimeout, match="did not finish within 1 s"):
         f(str(marker), 30)
     assert time.monotonic() - started < 10
-    time.sleep(0.5)
-    assert not marker.exists()  # it was stopped, not left running
+    # It was stopped, not left running: the interrupt reached it before the error came back.
+    assert Path(f"{marker}.interrupted").exists()
+    assert not marker.exists()
     assert fresh_session.remote(add)(1, 2) == 3
 
 
@@ -76,6 +90,7 @@ def test_timeout_of_a_busy_loop(fresh_session: cr.Session, tmp_path: Path) -> No
     marker = tmp_path / "marker"
     with pytest.raises(RemoteTimeout):
         fresh_session.remote(busy_loop_then_mark, timeout=0.5)(str(marker), 30)
+    assert Path(f"{marker}.interrupted").exists()
     assert not marker.exists()
     assert fresh_session.remote(add)(2, 2) == 4
 
@@ -107,13 +122,18 @@ def test_ctrl_c_interrupts_the_kernel(fresh_session: cr.Session, tmp_path: Path)
     marker = tmp_path / "marker"
     f = fresh_session.remote(slow_then_mark)
     fresh_session.remote(set_global)(11)
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))  # as Ctrl-C does
-    timer.start()
+    def press_ctrl_c() -> None:  # once the remote function has started, not before
+        wait_for_path(f"{marker}.started")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    press = threading.Thread(target=press_ctrl_c)
+    press.start()
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         f(str(marker), 30)
+    press.join()
     assert time.monotonic() - started < 15
-    time.sleep(0.5)
+    assert Path(f"{marker}.interrupted").exists()
     assert not marker.exists()
     # Same kernel, state kept: an interrupt is not a restart.
     assert fresh_session.remote(get_global)() == 11
@@ -127,10 +147,11 @@ def test_cancelling_a_future_interrupts_only_that_call(
     record = fresh_session.remote(append_line)
     doomed = slow.submit(str(tmp_path / "never"), 30)
     after = [record.submit(str(log), f"after {i}") for i in range(3)]
-    time.sleep(1.0)
+    wait_for_path(tmp_path / "never.started")
     doomed.cancel()
     assert [fut.result(timeout=30) for fut in after] == ["after 0", "after 1", "after 2"]
     assert log.read_text().splitlines() == ["after 0", "after 1", "after 2"]  # exactly once
+    assert (tmp_path / "never.interrupted").exists()
     assert not (tmp_path / "never").exists()
 
 
