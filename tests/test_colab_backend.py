@@ -229,7 +229,7 @@ def mount_drive() -> str:
 def test_drive_mount_propagates_credentials(emu: ColabEmulator) -> None:
     emu.drive_authorized_by_default = True
     try:
-        with colab(emu) as session:
+        with colab(emu, allow_credentials={"drive"}) as session:
             assert session.remote(mount_drive)() == "mounted"
             endpoint = session.info().details["endpoint"]
         assert any(endpoint in str(p) for p in emu.propagations)
@@ -238,7 +238,7 @@ def test_drive_mount_propagates_credentials(emu: ColabEmulator) -> None:
 
 
 def test_drive_mount_needing_consent_fails_clearly_without_a_terminal(emu: ColabEmulator) -> None:
-    with colab(emu) as session:
+    with colab(emu, allow_credentials={"drive"}) as session:
         with pytest.raises(Exception, match="needs consent in a browser") as info:
             session.remote(mount_drive)()
         assert "open http" in str(info.value)

@@ -122,6 +122,7 @@ def test_ctrl_c_interrupts_the_kernel(fresh_session: cr.Session, tmp_path: Path)
     marker = tmp_path / "marker"
     f = fresh_session.remote(slow_then_mark)
     fresh_session.remote(set_global)(11)
+
     def press_ctrl_c() -> None:  # once the remote function has started, not before
         wait_for_path(f"{marker}.started")
         os.kill(os.getpid(), signal.SIGINT)

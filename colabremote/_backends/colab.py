@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -34,6 +34,14 @@ from .jupyter import JupyterBackend
 log = logging.getLogger("colabremote.colab")
 
 TokenProvider = Callable[[], Awaitable[str]]
+
+#: What ``allow_credentials=`` names, and the Colab auth type each one lets the runtime ask for.
+CREDENTIAL_KINDS = {"drive": "dfs_ephemeral", "google": "auth_user_ephemeral"}
+_KIND_OF = {auth_type: kind for kind, auth_type in CREDENTIAL_KINDS.items()}
+_WHAT = {
+    "drive": "your Google Drive (drive.mount())",
+    "google": "your Google account's credentials (google.colab.auth.authenticate_user())",
+}
 
 KEEP_ALIVE_SECONDS = 60.0
 #: Refresh the runtime proxy token this long before it expires.
@@ -64,9 +72,20 @@ class ColabBackend(JupyterBackend):
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
         control: ControlPlane | None = None,
         api: str = "v1",
+        allow_credentials: Iterable[str] = (),
     ) -> None:
         if gpu and tpu:
             raise ConfigurationError("ask for gpu= or tpu=, not both")
+        if isinstance(allow_credentials, str):
+            allow_credentials = (allow_credentials,)
+        unknown = sorted(set(allow_credentials) - set(CREDENTIAL_KINDS))
+        if unknown:
+            raise ConfigurationError(
+                f"allow_credentials={unknown!r} names unknown credentials; use any of "
+                f"{sorted(CREDENTIAL_KINDS)}"
+            )
+        #: Credentials the user let code on the runtime ask for; others need a yes on a terminal.
+        self.allowed_credentials = set(allow_credentials)
         if api not in ("v1", "v1beta"):
             raise ConfigurationError(
                 f"api={api!r} is unknown; use 'v1' (Colab's /tun/m calls, the default) or "
@@ -250,9 +269,12 @@ class ColabBackend(JupyterBackend):
         """Answer a ``colab_request`` the way Colab's own clients do (``drive.mount()`` and
         ephemeral Google auth): propagate the user's credentials to the runtime.
 
-        A dry run first says whether consent is needed; if so the consent page is shown, and
-        once the user confirms, the credentials are propagated. The reply's value is ``{}`` on
-        success; a failure raises, and the kernel client answers with the error.
+        Code on the runtime is not trusted with the user's Google credentials by default: the
+        kind asked for must be in ``allow_credentials=``, or the user says yes on a terminal
+        (once per session). Then a dry run says whether Google's consent page is needed; if so
+        it is shown, and once the user confirms, the credentials are propagated. The reply's
+        value is ``{}`` on success; a failure raises, and the kernel client answers with the
+        error.
         """
         content = getattr(msg, "content", {}) or {}
         metadata = getattr(msg, "metadata", {}) or {}
@@ -264,6 +286,7 @@ class ColabBackend(JupyterBackend):
         ):
             raise ColabError(f"this client does not handle the request {request!r}")
         assert self.endpoint is not None
+        await self._permit(_KIND_OF[auth_type])
         check = await self.control.credentials_propagation(self.endpoint, auth_type, dry_run=True)
         if not check.success:
             if check.unauthorized_redirect_uri is None:
@@ -273,6 +296,33 @@ class ColabBackend(JupyterBackend):
         if not done.success:
             raise ColabError("Colab did not propagate credentials to the runtime")
         return {}
+
+    async def _permit(self, kind: str) -> None:
+        """Refuse unless the user allowed this kind of credentials for this session."""
+        if kind in self.allowed_credentials:
+            return
+        if await asyncio.to_thread(self.ask, kind):
+            self.allowed_credentials.add(kind)
+            return
+        raise ColabError(
+            f"code on the runtime asked for {_WHAT[kind]}, which this session does not allow; "
+            f"if you trust the code you run there, open the session with "
+            f"allow_credentials={{{kind!r}}}"
+        )
+
+    def ask(self, kind: str) -> bool:
+        """Ask the user on the terminal whether the runtime may have these credentials."""
+        import sys
+
+        if not sys.stdin or not sys.stdin.isatty():
+            return False
+        sys.stderr.write(
+            f"colabremote: code on Colab runtime {self.endpoint} asks for {_WHAT[kind]}.\n"
+            "colabremote: anything running there could then use them. Allow it for this "
+            "session? [y/N] "
+        )
+        sys.stderr.flush()
+        return sys.stdin.readline().strip().lower() in ("y", "yes")
 
     def consent(self, url: str) -> None:
         """Ask the user to grant access in a browser, then wait for them (terminal only)."""

@@ -56,6 +56,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             "use_adc",
             "keep_alive_seconds",
             "api",
+            "allow_credentials",
         }
         _only(backend, options, allowed)
         options = dict(options)
@@ -74,7 +75,11 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
     if backend == "emulator":
         from ..testing._emulator.backend import EmulatorBackend
 
-        _only(backend, options, {"gpu", "tpu", "high_memory", "runtime_version", "api"})
+        _only(
+            backend,
+            options,
+            {"gpu", "tpu", "high_memory", "runtime_version", "api", "allow_credentials"},
+        )
         return EmulatorBackend(**options)
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from .._backends.base import Backend
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+CredentialKind = Literal["drive", "google"]
+"""``allow_credentials=``: what code on a Colab runtime may ask this session for: ``"drive"``
+(``drive.mount()``) and ``"google"`` (``google.colab.auth.authenticate_user()``)."""
 
 ProgressOption = Callable[[str], None] | bool | None
 """``progress=``: a callable that receives one-line descriptions of slow steps, False for
@@ -79,6 +83,7 @@ class _SessionBase:
         use_adc: bool = False,
         keep_alive_seconds: float = 60.0,
         api: Literal["v1", "v1beta"] = "v1",
+        allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
     ) -> None: ...
@@ -93,6 +98,7 @@ class _SessionBase:
         high_memory: bool = False,
         runtime_version: str | None = None,
         api: Literal["v1", "v1beta"] = "v1",
+        allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
     ) -> None: ...
