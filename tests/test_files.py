@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 import colabremote as cr
+from colabremote.exceptions import ConfigurationError
+from colabremote.testing import JupyterServer
 
 
 def read_remote(path: str) -> bytes:
@@ -45,3 +47,26 @@ def test_missing_files_are_typed_errors(session: cr.Session, tmp_path: Path) -> 
     with pytest.raises(FileNotFoundError):
         session.download(str(tmp_path / "not-there.bin"), tmp_path / "x.bin")
     assert not (tmp_path / "x.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "remote", ["../secret.txt", "data/../../api/kernels", "./x.bin", "a\\..\\b", "bad\x00name"]
+)
+def test_remote_paths_cannot_climb_out_of_the_contents_api(
+    jupyter_server: JupyterServer, tmp_path: Path, remote: str
+) -> None:
+    """A '..' in a remote path would turn /api/contents/... into another API's URL, carrying the
+    server's token; such paths are refused before anything is sent."""
+    local = tmp_path / "file.txt"
+    local.write_text("x")
+    with cr.Session(
+        "jupyter", url=jupyter_server.url, token=jupyter_server.token, progress=False
+    ) as session:
+        with pytest.raises(ConfigurationError, match=r"without '\.' or '\.\.' parts"):
+            session.upload(local, remote, progress=False)
+        with pytest.raises(ConfigurationError, match=r"without '\.' or '\.\.' parts"):
+            session.download(remote, tmp_path / "back.txt", progress=False)
+        assert not (tmp_path / "back.txt").exists()
+        session.upload(local, "/plain.txt", progress=False)  # a leading / is the root
+        session.download("plain.txt", tmp_path / "back.txt", progress=False)
+        assert (tmp_path / "back.txt").read_text() == "x"

@@ -190,10 +190,18 @@ class JupyterBackend(Backend):
 
     @staticmethod
     def _contents_path(remote: str) -> str:
-        segments = [quote(part, safe="") for part in remote.strip("/").split("/") if part]
-        if not segments:
-            raise ConfigurationError(f"{remote!r} is not a file path on the server")
-        return "/api/contents/" + "/".join(segments)
+        """The Contents API URL path of a file on the server (relative to the server's root;
+        a leading ``/`` means the same). ``.`` and ``..`` segments are refused: a URL path that
+        climbs out of ``/api/contents/`` would reach another API with the server's token."""
+        parts = [part for part in remote.split("/") if part]
+        bad = [p for p in parts if p in (".", "..") or "\\" in p or not p.isprintable()]
+        if bad or not parts:
+            raise ConfigurationError(
+                f"{remote!r} is not a file path on the server: use a plain path such as "
+                "'data/train.csv' or '/content/data/train.csv', without '.' or '..' parts, "
+                "backslashes or control characters"
+            )
+        return "/api/contents/" + "/".join(quote(part, safe="") for part in parts)
 
     async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
         """PUT a file through the Contents API: in chunks when the server takes them (files
