@@ -15,7 +15,7 @@ import pytest
 import colabremote as cr
 from colabremote._colab.auth import EnvironmentToken
 from colabremote.exceptions import ConfigurationError
-from colabremote.testing import ColabEmulator
+from colabremote.testing import ColabEmulator, JupyterServer
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +35,10 @@ def mount_drive() -> str:
 
     drive.mount("/content/drive")
     return "mounted"
+
+
+def power(base: int, exponent: int) -> int:
+    return int(base**exponent)
 
 
 def propagations_to(emu: ColabEmulator, endpoint: str) -> list[Any]:
@@ -106,3 +110,39 @@ def test_a_yes_on_the_terminal_allows_it_for_the_session(
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "RESULT mounted mounted"
     assert done.stderr.count("asks for your Google Drive") == 1  # asked once per session
+
+
+# -- secrets never leave in text -------------------------------------------------------------
+
+
+def test_a_jupyter_url_with_its_token_keeps_the_token_out_of_sight(
+    jupyter_server: JupyterServer,
+) -> None:
+    """The URL Jupyter prints at start-up (``...?token=...``) works as it is; the token goes into
+    the Authorization header, never into info(), reprs or error messages."""
+    secret = jupyter_server.token
+    url = f"{jupyter_server.url}/?token={secret}"
+    with cr.Session("jupyter", url=url, progress=False) as session:
+        assert session.remote(power)(2, 5) == 32
+        shown = repr(session) + repr(session.info())
+        assert secret not in shown
+        assert session.info().details["url"] == jupyter_server.url
+        with pytest.raises(FileNotFoundError) as info:
+            session.download("not-there.txt", "/tmp/never-written", progress=False)
+        assert secret not in str(info.value)
+    with pytest.raises(ConfigurationError) as bad:
+        cr.Session("jupyter", url=f"ftp://127.0.0.1:1/?token={secret}")
+    assert secret not in str(bad.value)
+
+
+def test_a_token_with_a_trailing_newline_works_and_one_with_spaces_inside_is_refused(
+    jupyter_server: JupyterServer,
+) -> None:
+    secret = jupyter_server.token
+    with cr.Session(
+        "jupyter", url=jupyter_server.url, token=secret + "\n", progress=False
+    ) as session:
+        assert session.remote(power)(3, 2) == 9
+    with pytest.raises(ConfigurationError, match="spaces or control characters") as info:
+        cr.Session("jupyter", url=jupyter_server.url, token=secret[:4] + "\n" + secret[4:])
+    assert secret[4:] not in str(info.value)

@@ -9,7 +9,7 @@ import os
 import tempfile
 import uuid
 from typing import Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import httpx
 
@@ -46,6 +46,20 @@ def _check(response: httpx.Response, doing: str) -> httpx.Response:
     return response
 
 
+def _clean_token(token: str | None) -> str | None:
+    """The token without the surrounding white space a file or a paste adds; one with white
+    space or control characters inside is refused (without showing it)."""
+    if token is None:
+        return None
+    token = token.strip()
+    if not token.isprintable() or any(c.isspace() for c in token):
+        raise ConfigurationError(
+            "token= has spaces or control characters inside it; pass the Jupyter server's token "
+            "exactly as the server printed it"
+        )
+    return token
+
+
 class JupyterBackend(Backend):
     """A kernel on a Jupyter server at ``url`` (``token`` is the server's token)."""
 
@@ -62,13 +76,18 @@ class JupyterBackend(Backend):
         kernel_id: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
+        # A URL copied from Jupyter's start-up banner carries the token as ?token=...: it moves
+        # into the Authorization header, so the URL kept (shown in info, logs, errors) has none.
         parts = urlsplit(url)
+        url_token = parse_qs(parts.query).get("token", [None])[0]
+        shown = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ConfigurationError(
-                f"url={url!r} is not a Jupyter server address; use one like "
+                f"url={shown!r} is not a Jupyter server address; use one like "
                 "'http://127.0.0.1:8888' (with its base path, if any)"
             )
-        self.url = url.rstrip("/")
+        token = _clean_token(token or url_token)
+        self.url = shown.rstrip("/")
         self.kernel_name = kernel_name
         self.kernel_id = kernel_id
         self._owns_kernel = kernel_id is None
