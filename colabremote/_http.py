@@ -9,7 +9,6 @@ query string.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
@@ -150,8 +149,14 @@ class BearerAuth(httpx.Auth):
         # without dropping it, the retry would send the same token again.
         self._invalidate()
         if self._retry_on_401:
-            retry = copy.copy(request)  # a request of its own: the refused one stays as sent
-            retry.headers = request.headers.copy()
+            # A request of its own, so the refused one stays as it was sent.
+            retry = httpx.Request(
+                request.method,
+                request.url,
+                headers=request.headers.copy(),
+                stream=request.stream,
+                extensions=request.extensions,
+            )
             self._authorize(retry, await self._token())
             yield retry
 

@@ -106,7 +106,7 @@ async def retrying(
         outcome = state.outcome
         wait = state.next_action.sleep if state.next_action is not None else 0.0
         log.info(
-            "retrying %s after %s (attempt %d of %d failed; waiting %.1f s)",
+            "retrying %s after %s (attempt %d of %d failed; waiting %.3g s)",
             what,
             _describe(outcome.exception() if outcome is not None else None),
             state.attempt_number,

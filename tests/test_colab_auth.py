@@ -27,7 +27,6 @@ import httpx
 import pytest
 
 from colabremote._colab import auth, tokens
-from colabremote._colab.auth import lookup
 from colabremote._colab.auth import (
     ADC_SCOPES,
     REQUIRED_SCOPES,
@@ -38,6 +37,7 @@ from colabremote._colab.auth import (
     UserCredentials,
     find_credentials,
     gcloud_adc_command,
+    lookup,
     make_pkce_pair,
     missing_scopes,
     normalize_scopes,

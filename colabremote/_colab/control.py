@@ -608,11 +608,11 @@ def _xsrf(body: object, doing: str) -> str:
     return token
 
 
-class _Unsettled(Exception):
+class _Unsettled(ColabError):
     """An assign POST whose fate is unknown: no answer came, or a 502/503/504 (Colab may have
-    assigned the VM anyway); the next try first looks for it with a same-nbh GET."""
+    assigned the VM anyway); the next try first looks for it with a same-nbh GET. Never
+    escapes :meth:`ControlPlane.assign`."""
 
     def __init__(self, what: str, *, status: int | None = None) -> None:
-        super().__init__(what)
+        super().__init__(f"the assign POST ended with {what}", status=status)
         self.what = what
-        self.status = status
