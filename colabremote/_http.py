@@ -29,7 +29,7 @@ __all__ = [
     "scrub",
 ]
 
-ErrorFactory = Callable[[str, "int | None"], ColabRemoteError]
+ErrorFactory = Callable[[str, int | None], ColabRemoteError]
 """Builds the colabremote error for a message and an HTTP status (``None``: no answer came)."""
 
 # Query parameters and header values that carry secrets, wherever they show up in a text.
