@@ -7,10 +7,13 @@ Credentials are looked up when the session opens (not when it is made), so const
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .base import Backend
+
+if TYPE_CHECKING:  # imported when a session opens, not with the package
+    from .._colab.auth import Credentials
 
 BACKENDS = ("local", "jupyter", "colab", "emulator")
 
@@ -84,7 +87,7 @@ class _LazyCredentials:
     def __init__(self, use_adc: bool, base_url: str | None) -> None:
         self._use_adc = use_adc
         self._base_url = base_url
-        self._found: Any = None
+        self._found: Credentials | None = None
 
     def __repr__(self) -> str:
         return f"_LazyCredentials(found={self._found!r})"
@@ -105,8 +108,7 @@ class _LazyCredentials:
                     userinfo_url=ends.userinfo,
                 )
             self._found = find_credentials(oauth=oauth, use_adc=self._use_adc)
-        token: str = await self._found.token()
-        return token
+        return await self._found.token()
 
     def invalidate(self) -> None:
         """After a 401: drop the found credentials' access token."""
