@@ -46,7 +46,7 @@ def _control(args: argparse.Namespace, credentials: Any) -> Any:
     from ._colab.endpoints import ColabEndpoints
 
     ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
-    return ControlPlane(credentials.token, endpoints=ends)
+    return ControlPlane(credentials, endpoints=ends)
 
 
 def _credentials(args: argparse.Namespace) -> Any:

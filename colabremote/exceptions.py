@@ -37,6 +37,12 @@ itself (``except ValueError`` works), with the remote traceback attached as its 
 
 Each error has ``retryable``: whether trying the same operation again may succeed. Calls that run
 user code are never retried automatically, whatever this says.
+
+Errors that carry an HTTP ``status`` (:class:`ServerError`, :class:`ColabError` and their kin)
+share one rule: 429 and 5xx are retryable, any other status is not. ``status=None`` means no
+HTTP status applies: the service refused in the body of a successful answer (a quota, a blocked
+account), or no answer came even after the SDK's own retries (a transport failure). Neither is
+retryable unless the class says otherwise: :class:`ConnectionLost` is.
 """
 
 from __future__ import annotations
@@ -72,6 +78,11 @@ __all__ = [
     "SignInRequired",
     "TooManyRuntimes",
 ]
+
+
+def _retryable_status(status: int | None) -> bool:
+    """The rule for errors with an HTTP status (see the module docstring)."""
+    return status is not None and (status == 429 or status >= 500)
 
 
 class ColabRemoteError(Exception):
@@ -114,7 +125,7 @@ class ServerError(BackendError):
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status == 429 or self.status >= 500
+        return _retryable_status(self.status)
 
 
 class AuthenticationError(ServerError):
@@ -166,7 +177,7 @@ class ColabError(BackendError):
 
     @property
     def retryable(self) -> bool:
-        return self.status is not None and (self.status == 429 or self.status >= 500)
+        return _retryable_status(self.status)
 
 
 class TooManyRuntimes(ColabError):

@@ -37,6 +37,7 @@ from colabremote._colab.auth import (
     UserCredentials,
     find_credentials,
     gcloud_adc_command,
+    lookup,
     make_pkce_pair,
     missing_scopes,
     normalize_scopes,
@@ -803,9 +804,8 @@ def test_adc_invalidated_after_a_401_refreshes() -> None:
     fake = FakeAdc(list(ADC_SCOPES))
     creds = AdcCredentials(fake, request=object())
     assert run(creds.token()) == "ya29.adc-token" and fake.refreshed == 0
-    auth.invalidate(creds)  # what a session does when Colab answers 401
+    creds.invalidate()  # what a session does when Colab answers 401
     assert run(creds.token()) == "ya29.adc-refreshed" and fake.refreshed == 1
-    auth.invalidate(object())  # credentials with nothing to drop: nothing happens
 
 
 def test_adc_unknown_scopes_are_looked_up(google: FakeGoogle) -> None:
@@ -891,13 +891,13 @@ def test_find_credentials_order(
     assert run(env_found.token()) == "ya29.ci"
     store.delete()
     adc = AdcCredentials(FakeAdc(list(ADC_SCOPES)), request=None)
-    monkeypatch.setattr(auth, "load_adc", lambda **kwargs: adc)
+    monkeypatch.setattr(lookup, "load_adc", lambda **kwargs: adc)
     assert find_credentials(store=store, environ={}, use_adc=True) is adc
     run(adc.aclose())
     # The tokeninfo lookup is wired to the OAuth endpoints given (here the fake).
     oauth = make_oauth(google)
     monkeypatch.setattr(
-        auth, "load_adc", lambda **kwargs: AdcCredentials(FakeAdc(None), None, **kwargs)
+        lookup, "load_adc", lambda **kwargs: AdcCredentials(FakeAdc(None), None, **kwargs)
     )
     via_oauth = find_credentials(store=store, oauth=oauth, environ={}, use_adc=True)
     assert run(via_oauth.token()) == "ya29.adc-token"

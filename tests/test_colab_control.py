@@ -119,26 +119,31 @@ def plane(
     tokens: list[str] | None = None,
     **options: Any,
 ) -> tuple[ControlPlane, list[int]]:
-    """A ControlPlane on ``service``; the list counts calls of the auth-error hook."""
-    queue = list(tokens or [ACCESS])
-    hook_calls: list[int] = []
-
-    async def token_provider() -> str:
-        return queue.pop(0) if len(queue) > 1 else queue[0]
-
-    async def on_auth_error() -> None:
-        hook_calls.append(1)
-
+    """A ControlPlane on ``service``; the list counts calls of the credentials' ``invalidate``."""
+    credentials = QueuedTokens(tokens or [ACCESS])
     client = httpx.AsyncClient(transport=httpx.MockTransport(service))
     options.setdefault("assign_backoff", 0.0)
     control = ControlPlane(
-        token_provider,
+        credentials,
         endpoints=endpoints or ColabEndpoints.at("http://emulator.test"),
         client=client,
-        on_auth_error=on_auth_error,
         **options,
     )
-    return control, hook_calls
+    return control, credentials.invalidated
+
+
+class QueuedTokens:
+    """Credentials that hand out ``tokens`` in turn (the last one for good)."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.queue = list(tokens)
+        self.invalidated: list[int] = []
+
+    async def token(self) -> str:
+        return self.queue.pop(0) if len(self.queue) > 1 else self.queue[0]
+
+    def invalidate(self) -> None:
+        self.invalidated.append(1)
 
 
 def shape_a(token: str = "xsrf-1") -> httpx.Response:
@@ -380,11 +385,8 @@ def test_high_memory_cpu_400_is_not_entitled() -> None:
 
 
 def test_own_client_is_closed() -> None:
-    async def token_provider() -> str:
-        return ACCESS
-
     async def scenario() -> bool:
-        async with ControlPlane(token_provider) as control:
+        async with ControlPlane(QueuedTokens([ACCESS])) as control:
             client = control._http
         return client.is_closed
 
@@ -618,7 +620,7 @@ def test_transport_errors_become_colab_errors() -> None:
     control, _ = plane(service)
     with pytest.raises(ColabError, match="cannot reach Colab") as caught:
         run(control.list_assignments())
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)  # the cause survives
 
 
 # -- models --------------------------------------------------------------------------------
@@ -733,11 +735,8 @@ RUNTIME = {
 
 
 def public(service: Service, token: str = ACCESS) -> PublicApi:
-    async def token_provider() -> str:
-        return token
-
     return PublicApi(
-        token_provider,
+        QueuedTokens([token]),
         endpoints=ColabEndpoints.at("http://emulator.test"),
         client=httpx.AsyncClient(transport=httpx.MockTransport(service)),
     )

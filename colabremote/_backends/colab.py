@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,14 +26,13 @@ from .._colab.control import ControlPlane
 from .._colab.endpoints import ColabEndpoints
 from .._colab.models import Assignment, RuntimeProxyInfo
 from .._colab.public_api import PublicApi
+from .._http import TokenSource
 from .._info import RuntimeInfo
 from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
 from .base import Progress
 from .jupyter import JupyterBackend
 
 log = logging.getLogger("colabremote.colab")
-
-TokenProvider = Callable[[], Awaitable[str]]
 
 #: What ``allow_credentials=`` names, and the Colab auth type each one lets the runtime ask for.
 CREDENTIAL_KINDS = {"drive": "dfs_ephemeral", "google": "auth_user_ephemeral"}
@@ -60,8 +59,7 @@ class ColabBackend(JupyterBackend):
     def __init__(
         self,
         *,
-        token_provider: TokenProvider,
-        on_auth_error: Callable[[], Awaitable[None]] | None = None,
+        credentials: TokenSource,
         gpu: str | None = None,
         tpu: str | None = None,
         high_memory: bool = False,
@@ -100,15 +98,12 @@ class ColabBackend(JupyterBackend):
         #: Release the runtime at close: yes for one we assigned, no for one we attached to.
         self.release = (endpoint is None) if release is None else release
         self.keep_alive_seconds = keep_alive_seconds
-        # After a 401 the cached access token is dropped, so the retry signs in with a new one.
+        # Both clients sign requests with the credentials; after a 401 they drop the cached
+        # access token, so the retry signs in with a new one.
         self.control = control or ControlPlane(
-            token_provider,
-            endpoints=endpoints or ColabEndpoints.production(),
-            on_auth_error=on_auth_error,
+            credentials, endpoints=endpoints or ColabEndpoints.production()
         )
-        self.public = PublicApi(
-            token_provider, endpoints=self.control.endpoints, on_auth_error=on_auth_error
-        )
+        self.public = PublicApi(credentials, endpoints=self.control.endpoints)
         self.runtime_id: str | None = None
         #: Set when Colab says the runtime is no longer ours (released elsewhere, reclaimed).
         self.gone: RuntimeGone | None = None

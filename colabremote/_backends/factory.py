@@ -7,11 +7,13 @@ Credentials are looked up when the session opens (not when it is made), so const
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..exceptions import ConfigurationError
 from .base import Backend
+
+if TYPE_CHECKING:  # imported when a session opens, not with the package
+    from .._colab.auth import Credentials
 
 BACKENDS = ("local", "jupyter", "colab", "emulator")
 
@@ -61,17 +63,15 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         _only(backend, options, allowed)
         options = dict(options)
         base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
-        provider, forget = _lazy_token_provider(
-            options.pop("credentials", None), options.pop("use_adc", False), base_url
-        )
+        given = options.pop("credentials", None)
+        use_adc = options.pop("use_adc", False)
+        credentials = given if given is not None else _LazyCredentials(use_adc, base_url)
         endpoints = None
         if base_url is not None:
             from .._colab.endpoints import ColabEndpoints
 
             endpoints = ColabEndpoints.at(base_url)
-        return ColabBackend(
-            token_provider=provider, on_auth_error=forget, endpoints=endpoints, **options
-        )
+        return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
         from ..testing._emulator.backend import EmulatorBackend
 
@@ -84,39 +84,41 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
-def _lazy_token_provider(
-    credentials: Any, use_adc: bool, base_url: str | None
-) -> tuple[Callable[[], Awaitable[str]], Callable[[], Awaitable[None]]]:
-    """Google credentials found on first use (when the session opens, not when it is made):
-    the token provider, and what to call after a 401 (drop the cached access token)."""
-    found: list[Any] = [credentials] if credentials is not None else []
+class _LazyCredentials:
+    """Google credentials found on first use (when the session opens, not when it is made)."""
 
-    async def token() -> str:
-        if not found:
+    source = "lazy"
+
+    def __init__(self, use_adc: bool, base_url: str | None) -> None:
+        self._use_adc = use_adc
+        self._base_url = base_url
+        self._found: Credentials | None = None
+
+    def __repr__(self) -> str:
+        return f"_LazyCredentials(found={self._found!r})"
+
+    async def token(self) -> str:
+        if self._found is None:
             from .._colab.auth import GoogleOAuth, find_credentials
 
             oauth = None
-            if base_url is not None:
+            if self._base_url is not None:
                 from .._colab.endpoints import ColabEndpoints
 
-                ends = ColabEndpoints.at(base_url)
+                ends = ColabEndpoints.at(self._base_url)
                 oauth = GoogleOAuth(
                     authorize_url=ends.oauth_authorize,
                     token_url=ends.oauth_token,
                     revoke_url=ends.oauth_revoke,
                     userinfo_url=ends.userinfo,
                 )
-            found.append(find_credentials(oauth=oauth, use_adc=use_adc))
-        value: str = await found[0].token()
-        return value
+            self._found = find_credentials(oauth=oauth, use_adc=self._use_adc)
+        return await self._found.token()
 
-    async def forget() -> None:
-        if found:
-            from .._colab.auth import invalidate
-
-            invalidate(found[0])
-
-    return token, forget
+    def invalidate(self) -> None:
+        """After a 401: drop the found credentials' access token."""
+        if self._found is not None:
+            self._found.invalidate()
 
 
 def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import httpx
 
+from .._http import display_url, mapped_errors, refusal
 from .._kernel.transport import Transport
 from .._kernel.websocket import WebSocketTransport
 from .._progress import Progress
@@ -33,16 +34,12 @@ UPLOAD_CHUNK = 8 * 1024 * 1024
 
 
 def _check(response: httpx.Response, doing: str) -> httpx.Response:
-    if response.status_code in (401, 403):
-        raise AuthenticationError(
-            f"{doing}: the server answered HTTP {response.status_code}; check the token",
-            status=response.status_code,
-        )
-    if response.status_code >= 400:
-        raise ServerError(
-            f"{doing}: the server answered HTTP {response.status_code}",
-            status=response.status_code,
-        )
+    """``response`` if it succeeded, else ServerError (AuthenticationError for 401 and 403)."""
+    status = response.status_code
+    if status in (401, 403):
+        raise AuthenticationError(refusal(response, doing) + "; check the token", status=status)
+    if status >= 400:
+        raise ServerError(refusal(response, doing), status=status)
     return response
 
 
@@ -58,6 +55,10 @@ def _clean_token(token: str | None) -> str | None:
             "exactly as the server printed it"
         )
     return token
+
+
+def _lost(message: str, status: int | None) -> ConnectionLost:
+    return ConnectionLost(message)
 
 
 class JupyterBackend(Backend):
@@ -108,16 +109,12 @@ class JupyterBackend(Backend):
 
     async def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> httpx.Response:
         """One HTTP request, with httpx's errors translated here and nowhere else."""
-        try:
+        with mapped_errors(doing, where=display_url(self.url), error=_lost):
             response = await self._http.request(method, path, **kwargs)
-        except httpx.TimeoutException as exc:
-            raise ConnectionLost(f"{doing}: {self.url} did not answer in time ({exc})") from None
-        except httpx.TransportError as exc:
-            raise ConnectionLost(f"{doing}: cannot reach {self.url} ({exc})") from None
         return _check(response, doing)
 
     async def _get(self, path: str, doing: str) -> httpx.Response:
-        return await retrying(lambda: self._request("GET", path, doing))
+        return await retrying(lambda: self._request("GET", path, doing), what=doing)
 
     async def _wait_settled(self) -> dict[str, Any]:
         """The kernel's model once the server is not in the middle of restarting it."""
@@ -185,7 +182,7 @@ class JupyterBackend(Backend):
                     "POST", self._kernel_path("/restart"), "restarting the kernel", timeout=120
                 )
 
-            await retrying(once)
+            await retrying(once, what="restarting the kernel")
             await self._wait_settled()
 
     async def is_alive(self) -> bool:

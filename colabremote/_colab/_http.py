@@ -1,4 +1,5 @@
-"""What every Colab API client shares: an httpx client it may own, and ``async with``."""
+"""What every Colab API client shares: an httpx client it may own, ``async with``, and the
+error that HTTP failures become."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from types import TracebackType
 from typing import TypeVar
 
 import httpx
+
+from ..exceptions import ColabError
 
 _Self = TypeVar("_Self", bound="OwnsHttpClient")
 
@@ -31,3 +34,8 @@ class OwnsHttpClient:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def colab_error(message: str, status: int | None) -> ColabError:
+    """The error an HTTP failure talking to Colab becomes (for ``mapped_errors``)."""
+    return ColabError(message, status=status)

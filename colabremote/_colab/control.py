@@ -2,27 +2,28 @@
 
 One :class:`ControlPlane` speaks the private protocol Colab's own clients use: the headers,
 ``authuser=0`` on Colab-web requests, XSSI-prefixed JSON, the XSRF GET-then-POST dance, one
-retry after a 401 with a fresh access token, and assign's retry-then-reconcile path that never
-assigns two VMs for one request. httpx errors become colabremote errors here and nowhere else.
+retry after a 401 with a fresh access token (:class:`~colabremote._http.BearerAuth`), and
+assign's retry-then-reconcile path that never assigns two VMs for one request. httpx errors
+become colabremote errors through :func:`~colabremote._http.mapped_errors`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.metadata
 import json
+import math
 import re
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
 
-from .._retry import retrying, wait_scale
+from .._http import BearerAuth, TokenSource, mapped_errors, refusal, scrub
+from .._retry import retrying
 from .._tls import verify_setting
 from ..exceptions import (
     AcceleratorUnavailable,
@@ -36,7 +37,7 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ._http import OwnsHttpClient
+from ._http import OwnsHttpClient, colab_error
 from .endpoints import ColabEndpoints
 from .models import (
     HIGH_MEMORY_ONLY,
@@ -53,16 +54,12 @@ from .models import (
 __all__ = [
     "AuthType",
     "ControlPlane",
-    "TokenProvider",
     "assign_query",
     "resolve_kind",
     "new_nbh",
     "parse_json",
     "strip_xssi",
 ]
-
-TokenProvider = Callable[[], Awaitable[str]]
-"""Returns a currently valid OAuth access token (refreshing it if needed)."""
 
 AuthType = Literal["dfs_ephemeral", "auth_user_ephemeral"]
 
@@ -180,19 +177,18 @@ def assign_query(
 class ControlPlane(OwnsHttpClient):
     """An async client of Colab's control plane for one signed-in account.
 
-    ``token_provider`` returns a valid OAuth access token; after a 401 it is asked again (after
-    ``on_auth_error``, which can drop a cached token) and the request is sent once more.
+    ``credentials`` hand out the OAuth access token; after a 401 their cached token is dropped
+    (``invalidate()``) and the request is sent once more with a fresh one.
     ``prefer_gapi`` lists assignments and refreshes proxy tokens through the private Google API
     host instead of ``/tun/m/assignments`` (which works with any client's token).
     """
 
     def __init__(
         self,
-        token_provider: TokenProvider,
+        credentials: TokenSource,
         *,
         endpoints: ColabEndpoints | None = None,
         client: httpx.AsyncClient | None = None,
-        on_auth_error: Callable[[], Awaitable[None]] | None = None,
         client_agent: str = "vscode",
         app_name: str = "colabremote",
         app_version: str = _VERSION,
@@ -205,8 +201,7 @@ class ControlPlane(OwnsHttpClient):
         verify: bool = True,
     ) -> None:
         self.endpoints = endpoints or ColabEndpoints.production()
-        self._token_provider = token_provider
-        self._on_auth_error = on_auth_error
+        self._auth = BearerAuth(credentials)
         self._owns_http = client is None
         self._http = client or httpx.AsyncClient(
             verify=verify_setting(verify), follow_redirects=False
@@ -223,7 +218,6 @@ class ControlPlane(OwnsHttpClient):
         self._keep_alive_timeout = keep_alive_timeout
         self._assign_retries = max(0, assign_retries)
         self._assign_backoff = max(0.0, assign_backoff)
-        self._recent_tokens: deque[str] = deque(maxlen=4)  # blanked out of error messages
 
     new_nbh = staticmethod(new_nbh)
 
@@ -242,7 +236,7 @@ class ControlPlane(OwnsHttpClient):
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """One request with the v1 headers; on a 401, once more with a freshly asked-for token.
+        """One request with the v1 headers and the bearer token (resent once after a 401).
 
         ``colab`` marks Colab-web requests, which get ``authuser=0`` (set once, last).
         Raises httpx's transport errors as they are (callers translate them).
@@ -250,36 +244,14 @@ class ControlPlane(OwnsHttpClient):
         query = [(k, v) for k, v in params if not (colab and k == "authuser")]
         if colab:
             query.append(("authuser", "0"))
-        response: httpx.Response | None = None
-        for attempt in range(2):
-            if attempt:
-                if response is not None:
-                    await response.aclose()
-                if self._on_auth_error is not None:
-                    await self._on_auth_error()
-            token = await self._token_provider()
-            if token not in self._recent_tokens:
-                self._recent_tokens.append(token)
-            request_headers = {**self._headers, **(headers or {})}
-            request_headers["Authorization"] = f"Bearer {token}"
-            response = await self._http.request(
-                method,
-                url,
-                params=tuple(query),
-                headers=request_headers,
-                timeout=httpx.Timeout(timeout if timeout is not None else self._timeout),
-            )
-            if response.status_code != 401:
-                break
-        assert response is not None
-        return response
-
-    def _scrub(self, text: str) -> str:
-        """``text`` with recent access tokens blanked out, should a service echo one."""
-        for token in self._recent_tokens:
-            if token:
-                text = text.replace(token, "***")
-        return text
+        return await self._http.request(
+            method,
+            url,
+            params=tuple(query),
+            headers={**self._headers, **(headers or {})},
+            timeout=httpx.Timeout(timeout if timeout is not None else self._timeout),
+            auth=self._auth,
+        )
 
     def _check(
         self, response: httpx.Response, doing: str, *, endpoint: str | None = None
@@ -288,7 +260,7 @@ class ControlPlane(OwnsHttpClient):
         status = response.status_code
         if status < 400:
             return response
-        body = self._scrub(response.text[:500]).strip()
+        body = scrub(response.text[:500], *self._auth.sent_tokens).strip()
         if status == 401:
             raise AuthError(
                 f"{doing}: Colab did not accept the sign-in (HTTP 401), even with a fresh access "
@@ -306,12 +278,7 @@ class ControlPlane(OwnsHttpClient):
                 "or reclaimed when idle. Start a new one.",
                 status=404,
             )
-        method, url = response.request.method, response.request.url.copy_with(query=None)
-        raise ColabError(
-            f"{doing}: {method} {url} answered HTTP {status} {response.reason_phrase}"
-            + (f": {body}" if body else ""),
-            status=status,
-        )
+        raise ColabError(refusal(response, doing, detail=body), status=status)
 
     async def _call(
         self,
@@ -329,13 +296,15 @@ class ControlPlane(OwnsHttpClient):
             response = await self._send(method, url, params=params, colab=colab)
             return parse_json(self._check(response, doing, endpoint=endpoint).content, doing)
 
-        with self._translated(doing):
-            return await retrying(once)
+        with self._errors(doing):
+            return await retrying(once, what=doing)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    @staticmethod
-    def _translated(doing: str, *, uncertain: bool = False) -> _Translate:
-        return _Translate(doing, uncertain=uncertain)
+    @contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        """httpx's transport failures in the block as :class:`ColabError` (status ``None``)."""
+        with mapped_errors(doing, where="Colab", error=colab_error, hide=self._auth.sent_tokens):
+            yield
 
     # -- assign ------------------------------------------------------------------------------
 
@@ -371,17 +340,18 @@ class ControlPlane(OwnsHttpClient):
         if isinstance(state, Assignment):
             return state, False
         xsrf = state
-        failure = ""
-        failed_status: int | None = None
-        for attempt in range(1 + self._assign_retries):
-            if attempt:
-                await asyncio.sleep(self._assign_backoff * 2 ** (attempt - 1) * wait_scale())
+        tries = 0
+
+        async def post() -> tuple[Assignment, bool]:
+            nonlocal xsrf, tries
+            tries += 1
+            if tries > 1:
                 state = await self._assign_get(url, params, doing)
                 if isinstance(state, Assignment):
                     return state, True  # the earlier POST went through after all
                 xsrf = state
-            try:
-                with self._translated(doing, uncertain=True):
+            with self._errors(doing):
+                try:
                     response = await self._send(
                         "POST",
                         url,
@@ -390,14 +360,27 @@ class ControlPlane(OwnsHttpClient):
                         headers={"X-Goog-Colab-Token": xsrf},
                         timeout=self._assign_timeout,
                     )
-            except _Uncertain as exc:
-                failure, failed_status = exc.what, None
-                continue
+                except (httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
+                    raise _Unsettled(f"no answer ({type(exc).__name__})") from exc
             if response.status_code in _RECONCILE_STATUSES:
-                failure, failed_status = f"HTTP {response.status_code}", response.status_code
-                continue
+                status = response.status_code
+                raise _Unsettled(f"HTTP {status}", status=status)
             answer = self._assign_answer(response, doing, label, bool(high_memory))
             return _with_nbh(answer, params), True
+
+        try:
+            return await retrying(
+                post,
+                what=doing,
+                attempts=1 + self._assign_retries,
+                deadline=None,  # each POST has its own time-out; the attempts bound the rest
+                first_wait=self._assign_backoff,
+                longest_wait=math.inf,
+                jitter=0.0,
+                retry_if=lambda exc: isinstance(exc, _Unsettled),
+            )
+        except _Unsettled as exc:
+            failure, failed_status = exc.what, exc.status
 
         # Out of attempts: one last look, in case the final POST went through on Colab.
         state = await self._assign_get(url, params, doing)
@@ -505,8 +488,8 @@ class ControlPlane(OwnsHttpClient):
             self._check(response, doing, endpoint=endpoint)
 
         try:
-            with self._translated(doing):
-                await retrying(once)
+            with self._errors(doing):
+                await retrying(once, what=doing)
         except RuntimeGone:
             if not missing_ok:
                 raise
@@ -535,8 +518,8 @@ class ControlPlane(OwnsHttpClient):
                 return
             self._check(response, doing, endpoint=endpoint)
 
-        with self._translated(doing):
-            await retrying(once)
+        with self._errors(doing):
+            await retrying(once, what=doing)
 
     async def refresh_proxy_token(self, endpoint: str) -> RuntimeProxyInfo:
         """A new proxy token (and possibly URL) for runtime ``endpoint``.
@@ -605,7 +588,7 @@ class ControlPlane(OwnsHttpClient):
         ]
         body = await self._call("GET", url, doing, params=params, colab=True, endpoint=endpoint)
         token = _xsrf(body, doing)
-        with self._translated(doing):
+        with self._errors(doing):
             response = await self._send(
                 "POST", url, params=params, colab=True, headers={"X-Goog-Colab-Token": token}
             )
@@ -625,39 +608,11 @@ def _xsrf(body: object, doing: str) -> str:
     return token
 
 
-class _Uncertain(Exception):
-    """A request whose fate is unknown: sent, but no answer came (Colab may have done it)."""
+class _Unsettled(ColabError):
+    """An assign POST whose fate is unknown: no answer came, or a 502/503/504 (Colab may have
+    assigned the VM anyway); the next try first looks for it with a same-nbh GET. Never
+    escapes :meth:`ControlPlane.assign`."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
+    def __init__(self, what: str, *, status: int | None = None) -> None:
+        super().__init__(f"the assign POST ended with {what}", status=status)
         self.what = what
-
-
-class _Translate:
-    """Turns httpx's transport errors into colabremote errors (the only place that does).
-
-    With ``uncertain``, a read time-out or a dropped connection after sending becomes
-    :class:`_Uncertain` instead, for assign's reconciliation.
-    """
-
-    def __init__(self, doing: str, *, uncertain: bool = False) -> None:
-        self.doing = doing
-        self.uncertain = uncertain
-
-    def __enter__(self) -> _Translate:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or not isinstance(exc, httpx.TransportError):
-            return
-        name = type(exc).__name__
-        if self.uncertain and isinstance(exc, (httpx.ReadTimeout, httpx.RemoteProtocolError)):
-            raise _Uncertain(f"no answer ({name})") from None
-        if isinstance(exc, httpx.TimeoutException):
-            raise ColabError(f"{self.doing}: Colab did not answer in time ({name})") from None
-        raise ColabError(f"{self.doing}: cannot reach Colab ({name}: {exc})") from None

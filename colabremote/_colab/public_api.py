@@ -2,19 +2,21 @@
 
 Access is by allowlist, so the ``/tun/m`` control plane stays the default; this client is for
 accounts that have it. Its conventions differ from v1: no ``authuser``, no XSSI prefix, no retry
-after a 401, and creation is a long-running operation polled until done.
+after a 401 (the cached access token is still dropped), and creation is a long-running operation
+polled until done.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
+from .._http import BearerAuth, TokenSource, mapped_errors, refusal, scrub
 from .._retry import retrying
 from .._tls import verify_setting
 from ..exceptions import (
@@ -26,8 +28,8 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ._http import OwnsHttpClient
-from .control import TokenProvider, resolve_kind
+from ._http import OwnsHttpClient, colab_error
+from .control import resolve_kind
 from .endpoints import ColabEndpoints
 from .models import Accelerator, Runtime, RuntimeSpec, SubscriptionTier, Variant
 
@@ -81,18 +83,16 @@ class PublicApi(OwnsHttpClient):
 
     def __init__(
         self,
-        token_provider: TokenProvider,
+        credentials: TokenSource,
         *,
         endpoints: ColabEndpoints | None = None,
         client: httpx.AsyncClient | None = None,
-        on_auth_error: Callable[[], Awaitable[None]] | None = None,
         client_agent: str = "vscode",
         timeout: float = 30.0,
         verify: bool = True,
     ) -> None:
         self.endpoints = endpoints or ColabEndpoints.production()
-        self._token_provider = token_provider
-        self._on_auth_error = on_auth_error
+        self._auth = BearerAuth(credentials, retry_on_401=False)
         self._owns_http = client is None
         self._http = client or httpx.AsyncClient(
             verify=verify_setting(verify), follow_redirects=False
@@ -114,10 +114,7 @@ class PublicApi(OwnsHttpClient):
         runtime: str | None = None,
         timeout: float | None = None,
     ) -> Any:
-        token = await self._token_provider()
         headers = {"X-Colab-Client-Agent": self._http_agent, "Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         response = await self._http.request(
             method,
             f"{self.endpoints.public}{path}",
@@ -125,11 +122,10 @@ class PublicApi(OwnsHttpClient):
             headers=headers,
             json=json,
             timeout=httpx.Timeout(timeout if timeout is not None else self._timeout),
+            auth=self._auth,
         )
         status = response.status_code
         if status == 401:
-            if self._on_auth_error is not None:
-                await self._on_auth_error()
             raise AuthError(
                 f"{doing}: Colab did not accept the sign-in (HTTP 401). Sign in again "
                 "(`colabremote login`); the v1beta API needs the colaboratory scope and an "
@@ -143,13 +139,8 @@ class PublicApi(OwnsHttpClient):
                 message = str(error.get("message", "")) if isinstance(error, Mapping) else ""
             except (ValueError, AttributeError):
                 message = ""
-            if token:
-                message = message.replace(token, "***")
-            raise ColabError(
-                f"{doing}: {method} {path} answered HTTP {status} {response.reason_phrase}"
-                + (f": {message}" if message else ""),
-                status=status,
-            )
+            detail = scrub(message, *self._auth.sent_tokens)
+            raise ColabError(refusal(response, doing, detail=detail), status=status)
         if not response.content.strip():
             return {}
         try:
@@ -162,14 +153,9 @@ class PublicApi(OwnsHttpClient):
 
     async def _request(self, method: str, path: str, doing: str, **options: Any) -> Any:
         """A request, retried (every call here is idempotent), httpx errors translated."""
-        try:
-            return await retrying(lambda: self._once(method, path, doing, **options))
-        except httpx.TimeoutException as exc:
-            raise ColabError(
-                f"{doing}: Colab did not answer in time ({type(exc).__name__})"
-            ) from None
-        except httpx.TransportError as exc:
-            raise ColabError(f"{doing}: cannot reach Colab ({type(exc).__name__}: {exc})") from None
+        with mapped_errors(doing, where="Colab", error=colab_error, hide=self._auth.sent_tokens):
+            return await retrying(lambda: self._once(method, path, doing, **options), what=doing)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def list_runtime_specs(self) -> list[RuntimeSpec]:
         """Every kind of runtime, with ``eligible`` saying which this account may create."""

@@ -12,19 +12,17 @@ import asyncio
 import functools
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Concatenate, Literal, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from .._backends.base import Backend
 from .._backends.factory import make_backend
+from .._http import TokenSource
 from .._info import RuntimeInfo, SessionInfo
 from .._kernel.client import OutputHandler
 from .._loop import loop_thread
 from .._remote import RemoteFunction, remote
 from .core import State, _Core, _silent
 from .exit import release_on_sigterm
-
-if TYPE_CHECKING:
-    from .._colab.auth import Credentials
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,7 +77,7 @@ class _SessionBase:
         endpoint: str | None = None,
         release: bool | None = None,
         base_url: str | None = None,
-        credentials: Credentials | None = None,
+        credentials: TokenSource | None = None,
         use_adc: bool = False,
         keep_alive_seconds: float = 60.0,
         api: Literal["v1", "v1beta"] = "v1",

@@ -10,39 +10,38 @@ import httpx
 
 from ..._backends.base import Progress
 from ..._backends.colab import ColabBackend
-from ..._colab.auth import invalidate
+from ..._colab.auth import ClientConfig, GoogleOAuth, UserCredentials
 from ..._colab.endpoints import ColabEndpoints
 
 
-class EmulatorBackend(ColabBackend):
-    """The Colab backend against a :class:`~colabremote.testing.ColabEmulator` started here.
+class _EmulatorSignIn:
+    """Credentials from a real loopback sign-in to the emulator, made on first use (when the
+    session opens and the emulator runs)."""
 
-    Same code path as a real runtime: sign-in (the emulator approves at once; a loopback OAuth
-    flow with PKCE runs for real), assignment, keep-alive, the runtime proxy, release.
-    """
+    source = "emulator"
 
-    name = "emulator"
+    def __init__(self, emulator: Any) -> None:
+        self._emulator = emulator
+        self._credentials: UserCredentials | None = None
 
-    def __init__(self, **options: Any) -> None:
-        from . import ColabEmulator
+    def __repr__(self) -> str:
+        return f"_EmulatorSignIn(credentials={self._credentials!r})"
 
-        self.emulator = ColabEmulator()
-        self._credentials: Any = None
-        super().__init__(token_provider=self._token, on_auth_error=self._invalidate, **options)
-
-    async def _invalidate(self) -> None:
-        invalidate(self._credentials)
-
-    async def _token(self) -> str:
+    async def token(self) -> str:
         if self._credentials is None:
             self._credentials = await self._sign_in()
-        token: str = await self._credentials.token()
-        return token
+        return await self._credentials.token()
 
-    async def _sign_in(self) -> Any:
-        from ..._colab.auth import ClientConfig, GoogleOAuth, UserCredentials
+    def invalidate(self) -> None:
+        if self._credentials is not None:
+            self._credentials.invalidate()
 
-        emulator = self.emulator
+    async def aclose(self) -> None:
+        if self._credentials is not None:
+            await self._credentials.aclose()
+
+    async def _sign_in(self) -> UserCredentials:
+        emulator = self._emulator
         endpoints = ColabEndpoints.at(emulator.url)
         oauth = GoogleOAuth(
             ClientConfig.from_mapping(emulator.client_config(), source="the emulator"),
@@ -59,6 +58,23 @@ class EmulatorBackend(ColabBackend):
         stored = await oauth.login(open_browser=browser, announce=lambda _text: None, save=False)
         return UserCredentials(oauth, stored, owns_oauth=True)
 
+
+class EmulatorBackend(ColabBackend):
+    """The Colab backend against a :class:`~colabremote.testing.ColabEmulator` started here.
+
+    Same code path as a real runtime: sign-in (the emulator approves at once; a loopback OAuth
+    flow with PKCE runs for real), assignment, keep-alive, the runtime proxy, release.
+    """
+
+    name = "emulator"
+
+    def __init__(self, **options: Any) -> None:
+        from . import ColabEmulator
+
+        self.emulator = ColabEmulator()
+        self._sign_in = _EmulatorSignIn(self.emulator)
+        super().__init__(credentials=self._sign_in, **options)
+
     async def start(self, progress: Progress) -> None:
         progress("starting a Colab emulator on 127.0.0.1")
         await asyncio.to_thread(self.emulator.start)
@@ -74,8 +90,7 @@ class EmulatorBackend(ColabBackend):
         try:
             await super().close()
         finally:
-            if self._credentials is not None:
-                with contextlib.suppress(Exception):
-                    await self._credentials.aclose()
+            with contextlib.suppress(Exception):
+                await self._sign_in.aclose()
             # Not in a worker thread: at interpreter exit the thread pools are already shut.
             self.emulator.stop()
