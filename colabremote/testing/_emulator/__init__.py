@@ -14,7 +14,13 @@ assigned runtime gets a runtime proxy on its own port, in front of a real jupyte
 on first use) whose kernels can ``from google.colab import drive; drive.mount(...)``.
 
 ``ColabEmulator(clock=ManualClock())`` puts every expiry, TTL and idle timer on a clock the test
-moves with ``clock.advance(seconds)`` (see ``_clock.py``); the default is the real clock.
+moves with ``clock.advance(seconds)``; ``emu.tick()`` then releases what went idle and completes
+due operations at once (see ``_clock.py``). The default is the real clock.
+
+Module map: ``_server.py`` serves from a thread of its own; ``handlers/`` answers the main origin,
+one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` the state,
+``_faults.py`` the fault switches, ``_redact.py`` what keeps secrets out of logs, ``_clock.py``
+the clock; ``backend.py`` is ``Session(backend="emulator")``.
 
 Settings (plain attributes; change them at any time):
 
@@ -553,6 +559,19 @@ class ColabEmulator:
         self._finish_operation(op, error=None)
 
     # --- housekeeping -------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Do now what the emulator does ten times a second, and wait until it is done: complete
+        the v1beta operations that are due and release the runtimes idle past their limit.
+
+        With a :class:`ManualClock`, call it after ``clock.advance(...)`` to see the outcome.
+        """
+
+        async def run() -> None:
+            self._housekeeping()
+            await asyncio.gather(*self._tasks)
+
+        self._server.call(run(), timeout=60)
 
     async def _tick(self) -> None:
         """Complete due operations and reclaim idle runtimes, ten times a second."""

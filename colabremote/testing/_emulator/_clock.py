@@ -1,9 +1,12 @@
 """The emulator's clock: every expiry, TTL and idle decision reads it, so tests can move time.
 
 ``ColabEmulator(clock=ManualClock())`` freezes the emulator's time; ``clock.advance(seconds)``
-moves it on, so a token TTL or an idle timeout runs out at once, without sleeping. Delays the
-emulator puts on its answers (``faults.assign_delay``, ``faults.hang_keepalive``, the longest a
-WaitOperation call blocks) stay real time: they exist to meet a client's real time-outs.
+moves it on, so a token TTL or an idle timeout runs out at once, without sleeping. Expiry is
+checked when a request comes; idle runtimes are released and v1beta operations completed by the
+emulator's housekeeping, which ``emu.tick()`` runs at once (it also runs ten times a second).
+The delays the emulator puts on its answers (``faults.assign_delay``, ``faults.hang_keepalive``,
+the longest a WaitOperation call blocks) stay real time: they exist to meet a client's real
+time-outs.
 """
 
 from __future__ import annotations
