@@ -19,8 +19,8 @@ due operations at once (see ``_clock.py``). The default is the real clock.
 
 Module map: ``_server.py`` serves from a thread of its own; ``handlers/`` answers the main origin,
 one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` the state,
-``_faults.py`` the fault switches, ``_redact.py`` what keeps secrets out of logs, ``_clock.py``
-the clock; ``backend.py`` is ``Session(backend="emulator")``.
+``_accounts.py`` the sign-in state, ``_faults.py`` the fault switches, ``_redact.py`` what keeps
+secrets out of logs, ``_clock.py`` the clock; ``backend.py`` is ``Session(backend="emulator")``.
 
 Settings (plain attributes; change them at any time):
 
@@ -58,21 +58,19 @@ from typing import Any
 import tornado.web
 
 from .._jupyter import JupyterServer
+from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
 from ._faults import Faults
 from ._kernel_site import write_kernel_site
 from ._model import (
     HIGH_MEM_ONLY,
     AccessToken,
-    AuthCode,
-    OAuthClient,
     Operation,
     RefreshToken,
     RequestRecord,
     Runtime,
     User,
     XsrfToken,
-    new_secret,
     normalize_scopes,
 )
 from ._proxy import RuntimeProxy
@@ -128,16 +126,7 @@ class ColabEmulator:
         }
         self.faults = Faults()
 
-        client = OAuthClient(
-            f"{secrets.token_hex(6)}-emu.apps.googleusercontent.com", new_secret("GOCSPX-emu-")
-        )
-        self._clients: dict[str, OAuthClient] = {client.client_id: client}
-        self._client = client
-        self._users: dict[str, User] = {}
-        self._codes: dict[str, AuthCode] = {}
-        self._access_tokens: dict[str, AccessToken] = {}
-        self._refresh_tokens: dict[str, RefreshToken] = {}
-        self._granted: dict[tuple[str, str], frozenset[str]] = {}
+        self.accounts = Accounts(self.clock)
         self._xsrf: dict[str, XsrfToken] = {}
         self._runtimes: list[Runtime] = []
         self._proxies: dict[str, RuntimeProxy] = {}
@@ -233,11 +222,11 @@ class ColabEmulator:
 
     @property
     def client_id(self) -> str:
-        return self._client.client_id
+        return self.accounts.client.client_id
 
     @property
     def client_secret(self) -> str:
-        return self._client.client_secret
+        return self.accounts.client.client_secret
 
     @property
     def paste_redirect_uri(self) -> str:
@@ -279,55 +268,32 @@ class ColabEmulator:
         """An access token for the test user, without the browser dance."""
 
         def mint() -> str:
-            token = self._mint(
-                email or self.user_email, self.client_id, normalize_scopes(scopes), None
+            token = self.accounts.mint(
+                email or self.user_email,
+                self.client_id,
+                normalize_scopes(scopes),
+                None,
+                self.access_token_ttl if ttl is None else ttl,
             )
-            if ttl is not None:
-                token.expires = self.clock.time() + ttl
             return token.token
 
         return self._server.on_loop(mint)
 
     def token_scopes(self, access_token: str) -> frozenset[str]:
         """The scopes recorded for an access token (empty when unknown)."""
-        token = self._access_tokens.get(access_token)
+        token = self.accounts.access_tokens.get(access_token)
         return token.scopes if token is not None else frozenset()
 
     def _mint(
         self, email: str, client_id: str, scopes: frozenset[str], refresh: RefreshToken | None
     ) -> AccessToken:
-        token = AccessToken(
-            token=new_secret("ya29.emu-", 32),
-            email=email,
-            client_id=client_id,
-            scopes=scopes,
-            expires=self.clock.time() + self.access_token_ttl,
-            refresh_token=refresh.token if refresh is not None else None,
-        )
-        self._access_tokens[token.token] = token
-        return token
-
-    def _revoke(self, value: str) -> bool:
-        refresh = self._refresh_tokens.get(value)
-        access = self._access_tokens.get(value)
-        if refresh is not None:
-            refresh.revoked = True
-            for token in self._access_tokens.values():
-                if token.refresh_token == value:
-                    token.revoked = True
-            return True
-        if access is not None and not access.revoked:
-            access.revoked = True
-            if access.refresh_token is not None:
-                self._revoke(access.refresh_token)
-            return True
-        return False
+        """An access token with the emulator's current ``access_token_ttl``."""
+        return self.accounts.mint(email, client_id, scopes, refresh, self.access_token_ttl)
 
     def _user(self, email: str) -> User:
-        if email not in self._users:
-            name = self.user_name if email == self.user_email else email.partition("@")[0]
-            self._users[email] = User(email, name)
-        return self._users[email]
+        """The user behind ``email``: the configured test user, or one named after the address."""
+        name = self.user_name if email == self.user_email else email.partition("@")[0]
+        return self.accounts.user(email, name)
 
     # --- runtimes -----------------------------------------------------------------------------
 
@@ -352,6 +318,8 @@ class ColabEmulator:
         """(user, endpoint, authtype) of every real (not dry-run) credentials propagation."""
         return list(self._propagations)
 
+    # --- events: what happens to a running session (the switches are in ``faults``) -----------
+
     def expire_proxy_tokens(self, endpoint: str | None = None) -> None:
         """Make every proxy token issued so far expired (the proxy then answers 404)."""
 
@@ -367,12 +335,7 @@ class ColabEmulator:
     def revoke_access_tokens(self) -> None:
         """Make every OAuth access token issued so far stop working before its expiry (as after
         a password change); refresh tokens still work, so clients that refresh recover."""
-
-        def revoke() -> None:
-            for token in self._access_tokens.values():
-                token.revoked = True
-
-        self._server.on_loop(revoke)
+        self._server.on_loop(self.accounts.revoke_access_tokens)
 
     def release(self, endpoint: str, reason: str = "released") -> None:
         """Take a runtime away, as when it is unassigned from Colab web."""
@@ -389,6 +352,8 @@ class ColabEmulator:
             return sum(proxy.drop_websockets(abrupt) for proxy in self._proxies.values())
 
         return self._server.call(drop())
+
+    # --- assignment -------------------------------------------------------------------------
 
     def _live_runtimes(self, email: str) -> list[Runtime]:
         return [rt for rt in self._runtimes if rt.email == email and not rt.released]

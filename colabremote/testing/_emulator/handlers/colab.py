@@ -76,7 +76,6 @@ class AssignHandler(ColabHandler):
         nbh = self.single("nbh")
         if nbh is None or not NBH_PATTERN.match(nbh):
             self.error(400, "nbh must match ^[a-zA-Z0-9\\-_.]{44}$")
-        assert nbh is not None
         variant = (self.single("variant") or "DEFAULT").upper()
         if variant not in VARIANTS:
             self.error(400, f"unknown variant {variant}")

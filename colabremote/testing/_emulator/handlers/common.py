@@ -140,8 +140,8 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
         scheme, _, value = header.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             self.error(401, "Request is missing required authentication credential.")
-        token = self.emulator._access_tokens.get(value.strip())
-        if token is None or not token.valid_at(self.emulator.clock.time()):
+        token = self.emulator.accounts.valid_token(value.strip())
+        if token is None:
             self.error(401, "Request had invalid authentication credentials.")
         return token
 

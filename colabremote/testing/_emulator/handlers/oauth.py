@@ -43,7 +43,7 @@ class AuthorizeHandler(OAuthHandler):
     def get(self) -> None:
         emu = self.emulator
         arg = self.get_query_argument
-        client = emu._clients.get(arg("client_id", "") or "")
+        client = emu.accounts.clients.get(arg("client_id", "") or "")
         redirect_uri = arg("redirect_uri", "") or ""
         if client is None:
             self.oauth_error(401, "invalid_client", "The OAuth client was not found.")
@@ -66,12 +66,11 @@ class AuthorizeHandler(OAuthHandler):
             emu.faults.deny_next_authorization -= 1
             params["error"] = "access_denied"
         else:
-            assert client is not None
             if arg("include_granted_scopes", "") == "true":
-                scopes |= emu._granted.get((emu.user_email, client.client_id), frozenset())
-            emu._granted[(emu.user_email, client.client_id)] = scopes
+                scopes |= emu.accounts.granted.get((emu.user_email, client.client_id), frozenset())
+            emu.accounts.granted[(emu.user_email, client.client_id)] = scopes
             code = new_secret("4/emu-")
-            emu._codes[code] = AuthCode(
+            emu.accounts.codes[code] = AuthCode(
                 code=code,
                 client_id=client.client_id,
                 redirect_uri=redirect_uri,
@@ -117,7 +116,7 @@ class TokenHandler(OAuthHandler):
             client_id, _, client_secret = decoded.partition(":")
             client_id = urllib.parse.unquote_plus(client_id)
             client_secret = urllib.parse.unquote_plus(client_secret)
-        client = emu._clients.get(client_id)
+        client = emu.accounts.clients.get(client_id)
         if client is None or not secrets.compare_digest(client.client_secret, client_secret):
             self.oauth_error(401, "invalid_client", "Unauthorized")
         grant_type = form.get("grant_type", "")
@@ -130,11 +129,10 @@ class TokenHandler(OAuthHandler):
 
     def _code_grant(self, form: dict[str, str], client_id: str) -> None:
         emu = self.emulator
-        code = emu._codes.pop(form.get("code", ""), None)
+        code = emu.accounts.codes.pop(form.get("code", ""), None)
         now = emu.clock.time()
         if code is None or code.client_id != client_id or now > code.expires:
             self.oauth_error(400, "invalid_grant", "Malformed auth code.")
-        assert code is not None
         if form.get("redirect_uri", "") != code.redirect_uri:
             self.oauth_error(400, "redirect_uri_mismatch", "Bad Request")
         if code.challenge is not None:
@@ -151,19 +149,18 @@ class TokenHandler(OAuthHandler):
         refresh = None
         if code.offline:
             refresh = RefreshToken(new_secret("1//emu-"), code.email, client_id, code.scopes)
-            emu._refresh_tokens[refresh.token] = refresh
+            emu.accounts.refresh_tokens[refresh.token] = refresh
         access = emu._mint(code.email, client_id, code.scopes, refresh)
         self.send(self._token_body(access, refresh))
 
     def _refresh_grant(self, form: dict[str, str], client_id: str) -> None:
         emu = self.emulator
-        refresh = emu._refresh_tokens.get(form.get("refresh_token", ""))
+        refresh = emu.accounts.refresh_tokens.get(form.get("refresh_token", ""))
         if emu.faults.refresh_invalid_grant > 0:
             emu.faults.refresh_invalid_grant -= 1
             self.oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
         if refresh is None or refresh.revoked or refresh.client_id != client_id:
             self.oauth_error(400, "invalid_grant", "Token has been expired or revoked.")
-        assert refresh is not None
         scopes = refresh.scopes
         if form.get("scope"):
             requested = normalize_scopes(form["scope"])
@@ -205,7 +202,7 @@ class RevokeHandler(OAuthHandler):
 
     def post(self) -> None:
         value = self.get_query_argument("token", "") or self.get_body_argument("token", "") or ""
-        if not self.emulator._revoke(value):
+        if not self.emulator.accounts.revoke(value):
             self.oauth_error(400, "invalid_token", "Token expired or revoked")
         self.send({})
 
@@ -219,11 +216,10 @@ class UserinfoHandler(OAuthHandler):
 class TokenInfoHandler(OAuthHandler):
     def get(self) -> None:
         value = self.get_query_argument("access_token", "") or ""
-        token = self.emulator._access_tokens.get(value)
-        now = self.emulator.clock.time()
-        if token is None or not token.valid_at(now):
+        token = self.emulator.accounts.valid_token(value)
+        if token is None:
             self.oauth_error(400, "invalid_token", "Invalid Value")
-        assert token is not None
+        now = self.emulator.clock.time()
         self.send(
             {
                 "aud": token.client_id,

@@ -79,14 +79,12 @@ class PublicHandler(BaseHandler):
         rt = self.emulator._by_runtime_id.get(runtime_id)
         if rt is None or rt.released or rt.email != token.email:
             self.error(404, f"Runtime runtimes/{runtime_id} not found.")
-        assert rt is not None
         return rt
 
     def own_operation(self, token: AccessToken, op_id: str) -> Operation:
         op = self.emulator._operations.get(op_id)
         if op is None or op.email != token.email:
             self.error(404, f"Operation operations/{op_id} not found.")
-        assert op is not None
         return op
 
 
