@@ -19,7 +19,7 @@ import httpx
 import pytest
 import websockets
 
-from colabremote.testing import ColabEmulator
+from colabremote.testing import ColabEmulator, ManualClock
 
 XSSI = ")]}'\n"
 COLAB_SCOPE = "https://www.googleapis.com/auth/colaboratory"
@@ -113,6 +113,37 @@ def _reset(emu: ColabEmulator) -> Iterator[None]:
     _defaults(emu)
     yield
     _defaults(emu)
+
+
+@pytest.fixture(scope="module")
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture(scope="module")
+def clocked_emulator(clock: ManualClock) -> Iterator[ColabEmulator]:
+    with ColabEmulator(clock=clock) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def clocked(clocked_emulator: ColabEmulator) -> Iterator[ColabEmulator]:
+    """An emulator on a manual clock, for TTL and idle tests that move time instead of sleeping."""
+    _defaults(clocked_emulator)
+    yield clocked_emulator
+    _defaults(clocked_emulator)
+
+
+@pytest.fixture(scope="module")
+def clocked_http(clocked_emulator: ColabEmulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=clocked_emulator.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def clocked_auth(clocked_emulator: ColabEmulator) -> dict[str, str]:
+    token = clocked_emulator.mint_access_token()
+    return {"Authorization": f"Bearer {token}", "Accept": "application/json"}
 
 
 @pytest.fixture(scope="module")
@@ -428,13 +459,15 @@ def test_oauth_paste_flow(emu: ColabEmulator, http: httpx.Client) -> None:
     assert response.status_code == 200
 
 
-def test_access_token_ttl(emu: ColabEmulator, http: httpx.Client) -> None:
-    emu.access_token_ttl = 0.3
-    short = emu.mint_access_token()
+def test_access_token_ttl(
+    clocked: ColabEmulator, clock: ManualClock, clocked_http: httpx.Client
+) -> None:
+    clocked.access_token_ttl = 0.3
+    short = clocked.mint_access_token()
     headers = {"Authorization": f"Bearer {short}"}
-    assert http.get("/v1/user-info", headers=headers).status_code == 200
-    time.sleep(0.5)
-    assert http.get("/v1/user-info", headers=headers).status_code == 401
+    assert clocked_http.get("/v1/user-info", headers=headers).status_code == 200
+    clock.advance(0.5)
+    assert clocked_http.get("/v1/user-info", headers=headers).status_code == 401
 
 
 def test_write_client_secrets(emu: ColabEmulator, tmp_path: Any) -> None:
@@ -702,14 +735,22 @@ def test_keepalive_hang(emu: ColabEmulator, http: httpx.Client, auth: dict[str, 
     unassign(http, auth, endpoint)
 
 
-def test_idle_reclaim(emu: ColabEmulator, http: httpx.Client, auth: dict[str, str]) -> None:
-    posted, _ = assign(http, auth)
+def test_idle_reclaim(
+    clocked: ColabEmulator,
+    clock: ManualClock,
+    clocked_http: httpx.Client,
+    clocked_auth: dict[str, str],
+) -> None:
+    posted, _ = assign(clocked_http, clocked_auth)
     body = unxssi(posted)
-    emu.runtime(body["endpoint"]).idle_timeout = 0.5
-    deadline = time.monotonic() + 10
-    while emu.runtime(body["endpoint"]).released is False and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert emu.runtime(body["endpoint"]).release_reason == "idle"
+    rt = clocked.runtime(body["endpoint"])
+    rt.idle_timeout = 0.5
+    clock.advance(0.4)
+    clocked.tick()
+    assert not rt.released
+    clock.advance(0.2)
+    clocked.tick()
+    assert rt.released and rt.release_reason == "idle"
     info = body["runtimeProxyInfo"]
     gone = httpx.get(
         info["url"] + "/api/kernels", headers={"X-Colab-Runtime-Proxy-Token": info["token"]}
@@ -718,22 +759,26 @@ def test_idle_reclaim(emu: ColabEmulator, http: httpx.Client, auth: dict[str, st
 
 
 def test_activity_counts_as_liveness(
-    emu: ColabEmulator, http: httpx.Client, auth: dict[str, str]
+    clocked: ColabEmulator,
+    clock: ManualClock,
+    clocked_http: httpx.Client,
+    clocked_auth: dict[str, str],
 ) -> None:
-    posted, _ = assign(http, auth)
+    posted, _ = assign(clocked_http, clocked_auth)
     body = unxssi(posted)
-    rt = emu.runtime(body["endpoint"])
+    rt = clocked.runtime(body["endpoint"])
     rt.idle_timeout = 1.0
-    emu.activity_counts_as_liveness = True
+    clocked.activity_counts_as_liveness = True
     header = {"X-Colab-Runtime-Proxy-Token": body["runtimeProxyInfo"]["token"]}
-    try:
-        for _ in range(8):  # proxied traffic keeps it alive
-            httpx.get(body["runtimeProxyInfo"]["url"] + "/api/colab/resources", headers=header)
-            time.sleep(0.25)
-        assert not rt.released
-    finally:
-        emu.activity_counts_as_liveness = False
-    unassign(http, auth, body["endpoint"])
+    for _ in range(8):  # proxied traffic keeps it alive
+        url = body["runtimeProxyInfo"]["url"] + "/api/colab/resources"
+        assert httpx.get(url, headers=header).status_code == 200
+        clock.advance(0.25)
+        clocked.tick()
+    assert not rt.released
+    clock.advance(1.1)  # and without traffic it goes
+    clocked.tick()
+    assert rt.released and rt.release_reason == "idle"
 
 
 def test_5xx_burst_on_a_path(emu: ColabEmulator, http: httpx.Client, auth: dict[str, str]) -> None:
@@ -938,10 +983,15 @@ def test_proxy_websocket_refused_without_token(runtime: dict[str, Any]) -> None:
 
 
 def test_proxy_expired_token_and_refresh(
-    emu: ColabEmulator, http: httpx.Client, auth: dict[str, str], runtime: dict[str, Any]
+    clocked: ColabEmulator,
+    clock: ManualClock,
+    clocked_http: httpx.Client,
+    clocked_auth: dict[str, str],
 ) -> None:
-    info = runtime["runtimeProxyInfo"]
-    endpoint = runtime["endpoint"]
+    emu, http, auth = clocked, clocked_http, clocked_auth
+    posted, _ = assign(http, auth)
+    info = unxssi(posted)["runtimeProxyInfo"]
+    endpoint = unxssi(posted)["endpoint"]
     emu.proxy_token_ttl = 0.3
     short = unxssi(
         http.get(
@@ -950,8 +1000,8 @@ def test_proxy_expired_token_and_refresh(
     )
     assert short["tokenTtl"] == "0.3s" and short["url"] == info["url"]
     header = {"X-Colab-Runtime-Proxy-Token": short["token"]}
-    assert httpx.get(info["url"] + "/api/kernels", headers=header).status_code == 200
-    time.sleep(0.5)
+    assert httpx.get(info["url"] + "/api/kernels", headers=header, timeout=60).status_code == 200
+    clock.advance(0.5)
     assert httpx.get(info["url"] + "/api/kernels", headers=header).status_code == 404
     emu.proxy_token_ttl = 3600
     fresh = unxssi(
@@ -968,7 +1018,7 @@ def test_proxy_expired_token_and_refresh(
     entry = next(a for a in listed["assignments"] if a["endpoint"] == endpoint)
     header = {"X-Colab-Runtime-Proxy-Token": entry["runtimeProxyInfo"]["token"]}
     assert httpx.get(info["url"] + "/api/kernels", headers=header).status_code == 200
-    runtime["runtimeProxyInfo"] = {**info, "token": entry["runtimeProxyInfo"]["token"]}
+    unassign(http, auth, endpoint)
 
 
 def test_drop_websockets(emu: ColabEmulator, runtime: dict[str, Any]) -> None:
@@ -976,7 +1026,15 @@ def test_drop_websockets(emu: ColabEmulator, runtime: dict[str, Any]) -> None:
 
     async def scenario() -> int:
         async with websockets.connect(ws_url(runtime, "d"), additional_headers=headers) as ws:
-            await asyncio.sleep(0.2)
+            # A reply through the relay means the proxy has taken the socket on.
+            request = execute_request("", "d")
+            request["header"]["msg_type"] = "kernel_info_request"
+            request["content"] = {}
+            await ws.send(json.dumps(request))
+            while True:
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 60))
+                if reply["header"]["msg_type"] == "kernel_info_reply":
+                    break
             dropped = await asyncio.get_running_loop().run_in_executor(None, emu.drop_websockets)
             with pytest.raises(websockets.ConnectionClosed):
                 while True:  # messages already in flight may still arrive first

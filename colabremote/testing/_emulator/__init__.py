@@ -13,6 +13,15 @@ the control-plane protocol of shared/colab-protocol.md and shared/colab-cli-find
 assigned runtime gets a runtime proxy on its own port, in front of a real jupyter_server (started
 on first use) whose kernels can ``from google.colab import drive; drive.mount(...)``.
 
+``ColabEmulator(clock=ManualClock())`` puts every expiry, TTL and idle timer on a clock the test
+moves with ``clock.advance(seconds)``; ``emu.tick()`` then releases what went idle and completes
+due operations at once (see ``_clock.py``). The default is the real clock.
+
+Module map: ``_server.py`` serves from a thread of its own; ``handlers/`` answers the main origin,
+one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` the state,
+``_accounts.py`` the sign-in state, ``_faults.py`` the fault switches, ``_redact.py`` what keeps
+secrets out of logs, ``_clock.py`` the clock; ``backend.py`` is ``Session(backend="emulator")``.
+
 Settings (plain attributes; change them at any time):
 
 - ``access_token_ttl``: lifetime of OAuth access tokens, seconds.
@@ -41,36 +50,34 @@ import concurrent.futures
 import json
 import os
 import secrets
-import socket
 import tempfile
 import threading
-import time
 from types import TracebackType
 from typing import Any
 
-import tornado.httpserver
-import tornado.netutil
 import tornado.web
 
 from .._jupyter import JupyterServer
-from ._handlers import routes
+from ._accounts import Accounts
+from ._clock import Clock, ManualClock, SystemClock
+from ._faults import Faults
 from ._kernel_site import write_kernel_site
 from ._model import (
+    HIGH_MEM_ONLY,
     AccessToken,
-    AuthCode,
-    Faults,
-    OAuthClient,
     Operation,
     RefreshToken,
     RequestRecord,
     Runtime,
     User,
     XsrfToken,
-    new_secret,
+    normalize_scopes,
 )
 from ._proxy import RuntimeProxy
+from ._server import ServerThread
+from .handlers import routes
 
-__all__ = ["ColabEmulator", "Faults", "RequestRecord", "Runtime"]
+__all__ = ["Clock", "ColabEmulator", "Faults", "ManualClock", "RequestRecord", "Runtime"]
 
 
 class ColabEmulator:
@@ -86,7 +93,10 @@ class ColabEmulator:
         idle_timeout: float | None = None,
         max_assignments: int = 3,
         subscription_tier: str = "PRO",
+        clock: Clock | None = None,
     ) -> None:
+        #: What every expiry, TTL and idle decision reads (a ManualClock in tests).
+        self.clock: Clock = clock if clock is not None else SystemClock()
         self.user_email = user_email
         self.user_name = user_name
         self.access_token_ttl = access_token_ttl
@@ -116,18 +126,10 @@ class ColabEmulator:
         }
         self.faults = Faults()
 
-        client = OAuthClient(
-            f"{secrets.token_hex(6)}-emu.apps.googleusercontent.com", new_secret("GOCSPX-emu-")
-        )
-        self._clients: dict[str, OAuthClient] = {client.client_id: client}
-        self._client = client
-        self._users: dict[str, User] = {}
-        self._codes: dict[str, AuthCode] = {}
-        self._access_tokens: dict[str, AccessToken] = {}
-        self._refresh_tokens: dict[str, RefreshToken] = {}
-        self._granted: dict[tuple[str, str], frozenset[str]] = {}
+        self.accounts = Accounts(self.clock)
         self._xsrf: dict[str, XsrfToken] = {}
         self._runtimes: list[Runtime] = []
+        self._proxies: dict[str, RuntimeProxy] = {}
         self._by_endpoint: dict[str, Runtime] = {}
         self._by_nbh: dict[tuple[str, str], Runtime] = {}
         self._by_runtime_id: dict[str, Runtime] = {}
@@ -144,63 +146,47 @@ class ColabEmulator:
 
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._site_dir = ""
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._server: tornado.httpserver.HTTPServer | None = None
+        self._server = ServerThread("colab-emulator")
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
-        self.port = 0
-        self.url = ""
+
+    @property
+    def port(self) -> int:
+        """The port of the main origin (0 until started)."""
+        return self._server.port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:<port>``: every service, OAuth included ("" until started)."""
+        return self._server.url
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> ColabEmulator:
         """Bind 127.0.0.1 on a free port and serve from a background thread."""
-        if self._thread is not None:
+        if self._server.running:
             return self
         self._tmp = tempfile.TemporaryDirectory(prefix="colabremote-emulator-")
         self._site_dir = write_kernel_site(self._tmp.name)
-        sockets = tornado.netutil.bind_sockets(0, "127.0.0.1", family=socket.AF_INET)
-        self.port = sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                app = tornado.web.Application(routes(self))
-                self._server = tornado.httpserver.HTTPServer(app)
-                self._server.add_sockets(sockets)
-                self._ticker = loop.create_task(self._tick())
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.close()
+        def start_ticker(loop: asyncio.AbstractEventLoop) -> None:
+            self._ticker = loop.create_task(self._tick())
 
-        self._thread = threading.Thread(target=serve, name="colab-emulator", daemon=True)
-        self._thread.start()
-        ready.wait()
-        if failure:
-            raise failure[0]
+        try:
+            self._server.start(lambda: tornado.web.Application(routes(self)), start_ticker)
+        except BaseException:
+            self._tmp.cleanup()
+            self._tmp = None
+            raise
         return self
 
     def stop(self) -> None:
         """Release every runtime, stop every jupyter_server and the server itself."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if not self._server.running:
             return
         try:
-            self._call(self._shutdown(), timeout=60)
+            self._server.stop(self._shutdown)
         finally:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(30)
-            self._loop = self._thread = None
             with self._jupyter_lock:
                 servers, self._jupyters = self._jupyters, []
             with concurrent.futures.ThreadPoolExecutor(max(1, len(servers))) as pool:
@@ -214,11 +200,8 @@ class ColabEmulator:
             self._ticker.cancel()
         for rt in list(self._runtimes):
             await self._release(rt, "emulator stopped", stop_jupyter=False)
-            if rt.proxy is not None:
-                await rt.proxy.close()
-        if self._server is not None:
-            self._server.stop()
-            await self._server.close_all_connections()
+        for proxy in self._proxies.values():
+            await proxy.close()
 
     def __enter__(self) -> ColabEmulator:
         return self.start()
@@ -235,30 +218,15 @@ class ColabEmulator:
         state = self.url or "not started"
         return f"<ColabEmulator {state} runtimes={len(self.runtimes)}>"
 
-    def _on_loop(self, fn: Any) -> Any:
-        """Run ``fn()`` on the emulator's loop (where all state changes happen) and return."""
-        if self._loop is None or self._thread is threading.current_thread():
-            return fn()
-
-        async def run() -> Any:
-            return fn()
-
-        return self._call(run())
-
-    def _call(self, coro: Any, timeout: float = 30) -> Any:
-        """Run a coroutine on the emulator's loop from another thread and wait for it."""
-        assert self._loop is not None, "the emulator is not running"
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
     # --- OAuth --------------------------------------------------------------------------------
 
     @property
     def client_id(self) -> str:
-        return self._client.client_id
+        return self.accounts.client.client_id
 
     @property
     def client_secret(self) -> str:
-        return self._client.client_secret
+        return self.accounts.client.client_secret
 
     @property
     def paste_redirect_uri(self) -> str:
@@ -298,59 +266,34 @@ class ColabEmulator:
         ttl: float | None = None,
     ) -> str:
         """An access token for the test user, without the browser dance."""
-        from ._model import normalize_scopes
 
         def mint() -> str:
-            token = self._mint(
-                email or self.user_email, self.client_id, normalize_scopes(scopes), None
+            token = self.accounts.mint(
+                email or self.user_email,
+                self.client_id,
+                normalize_scopes(scopes),
+                None,
+                self.access_token_ttl if ttl is None else ttl,
             )
-            if ttl is not None:
-                token.expires = time.time() + ttl
             return token.token
 
-        value: str = self._on_loop(mint)
-        return value
+        return self._server.on_loop(mint)
 
     def token_scopes(self, access_token: str) -> frozenset[str]:
         """The scopes recorded for an access token (empty when unknown)."""
-        token = self._access_tokens.get(access_token)
+        token = self.accounts.access_tokens.get(access_token)
         return token.scopes if token is not None else frozenset()
 
     def _mint(
         self, email: str, client_id: str, scopes: frozenset[str], refresh: RefreshToken | None
     ) -> AccessToken:
-        token = AccessToken(
-            token=new_secret("ya29.emu-", 32),
-            email=email,
-            client_id=client_id,
-            scopes=scopes,
-            expires=time.time() + self.access_token_ttl,
-            refresh_token=refresh.token if refresh is not None else None,
-        )
-        self._access_tokens[token.token] = token
-        return token
-
-    def _revoke(self, value: str) -> bool:
-        refresh = self._refresh_tokens.get(value)
-        access = self._access_tokens.get(value)
-        if refresh is not None:
-            refresh.revoked = True
-            for token in self._access_tokens.values():
-                if token.refresh_token == value:
-                    token.revoked = True
-            return True
-        if access is not None and not access.revoked:
-            access.revoked = True
-            if access.refresh_token is not None:
-                self._revoke(access.refresh_token)
-            return True
-        return False
+        """An access token with the emulator's current ``access_token_ttl``."""
+        return self.accounts.mint(email, client_id, scopes, refresh, self.access_token_ttl)
 
     def _user(self, email: str) -> User:
-        if email not in self._users:
-            name = self.user_name if email == self.user_email else email.partition("@")[0]
-            self._users[email] = User(email, name)
-        return self._users[email]
+        """The user behind ``email``: the configured test user, or one named after the address."""
+        name = self.user_name if email == self.user_email else email.partition("@")[0]
+        return self.accounts.user(email, name)
 
     # --- runtimes -----------------------------------------------------------------------------
 
@@ -360,7 +303,12 @@ class ColabEmulator:
         return [rt for rt in self._runtimes if not rt.released]
 
     def runtime(self, endpoint: str) -> Runtime:
+        """The runtime at ``endpoint``, released or not (KeyError when there was none)."""
         return self._by_endpoint[endpoint]
+
+    def assigned_endpoints(self) -> set[str]:
+        """The endpoints of runtimes assigned now (any user): for "nothing leaked" checks."""
+        return {rt.endpoint for rt in self.runtimes}
 
     def keepalive_count(self, endpoint: str) -> int:
         return self._keepalives.get(endpoint, 0)
@@ -370,31 +318,28 @@ class ColabEmulator:
         """(user, endpoint, authtype) of every real (not dry-run) credentials propagation."""
         return list(self._propagations)
 
+    # --- events: what happens to a running session (the switches are in ``faults``) -----------
+
     def expire_proxy_tokens(self, endpoint: str | None = None) -> None:
         """Make every proxy token issued so far expired (the proxy then answers 404)."""
 
         def expire() -> None:
-            now = time.time() - 1
+            now = self.clock.time() - 1
             for rt in self._runtimes:
                 if endpoint is None or rt.endpoint == endpoint:
                     for token in rt.proxy_tokens:
                         rt.proxy_tokens[token] = now
 
-        self._on_loop(expire)
+        self._server.on_loop(expire)
 
     def revoke_access_tokens(self) -> None:
         """Make every OAuth access token issued so far stop working before its expiry (as after
         a password change); refresh tokens still work, so clients that refresh recover."""
-
-        def revoke() -> None:
-            for token in self._access_tokens.values():
-                token.revoked = True
-
-        self._on_loop(revoke)
+        self._server.on_loop(self.accounts.revoke_access_tokens)
 
     def release(self, endpoint: str, reason: str = "released") -> None:
         """Take a runtime away, as when it is unassigned from Colab web."""
-        self._call(self._release(self._by_endpoint[endpoint], reason))
+        self._server.call(self._release(self._by_endpoint[endpoint], reason))
 
     def drop_websockets(self, *, abrupt: bool = True) -> int:
         """Close every open kernel WebSocket on every proxy; return how many were closed.
@@ -404,12 +349,11 @@ class ColabEmulator:
         """
 
         async def drop() -> int:
-            return sum(
-                rt.proxy.drop_websockets(abrupt) for rt in self._runtimes if rt.proxy is not None
-            )
+            return sum(proxy.drop_websockets(abrupt) for proxy in self._proxies.values())
 
-        count: int = self._call(drop())
-        return count
+        return self._server.call(drop())
+
+    # --- assignment -------------------------------------------------------------------------
 
     def _live_runtimes(self, email: str) -> list[Runtime]:
         return [rt for rt in self._runtimes if rt.email == email and not rt.released]
@@ -449,7 +393,7 @@ class ColabEmulator:
         endpoint = "m-s-emu-" + secrets.token_hex(6)
         root = os.path.join(self._tmp.name, "runtimes", endpoint, "content")
         os.makedirs(root)
-        if accelerator in ("L4", "V28", "V5E1", "V6E1"):
+        if accelerator in HIGH_MEM_ONLY:
             high_mem = False  # single-shape machines
         rt = Runtime(
             endpoint=endpoint,
@@ -460,11 +404,13 @@ class ColabEmulator:
             accelerator=accelerator,
             high_mem=high_mem,
             version=version,
-            created=time.time(),
+            created=self.clock.time(),
             root_dir=root,
-            last_alive=time.monotonic(),
+            last_alive=self.clock.monotonic(),
         )
-        rt.proxy = RuntimeProxy(rt, self)
+        proxy = RuntimeProxy(rt, self)
+        rt.url = proxy.url
+        self._proxies[endpoint] = proxy
         self._runtimes.append(rt)
         self._by_endpoint[endpoint] = rt
         self._by_runtime_id[rt.runtime_id] = rt
@@ -473,7 +419,7 @@ class ColabEmulator:
         return rt
 
     def _assignment_body(self, rt: Runtime, *, with_outcome: bool) -> dict[str, Any]:
-        token, ttl = rt.issue_proxy_token(self.proxy_token_ttl)
+        token, ttl = rt.issue_proxy_token(self.proxy_token_ttl, self.clock.time())
         tier = {"FREE": 0, "PRO": 1, "PRO_PLUS": 2}[self.subscription_tier]
         body: dict[str, Any] = {
             "accelerator": rt.accelerator,
@@ -501,7 +447,7 @@ class ColabEmulator:
         rt.release_reason = reason
         if rt.nbh is not None and self._by_nbh.get((rt.email, rt.nbh)) is rt:
             del self._by_nbh[(rt.email, rt.nbh)]
-        proxy = rt.proxy
+        proxy = self._proxies.get(rt.endpoint)
         if proxy is None:
             return
         jupyter = await proxy.retire()
@@ -544,7 +490,7 @@ class ColabEmulator:
                     }
                 ],
             }
-        op.event.set()
+        op.finished.set()
 
     def _complete_operation(self, op: Operation) -> None:
         variant, accelerator, high_mem, version = self._pending_creates.pop(op.op_id)
@@ -579,6 +525,19 @@ class ColabEmulator:
 
     # --- housekeeping -------------------------------------------------------------------------
 
+    def tick(self) -> None:
+        """Do now what the emulator does ten times a second, and wait until it is done: complete
+        the v1beta operations that are due and release the runtimes idle past their limit.
+
+        With a :class:`ManualClock`, call it after ``clock.advance(...)`` to see the outcome.
+        """
+
+        async def run() -> None:
+            self._housekeeping()
+            await asyncio.gather(*self._tasks)
+
+        self._server.call(run(), timeout=60)
+
     async def _tick(self) -> None:
         """Complete due operations and reclaim idle runtimes, ten times a second."""
         while True:
@@ -589,10 +548,10 @@ class ColabEmulator:
                 continue
 
     def _housekeeping(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for op_id in list(self._pending_creates):
             op = self._operations[op_id]
-            if op.done_at is not None and now >= op.done_at:
+            if now >= op.done_at:
                 self._complete_operation(op)
         for rt in list(self._runtimes):
             limit = rt.idle_timeout if rt.idle_timeout is not None else self.idle_timeout
@@ -600,7 +559,8 @@ class ColabEmulator:
                 task = asyncio.ensure_future(self._release(rt, "idle"))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        expired = [k for k, v in self._xsrf.items() if time.time() > v.expires]
+        wall = self.clock.time()
+        expired = [k for k, v in self._xsrf.items() if wall > v.expires]
         for key in expired:
             del self._xsrf[key]
 

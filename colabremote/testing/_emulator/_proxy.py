@@ -14,7 +14,6 @@ import asyncio
 import json
 import re
 import socket
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +24,12 @@ import tornado.netutil
 import tornado.web
 import tornado.websocket
 
-from ._model import RedactedLogs, Runtime, redact_headers, redact_query
+from ._model import XSSI_PREFIX, Runtime
+from ._redact import RedactedLogs, redact_headers, redact_query
 
 if TYPE_CHECKING:
     from . import ColabEmulator
 
-XSSI_PREFIX = ")]}'\n"
 _TOKEN_HEADER = "X-Colab-Runtime-Proxy-Token"  # noqa: S105 - a header name
 _TOKEN_PARAM = "colab-runtime-proxy-token"  # noqa: S105 - a parameter name
 _HOP_BY_HOP = frozenset(
@@ -60,12 +59,14 @@ def collapse(path: str) -> str:
 class _ProxyMixin:
     """Token checks, fault injection and request logging shared by both proxy handlers."""
 
+    proxy: RuntimeProxy
     runtime: Runtime
     emulator: ColabEmulator
 
-    def initialize(self, runtime: Runtime, emulator: ColabEmulator) -> None:
-        self.runtime = runtime
-        self.emulator = emulator
+    def initialize(self, proxy: RuntimeProxy) -> None:
+        self.proxy = proxy
+        self.runtime = proxy.runtime
+        self.emulator = proxy.emulator
 
     def _request_summary(self) -> str:
         # What tornado writes to its logs: no query string, which may hold the proxy token.
@@ -85,10 +86,11 @@ class _ProxyMixin:
         expires = rt.proxy_tokens.get(token)
         if expires is None:
             return 401
-        if time.time() >= expires:
+        clock = self.emulator.clock
+        if clock.time() >= expires:
             return 404
         if self.emulator.activity_counts_as_liveness:
-            rt.last_alive = time.monotonic()
+            rt.last_alive = clock.monotonic()
         return None
 
     def log_request(self, handler: tornado.web.RequestHandler, status: int) -> None:
@@ -119,9 +121,9 @@ class _ProxyMixin:
         return f"{base}{path}?{urllib.parse.urlencode(query)}"
 
     def runtime_jupyter(self) -> Any:
-        proxy = self.runtime.proxy
-        assert proxy is not None and proxy.jupyter is not None
-        return proxy.jupyter
+        jupyter = self.proxy.jupyter
+        assert jupyter is not None
+        return jupyter
 
 
 class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
@@ -156,9 +158,7 @@ class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
             self.set_header("Content-Type", "application/json")
             self.finish(XSSI_PREFIX + json.dumps(_resources(self.runtime)))
             return
-        proxy = self.runtime.proxy
-        assert proxy is not None
-        await proxy.ensure_jupyter()
+        await self.proxy.ensure_jupyter()
         headers = tornado.httputil.HTTPHeaders()
         for name, value in self.request.headers.get_all():
             lower = name.lower()
@@ -247,8 +247,7 @@ class ProxyWebSocketHandler(_ProxyMixin, tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)
-        proxy = self.runtime.proxy
-        assert proxy is not None
+        proxy = self.proxy
         try:
             await proxy.ensure_jupyter()
             request = tornado.httpclient.HTTPRequest(
@@ -284,7 +283,7 @@ class ProxyWebSocketHandler(_ProxyMixin, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         if self.emulator.activity_counts_as_liveness:
-            self.runtime.last_alive = time.monotonic()
+            self.runtime.last_alive = self.emulator.clock.monotonic()
         if self.upstream is not None:
             try:
                 await self.upstream.write_message(message, binary=isinstance(message, bytes))
@@ -292,9 +291,7 @@ class ProxyWebSocketHandler(_ProxyMixin, tornado.websocket.WebSocketHandler):
                 self.close(1011, "kernel connection closed")
 
     def on_close(self) -> None:
-        proxy = self.runtime.proxy
-        if proxy is not None:
-            proxy.sockets.discard(self)
+        self.proxy.sockets.discard(self)
         if self.upstream is not None:
             self.upstream.close()
             self.upstream = None
@@ -392,7 +389,7 @@ class RuntimeProxy:
         self.sockets: set[ProxyWebSocketHandler] = set()
         self.jupyter: Any = None
         self._starting: asyncio.Future[Any] | None = None
-        kwargs: dict[str, Any] = {"runtime": runtime, "emulator": emulator}
+        kwargs: dict[str, Any] = {"proxy": self}
         app = tornado.web.Application(
             [
                 (r"/+api/+kernels/+([^/]+)/+channels/*", ProxyWebSocketHandler, kwargs),
