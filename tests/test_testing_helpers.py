@@ -215,7 +215,7 @@ def test_emulator_of_and_drop_connection_on_an_emulator_session() -> None:
         emulator = emulator_of(session)
         assert isinstance(emulator, ColabEmulator)
         assert session.remote(double)(1) == 2
-        assert emulator.assigned_endpoints() == {session.runtime.endpoint}
+        assert emulator.assigned_endpoints() == {session.runtime().endpoint}
         connects = channel_connects(emulator)
         in_flight = session.remote(slow_double).submit(3, 1.0)
         drop_connection(session)

@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from .._kernel.websocket import WebSocketTransport
-from .._session import AsyncSession, Session
+from .._session.api import AsyncSession, Session
 from ._emulator import ColabEmulator
 from ._emulator.backend import EmulatorBackend
 
