@@ -20,7 +20,9 @@ from colabremote.exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from colabremote.testing._emulator import ColabEmulator
+from colabremote.testing import ColabEmulator, emulator_of
+
+from .conftest import wait_for_path
 
 
 def double(x: int) -> int:
@@ -82,11 +84,17 @@ def test_proxy_token_expiry_mid_session(emu: ColabEmulator) -> None:
         session.exec("print('still here')")
 
 
-def test_dropped_websocket_loses_no_result(emu: ColabEmulator) -> None:
+def announced_double(x: int, started: str, seconds: float) -> int:
+    Path(started).touch()
+    time.sleep(seconds)
+    return 2 * x
+
+
+def test_dropped_websocket_loses_no_result(emu: ColabEmulator, tmp_path: Path) -> None:
     with colab(emu) as session:
-        f = session.remote(slow_double)
-        future = f.submit(5, 1.0)
-        time.sleep(0.3)
+        f = session.remote(announced_double)
+        future = f.submit(5, str(tmp_path / "started"), 1.0)
+        wait_for_path(tmp_path / "started")  # the call runs on the kernel now
         assert emu.drop_websockets() >= 1
         assert future.result(timeout=60) == 10
 
@@ -150,7 +158,7 @@ def test_assign_refusals_are_typed(
 def test_emulator_backend_signs_in_for_real() -> None:
     with cr.Session("emulator", progress=False) as session:
         assert session.remote(double)(5) == 10
-        emulator = session._core.backend.emulator  # type: ignore[attr-defined]
+        emulator = emulator_of(session)
         paths = [r.path for r in emulator.requests]
         assert "/o/oauth2/v2/auth" in paths and "/token" in paths
 
@@ -160,7 +168,7 @@ def test_revoked_access_token_is_dropped_and_refreshed() -> None:
     with cr.Session("emulator", progress=False) as session:
         f = session.remote(double)
         assert f(1) == 2
-        emulator = session._core.backend.emulator  # type: ignore[attr-defined]
+        emulator = emulator_of(session)
         emulator.revoke_access_tokens()
         emulator.expire_proxy_tokens()
         emulator.drop_websockets()  # reconnecting needs a new proxy token: a control-plane call
