@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import colabremote as cr
-from colabremote import retry
+from colabremote import _retry as retry
 from colabremote.testing import JupyterServer
 
 retry.set_wait_scale(0)
