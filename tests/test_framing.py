@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from colabremote._kernel.agent import Assembler, split_message
+from colabremote._kernel.agent.framing import Assembler, split_message
 from colabremote._kernel.messages import (
     Message,
     decode_legacy,
