@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from colabremote import retry
+from colabremote import _retry as retry
 from colabremote._colab.control import ControlPlane, assign_query, new_nbh, parse_json, strip_xssi
 from colabremote._colab.endpoints import ColabEndpoints
 from colabremote._colab.models import (

@@ -1,8 +1,8 @@
 """The agent: the remote half of colabremote, one per comm, running calls inside the kernel.
 
 The kernel receives this module as part of one source bundle (see ``__init__.py``) and runs it as
-the module ``_colabremote_agent``, so it imports nothing from colabremote: only the standard
-library and cloudpickle (and the kernel's own IPython machinery).
+the module ``_colabremote_agent``. Besides its siblings in the bundle, it imports only the standard
+library and cloudpickle (and, where it is used, the kernel's own IPython machinery).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def _describe_exception(exc: BaseException) -> dict[str, Any]:
     }
 
 
+# In the kernel, every frame of the bundle carries this name (wire.AGENT_FILENAME).
 _AGENT_FILENAME = sys._getframe().f_code.co_filename
 
 
