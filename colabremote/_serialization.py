@@ -1,11 +1,11 @@
 """What crosses the wire: functions, arguments, results, exceptions and local modules.
 
 - A function goes by value (cloudpickle) together with everything else from its own module, and
-  each code object goes as source when its source can be read (see ``kernel/agent.py``), so a
-  function written in a ``.py`` file runs on a kernel of another Python minor version. Code with no
-  source (typed at a plain REPL, made by ``exec``) goes as bytecode, which needs the same minor
-  version on both sides; otherwise :class:`PythonVersionMismatch` is raised before anything is
-  sent.
+  each code object goes as source when its source can be read (see
+  ``_kernel/agent/shipping.py``), so a function written in a ``.py`` file runs on a kernel of
+  another Python minor version. Code with no source (typed at a plain REPL, made by ``exec``)
+  goes as bytecode, which needs the same minor version on both sides; otherwise
+  :class:`PythonVersionMismatch` is raised before anything is sent.
 - Arguments and results are pickled with protocol 5: large buffers (numpy arrays, bytes) travel
   out of band, without copies.
 - The user's own modules (files outside site-packages and the standard library) are shipped as
@@ -33,7 +33,8 @@ from typing import Any
 
 import cloudpickle.cloudpickle as _cloudpickle_impl
 
-from ._kernel import agent
+from ._kernel import wire
+from ._kernel.agent import shipping
 from ._kernel.client import rebuild_remote_error
 from .exceptions import (
     ArgumentNotSerializable,
@@ -71,7 +72,7 @@ def _unwrap(obj: Any) -> Any:
 
 class _SharedNamespace:
     """Stands for a module's globals in a pickle; the kernel gives every function of that
-    module the same dict (see ``agent.module_namespace``)."""
+    module the same dict (see ``shipping.module_namespace``)."""
 
     __slots__ = ("base", "name")
 
@@ -80,7 +81,7 @@ class _SharedNamespace:
         self.base = base
 
 
-class _ClientPickler(agent.SourcePickler):
+class _ClientPickler(shipping.SourcePickler):
     """Pickles the functions and classes of ``by_value`` modules by value, never by import."""
 
     def __init__(
@@ -105,7 +106,7 @@ class _ClientPickler(agent.SourcePickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is _SharedNamespace:
-            return agent.module_namespace, (obj.name, obj.base)
+            return shipping.module_namespace, (obj.name, obj.base)
 
         if isinstance(obj, RemoteCallable):
             return operator.getitem, ([obj.fn], 0)
@@ -113,7 +114,7 @@ class _ClientPickler(agent.SourcePickler):
             if obj.__module__ in self.by_value:
                 return self._dynamic_function_reduce(obj)
         elif isinstance(obj, type) and obj.__module__ in self.by_value - {"builtins"}:
-            return agent.portable_class_reduce(obj, _cloudpickle_impl._dynamic_class_reduce(obj))
+            return shipping.portable_class_reduce(obj, _cloudpickle_impl._dynamic_class_reduce(obj))
         return super().reducer_override(obj)
 
 
@@ -146,7 +147,7 @@ def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> Fu
     name = getattr(fn, "__qualname__", repr(fn))
     try:
         pickler.dump(fn)
-    except agent.BytecodeRefused as exc:
+    except shipping.BytecodeRefused as exc:
         code = exc.code
         local, remote = _version(sys.version_info[:2]), _version(kernel_python)
         raise PythonVersionMismatch(
@@ -183,7 +184,7 @@ def pack_arguments(items: Sequence[Item], *, kernel_python: Sequence[int]) -> li
     )
     try:
         pickler.dump(list(items))
-    except agent.BytecodeRefused as exc:
+    except shipping.BytecodeRefused as exc:
         local, remote = _version(sys.version_info[:2]), _version(kernel_python)
         raise PythonVersionMismatch(
             f"an argument holds code ({exc.code.co_name}) whose source cannot be read, so it could "
@@ -242,7 +243,7 @@ def rebuild_exception(payload: dict[str, Any]) -> BaseException:
 def unpack_outcomes(parts: Sequence[memoryview]) -> list[tuple[str, Any]]:
     """``[(status, value or exception payload), ...]`` from a result message."""
     try:
-        outcomes = agent.loads(parts)
+        outcomes = shipping.loads(parts)
     except Exception as exc:
         raise ResultNotSerializable(
             f"the result arrived but cannot be rebuilt here ({type(exc).__name__}: {exc}); "
@@ -286,7 +287,7 @@ def _is_local_file(path: str, excluded: tuple[str, ...]) -> bool:
 
 
 _SKIP_PACKAGES = frozenset(
-    {"colabremote", "_colabremote_agent", "cloudpickle", "__main__", "__mp_main__"}
+    {"colabremote", wire.AGENT_MODULE, "cloudpickle", "__main__", "__mp_main__"}
 )
 
 
@@ -413,7 +414,7 @@ def imported_names(fn: Callable[..., Any]) -> tuple[str, ...]:
     names = _IMPORTS_CACHE.get(code)
     if names is None:
         found: list[str] = []
-        for c in agent._iter_code(code):
+        for c in shipping.iter_code(code):
             for instruction in dis.get_instructions(c):
                 if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
                     found.append(instruction.argval)

@@ -1,10 +1,13 @@
-"""Pure logic: WebSocket encodings and the chunking of large messages."""
+"""Pure logic: WebSocket encodings, the chunking of large messages, the agent's source bundle."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from colabremote._kernel.agent import Assembler, split_message
+from colabremote._kernel.agent.framing import Assembler, split_message
 from colabremote._kernel.messages import (
     Message,
     decode_legacy,
@@ -132,3 +135,84 @@ def test_masked_frame_never_writes_empty_bytes() -> None:
     from colabremote._kernel.websocket import masked_frame
 
     assert all(masked_frame([b"head", b"", memoryview(b""), b"x"], b"\x01\x02\x03\x04"))
+
+
+# -- the agent's source bundle -----------------------------------------------------------------
+
+
+def _bundle_namespace() -> dict[str, Any]:
+    from colabremote._kernel import wire
+    from colabremote._kernel.agent import agent_source
+
+    namespace: dict[str, Any] = {"__name__": wire.AGENT_MODULE}
+    exec(compile(agent_source(), wire.AGENT_FILENAME, "exec"), namespace)
+    return namespace
+
+
+def test_the_agent_bundle_defines_what_the_client_relies_on() -> None:
+    from colabremote._kernel import wire
+
+    agent = _bundle_namespace()
+    # The install code calls these, and pickles from either side name the last three.
+    for name in ("install", "hello_json", "rebuild_code", "module_namespace", "dataclass_setstate"):
+        assert callable(agent[name]), name
+    for name in ("rebuild_code", "module_namespace", "dataclass_setstate"):
+        assert agent[name].__module__ == wire.AGENT_MODULE
+    assert agent["hello"]()["agent_version"] == wire.AGENT_VERSION
+    assert agent["Op"].CALL == wire.Op.CALL
+    assert agent["TARGET_NAME"] == wire.TARGET_NAME
+
+
+def test_the_agent_bundle_imports_only_the_standard_library_and_cloudpickle() -> None:
+    import ast
+    import sys
+
+    from colabremote._kernel.agent import agent_source
+
+    tree = ast.parse(agent_source())
+    imported = set()
+    for node in tree.body:  # top level; the kernel's own IPython is imported where it is used
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, ast.unparse(node)
+            imported.add(str(node.module).partition(".")[0])
+    assert imported - set(sys.stdlib_module_names) == {"cloudpickle"}
+
+
+def test_pickles_name_the_agent_module_on_the_client_too() -> None:
+    import sys
+
+    from colabremote._kernel import wire
+    from colabremote._kernel.agent import shipping
+
+    assert sys.modules[wire.AGENT_MODULE] is shipping
+    assert shipping.rebuild_code.__module__ == wire.AGENT_MODULE
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("from .framing import not_defined_yet\n", "cannot be bundled"),
+        ("from .framing import Assembler as Other\n", "cannot be bundled"),
+        ("Op = 1\n", r"defines \['Op'\] again"),
+    ],
+)
+def test_the_bundler_refuses_what_one_module_text_cannot_hold(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    from types import ModuleType
+
+    from colabremote._kernel import wire
+    from colabremote._kernel.agent import _bundled_text, framing
+
+    defined: set[str] = set()
+    for module in (wire, framing):
+        _bundled_text(module, defined)
+    assert {"Op", "Assembler"} <= defined
+    source = tmp_path / "extra.py"
+    source.write_text(text)
+    extra = ModuleType("extra")
+    extra.__file__ = str(source)
+    with pytest.raises(RuntimeError, match=problem):
+        _bundled_text(extra, defined)

@@ -2,7 +2,9 @@
 
 One task reads every message the kernel sends and routes it: replies to their requests, output to
 the session's output handler as it arrives, the agent's comm messages (reassembled from chunks) to
-the calls waiting for them. Everything here runs on the session's event loop.
+the requests waiting for them. Each agent request is delivered once across dropped connections:
+a call is fetched, never sent twice blindly. Which calls run when, and their timeouts, are the
+client's :class:`~.calls.CallQueue`. Everything here runs on the session's event loop.
 """
 
 from __future__ import annotations
@@ -13,19 +15,20 @@ import itertools
 import logging
 import re
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from jupyter_client.session import Session as MessageFactory
 
 from .._progress import Progress
 from ..exceptions import ConnectionLost, KernelDied, KernelStartError, RemoteError
-from . import agent as agent_module
+from .agent import HELLO_EXPRESSION, install_code
+from .agent.framing import Assembler, split_message
+from .calls import CallQueue
 from .messages import Buffer, Message
 from .transport import Transport
+from .wire import Op, Status
 
 log = logging.getLogger("colabremote.kernel")
 
@@ -47,12 +50,10 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
-def agent_source() -> str:
-    return Path(agent_module.__file__).read_text(encoding="utf-8")
-
-
 @dataclass
 class AgentReply:
+    """The agent's answer to one request: its JSON fields and its binary parts."""
+
     fields: dict[str, Any]
     parts: list[memoryview]
 
@@ -66,8 +67,6 @@ class _Inflight:
     is_call: bool
     fields: dict[str, Any] = field(default_factory=dict)
     parts: Sequence[Buffer] = ()  # kept until the reply comes, to resend a call that never arrived
-    became_head: asyncio.Event = field(default_factory=asyncio.Event)
-    head_since: float | None = None
     fetches: int = 0
 
 
@@ -98,13 +97,14 @@ class KernelClient:
         self._errors: dict[str, dict[str, Any]] = {}
         self._quiet: set[str] = set()
         self._agent_comm: str | None = None
-        self._assembler = agent_module.Assembler()
+        self._assembler = Assembler()
         self._waiters: dict[str, _Inflight] = {}
         self._final_ids: dict[str, str] = {}  # last comm_msg id of a logical message -> its id
         self._receiving: dict[str, Progress] = {}
         #: Show progress bars for large arguments and results (on terminals only).
         self.show_progress = True
-        self._calls: deque[_Inflight] = deque()
+        #: The calls in flight, in the order the kernel runs them, with their timeouts.
+        self.calls = CallQueue(self)
         self._send_lock = asyncio.Lock()
         self._pending_acks: list[str] = []
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -153,7 +153,6 @@ class KernelClient:
         self._replies.clear()
         self._idle.clear()
         self._waiters.clear()
-        self._calls.clear()
 
     # -- Jupyter requests ------------------------------------------------------------------
 
@@ -202,12 +201,12 @@ class KernelClient:
 
         The agent keeps every result until acknowledged and handles messages in order, so a
         ``fetch`` for each call in flight either returns its kept result or, if the call never
-        reached the kernel, says "unknown" and the call is sent again: it never ran.
+        reached the kernel, says ``unknown`` and the call is sent again: it never ran.
         """
         old, self.transport = self.transport, transport
         with contextlib.suppress(Exception):
             await old.close()
-        self._assembler = agent_module.Assembler()
+        self._assembler = Assembler()
         self._final_ids.clear()
         self._receiving.clear()
         self.start()
@@ -218,7 +217,7 @@ class KernelClient:
                 self._resend(waiter)
         calls = [w.msg_id for w in self._waiters.values() if w.is_call]
         if calls:
-            fetch = self.agent_request({"op": "fetch", "ids": calls}, expect_reply=False)
+            fetch = self.agent_request({"op": Op.FETCH, "ids": calls}, expect_reply=False)
             fetch.add_done_callback(_consume)
 
     async def request(self, msg: Message, *, timeout: float | None = None) -> Message:
@@ -289,27 +288,14 @@ class KernelClient:
         comes back in the same reply (as a user expression), so this costs one round trip.
         """
         comm_id = uuid.uuid4().hex
-        code = (
-            "def __colabremote_install(source):\n"
-            "    import sys, types\n"
-            "    if sys.version_info < (3, 10):\n"
-            "        raise RuntimeError('colabremote needs Python 3.10+ in the kernel, not '\n"
-            "                           + sys.version.split()[0])\n"
-            "    module = types.ModuleType('_colabremote_agent')\n"
-            "    module.__file__ = '<colabremote-agent>'\n"
-            "    sys.modules['_colabremote_agent'] = module\n"
-            "    exec(compile(source, '<colabremote-agent>', 'exec'), module.__dict__)\n"
-            f"    module.install({comm_id!r}, {self.transport.max_message_bytes})\n"
-            f"__colabremote_install({agent_source()!r})\n"
-            "del __colabremote_install\n"
-        )
+        code = install_code(comm_id, self.transport.max_message_bytes)
         install = self._message(
             "execute_request",
             {
                 "code": code,
                 "silent": False,
                 "store_history": False,
-                "user_expressions": {"hello": "__import__('_colabremote_agent').hello_json()"},
+                "user_expressions": {"hello": HELLO_EXPRESSION},
                 "allow_stdin": False,
                 "stop_on_error": False,
             },
@@ -362,12 +348,7 @@ class KernelClient:
             self._pending_acks = []
         future: asyncio.Future[AgentReply] = asyncio.get_running_loop().create_future()
         if expect_reply:
-            inflight = _Inflight(msg_id, future, is_call, fields, parts)
-            self._waiters[msg_id] = inflight
-            if is_call:
-                self._calls.append(inflight)
-                if len(self._calls) == 1:
-                    self._mark_head(inflight)
+            self._waiters[msg_id] = _Inflight(msg_id, future, is_call, fields, parts)
         task = asyncio.get_running_loop().create_task(self._send_logical(fields, parts))
         task.add_done_callback(lambda t: self._sent(msg_id, t))
         if not expect_reply:
@@ -380,9 +361,7 @@ class KernelClient:
         total = sum(memoryview(p).nbytes for p in parts)
         progress = self._progress("sending", total)
         async with self._send_lock:
-            for data, buffers in agent_module.split_message(
-                fields, parts, self.transport.max_message_bytes
-            ):
+            for data, buffers in split_message(fields, parts, self.transport.max_message_bytes):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
                 await self._send(msg)
                 if progress is not None:
@@ -408,10 +387,8 @@ class KernelClient:
         ):
             return  # the reconnection fetches or resends it
         waiter = self._waiters.pop(msg_id, None)
-        if waiter is not None:
-            self._forget_call(waiter)
-            if not waiter.future.done():
-                waiter.future.set_exception(exc)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_exception(exc)
 
     def _resend(self, waiter: _Inflight) -> None:
         msg_id = waiter.msg_id
@@ -419,26 +396,6 @@ class KernelClient:
             self._send_logical(waiter.fields, waiter.parts)
         )
         task.add_done_callback(lambda t: self._sent(msg_id, t))
-
-    def _mark_head(self, inflight: _Inflight) -> None:
-        inflight.head_since = asyncio.get_running_loop().time()
-        inflight.became_head.set()
-
-    def _forget_call(self, inflight: _Inflight) -> None:
-        if inflight.is_call and inflight in self._calls:
-            was_head = self._calls[0] is inflight
-            self._calls.remove(inflight)
-            if was_head and self._calls:
-                self._mark_head(self._calls[0])
-
-    def waiting_for(self, future: asyncio.Future[AgentReply]) -> _Inflight | None:
-        for inflight in self._waiters.values():
-            if inflight.future is future:
-                return inflight
-        return None
-
-    def is_head(self, inflight: _Inflight) -> bool:
-        return bool(self._calls) and self._calls[0] is inflight
 
     def acknowledge(self, msg_id: str) -> None:
         """The result of ``msg_id`` is safely here; the kernel may forget it."""
@@ -450,12 +407,12 @@ class KernelClient:
     def _flush_acks(self) -> None:
         self._ack_handle = None
         if self._pending_acks and self._failure is None and self._agent_comm is not None:
-            future = self.agent_request({"op": "ack"}, expect_reply=False)
+            future = self.agent_request({"op": Op.ACK}, expect_reply=False)
             future.add_done_callback(_consume)
 
     @property
     def calls_in_flight(self) -> int:
-        return len(self._calls)
+        return self.calls.in_flight
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -533,14 +490,13 @@ class KernelClient:
         waiter.fetches += 1
         if waiter.fetches > _MAX_FETCHES:
             self._waiters.pop(waiter.msg_id, None)
-            self._forget_call(waiter)
             waiter.future.set_exception(
                 ConnectionLost(f"the result of call {waiter.msg_id} was lost in transit")
             )
             return
         log.warning("the reply to %s did not arrive; asking the kernel again", waiter.msg_id)
         self._assembler.discard(waiter.msg_id)
-        fetch = self.agent_request({"op": "fetch", "ids": [waiter.msg_id]}, expect_reply=False)
+        fetch = self.agent_request({"op": Op.FETCH, "ids": [waiter.msg_id]}, expect_reply=False)
         fetch.add_done_callback(_consume)
 
     def _progress(self, verb: str, total: int) -> Progress | None:
@@ -552,7 +508,7 @@ class KernelClient:
 
     def _from_agent(self, msg: Message) -> None:
         data = msg.content.get("data") or {}
-        if data.get("op") == "chunk":
+        if data.get("op") == Op.CHUNK:
             self._assembler.add_chunk(data, msg.buffers[0])
             key = str(data.get("id"))
             progress = self._receiving.get(key)
@@ -572,17 +528,16 @@ class KernelClient:
         except ValueError:
             return  # a chunk was dropped on the way: the idle that follows asks again
         waiter = self._waiters.get(msg_id)
-        if waiter is not None and waiter.is_call and data.get("status") == "unknown":
+        if waiter is not None and waiter.is_call and data.get("status") == Status.UNKNOWN:
             # Asked for after a reconnection, and the kernel never got it: send it again.
             log.info("call %s never reached the kernel; sending it again", msg_id)
             self._resend(waiter)
             return
         waiter = self._waiters.pop(msg_id, None)
         if waiter is None:
-            if data.get("op") == "result":
+            if data.get("op") == Op.RESULT:
                 self.acknowledge(msg_id)  # a result nobody waits for any more: let it go
             return
-        self._forget_call(waiter)
         if not waiter.future.done():
             waiter.future.set_result(AgentReply(data, parts))
 

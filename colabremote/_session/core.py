@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import sys
@@ -19,7 +20,9 @@ from typing import Any
 from .. import _serialization as serialization
 from .._backends.base import Backend
 from .._info import SessionInfo
+from .._kernel.calls import Interrupts
 from .._kernel.client import AgentReply, KernelClient, OutputHandler
+from .._kernel.wire import ItemStatus, Op
 from ..exceptions import (
     AuthError,
     ConnectionLost,
@@ -38,7 +41,6 @@ Outcome = tuple[str, Any]
 INTERRUPT_GRACE = 10.0
 #: How long a dropped kernel connection is retried before the calls in flight fail.
 RECONNECT_SECONDS = 60.0
-_MAX_RESENDS = 5
 
 
 class State(enum.Enum):
@@ -82,10 +84,8 @@ class _Core:
         self.show_progress = progress is not _silent  # progress=False also hides transfer bars
         self.client: KernelClient | None = None
         self.modules = serialization.LocalModules()
-        self.known_functions: set[str] = set()
         self.state = State.NEW
         self._gate = asyncio.Lock()  # one open / revive at a time
-        self._cancel_lock = asyncio.Lock()
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._gpu_info: dict[str, Any] | None = None
@@ -126,7 +126,6 @@ class _Core:
             await client.close()
             raise
         self.client = client
-        self.known_functions.clear()
         self.modules.forget_sent()
 
     async def _wait_ready(self, client: KernelClient) -> None:
@@ -267,122 +266,28 @@ class _Core:
         # Nothing is awaited between here and sending the call, so calls reach the kernel in
         # the order they were made; the sources go just ahead of the call that needs them.
         shipped = self._ship(client, files) if files else None
-        for _attempt in range(_MAX_RESENDS):
-            include = function.key not in self.known_functions
-            fields = {"op": "call", "fn": function.key, "fn_included": include}
-            parts = [*function.parts, *arguments] if include else arguments
-            future = client.agent_request(fields, parts, is_call=True)
-            self.known_functions.add(function.key)
-            if shipped is not None:
-                await shipped
-                shipped = None
-            reply = await self._await_call(client, future, timeout=timeout, name=name)
-            status = reply.fields.get("status")
-            if status in ("aborted", "need_function", "lost"):
-                # It never ran (an interrupt aimed elsewhere, the kernel forgot the function,
-                # or its arguments were lost on the way): sending it again cannot run it twice.
-                self.known_functions.discard(function.key)
-                if status == "aborted":
-                    await self._resume(client)
-                continue
-            client.acknowledge(str(reply.fields["id"]))
-            if status == "unknown":
-                raise ConnectionLost(f"the kernel no longer has the result of {name}")
-            outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
-            return outcomes, float(reply.fields.get("seconds", 0.0))
-        raise ConnectionLost(f"{name} could not be delivered to the kernel")
+        call = client.calls.submit(name, function.key, function.parts, arguments)
+        if shipped is not None:
+            await shipped
+        interrupts = Interrupts(
+            interrupt=self.backend.interrupt,
+            replace_kernel=functools.partial(self._replace_stuck_kernel, client),
+            progress=self.progress,
+            grace=INTERRUPT_GRACE,
+        )
+        reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
+        outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
+        return outcomes, float(reply.fields.get("seconds", 0.0))
 
     def _ship(
         self, client: KernelClient, files: list[serialization.SourceFile]
     ) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""
         listing = [{"path": f.path, "module": f.module, "hash": f.digest} for f in files]
-        sent = client.agent_request({"op": "sources", "files": listing}, [f.content for f in files])
+        contents = [f.content for f in files]
+        sent = client.agent_request({"op": Op.SOURCES, "files": listing}, contents)
         self.modules.mark_sent(files)
         return sent
-
-    async def _resume(self, client: KernelClient) -> None:
-        """Tell the agent to stop aborting (after an interrupt); harmless when it was not."""
-        with contextlib.suppress(TimeoutError, ConnectionLost, KernelDied):
-            await asyncio.wait_for(asyncio.shield(client.agent_request({"op": "resume"})), 30)
-
-    async def _await_call(
-        self,
-        client: KernelClient,
-        future: asyncio.Future[AgentReply],
-        *,
-        timeout: float | None,
-        name: str,
-    ) -> AgentReply:
-        inflight = client.waiting_for(future)
-        try:
-            if timeout is None or inflight is None:
-                return await asyncio.shield(future)
-            loop = asyncio.get_running_loop()
-            while True:
-                if inflight.head_since is None:
-                    # Queued behind other calls: the clock starts when this one starts.
-                    head = loop.create_task(inflight.became_head.wait())
-                    try:
-                        await _first_of(future, head)
-                    finally:
-                        head.cancel()
-                    if future.done():
-                        return future.result()
-                    continue
-                remaining = inflight.head_since + timeout - loop.time()
-                if remaining > 0:
-                    done, _ = await asyncio.wait([future], timeout=remaining)
-                    if done:
-                        return future.result()
-                    continue
-                reply = await asyncio.shield(self._cancel(client, future))
-                if reply is not None and reply.fields.get("status") == "ok":
-                    outcomes = serialization.unpack_outcomes(reply.parts)
-                    if not any(status == "interrupted" for status, _ in outcomes):
-                        return reply  # it finished just as the time ran out: keep the result
-                if reply is not None:
-                    client.acknowledge(str(reply.fields["id"]))
-                raise RemoteTimeout(
-                    f"{name} did not finish within {timeout:g} s and was interrupted on the kernel"
-                )
-        except asyncio.CancelledError:
-            # Best effort: the caller has gone, so a clean-up failure (a closed session) has
-            # nobody to report to, and must not replace the cancellation.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._cancel(client, future))
-            raise
-
-    async def _cancel(
-        self, client: KernelClient, future: asyncio.Future[AgentReply]
-    ) -> AgentReply | None:
-        """Stop a call that was sent: interrupt it when it runs, abort it if it is queued."""
-        async with self._cancel_lock:
-            if future.done():
-                return _reply_or_none(future)
-            inflight = client.waiting_for(future)
-            if inflight is None:
-                return None
-            # Let the calls ahead of this one finish: interrupting now would hit them instead.
-            while not client.is_head(inflight) and not future.done():
-                waiter = asyncio.get_running_loop().create_task(inflight.became_head.wait())
-                try:
-                    await _first_of(future, waiter)
-                finally:
-                    waiter.cancel()
-            if future.done():
-                return _reply_or_none(future)
-            self.progress("interrupting the remote call")
-            try:
-                await self.backend.interrupt()
-                done, _ = await asyncio.wait([future], timeout=INTERRUPT_GRACE)
-            except Exception:  # noqa: BLE001 - an interrupt that fails is handled as one that hangs
-                done = set()
-            if not done:
-                await self._replace_stuck_kernel(client)
-                return None
-            await self._resume(client)
-            return _reply_or_none(future)
 
     async def _replace_stuck_kernel(self, client: KernelClient) -> None:
         self.progress("the kernel ignored the interrupt; starting a fresh one")
@@ -429,7 +334,7 @@ class _Core:
     async def info(self) -> SessionInfo:
         client = await self.ready_client()
         if self._gpu_info is None:
-            reply = await client.agent_request({"op": "info"})
+            reply = await client.agent_request({"op": Op.INFO})
             self._gpu_info = reply.fields
         hello = client.hello
         python = hello.get("python") or [0, 0, 0]
@@ -447,22 +352,12 @@ class _Core:
         )
 
 
-async def _first_of(*futures: asyncio.Future[Any]) -> None:
-    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-
-
-def _reply_or_none(future: asyncio.Future[AgentReply]) -> AgentReply | None:
-    if future.cancelled() or future.exception() is not None:
-        return None
-    return future.result()
-
-
 def outcome_value(outcome: Outcome, name: str) -> Any:
     """The value of one outcome, or raise what the remote function raised."""
     status, value = outcome
-    if status == "ok":
+    if status == ItemStatus.OK:
         return value
-    if status == "interrupted":
+    if status == ItemStatus.INTERRUPTED:
         raise RemoteCallError(
             f"{name} was interrupted on the kernel (by an interrupt sent to the kernel "
             "from elsewhere, or meant for another call); it did not complete"

@@ -1,0 +1,409 @@
+"""The agent: the remote half of colabremote, one per comm, running calls inside the kernel.
+
+The kernel receives this module as part of one source bundle (see ``__init__.py``) and runs it as
+the module ``_colabremote_agent``. Besides its siblings in the bundle, it imports only the standard
+library and cloudpickle (and, where it is used, the kernel's own IPython machinery).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import traceback
+import types
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cloudpickle
+
+from ..wire import AGENT_VERSION, DEFAULT_CHUNK_SIZE, TARGET_NAME, ItemStatus, Op, Status
+from .framing import Assembler, Buffer, split_message
+from .shipping import SourcePickler, dumps, loads
+
+
+def _describe_exception(exc: BaseException) -> dict[str, Any]:
+    """Type, message and traceback text of an exception raised by user code."""
+    tb = exc.__traceback__
+    # Drop the agent's own frames, so the traceback starts in the user's function.
+    while tb is not None and tb.tb_frame.f_code.co_filename == _AGENT_FILENAME:
+        tb = tb.tb_next
+    exc_type = type(exc)
+    lines = traceback.format_exception(exc_type, exc, tb)
+    return {
+        "etype": f"{exc_type.__module__}.{exc_type.__qualname__}",
+        "evalue": str(exc),
+        "traceback": "".join(lines),
+    }
+
+
+# In the kernel, every frame of the bundle carries this name (wire.AGENT_FILENAME).
+_AGENT_FILENAME = sys._getframe().f_code.co_filename
+
+
+def _gpu_info() -> list[dict[str, str]]:
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) == 3:
+            gpus.append({"name": fields[0], "memory": fields[1], "driver": fields[2]})
+    return gpus
+
+
+def _tpu_info() -> list[str]:
+    return (
+        sorted(name for name in os.listdir("/dev") if name.startswith("accel"))
+        if os.path.isdir("/dev")
+        else []
+    )
+
+
+class _Outcome:
+    """A call's result, kept until the client acknowledges it."""
+
+    __slots__ = ("fields", "parts")
+
+    def __init__(self, fields: dict[str, Any], parts: list[memoryview]) -> None:
+        self.fields = fields
+        self.parts = parts
+
+
+def _remove_in(pid: int, path: str) -> None:
+    """At exit, remove ``path`` if this is still the process that made it (not a forked child
+    of the kernel, which runs the same exit hooks)."""
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+class Agent:
+    """Handles the client's messages on one comm. Runs on the kernel's main thread."""
+
+    FUNCTION_CACHE_SIZE = 256
+
+    def __init__(self, comm: Any, chunk_size: int, kernel: Any = None) -> None:
+        self.comm = comm
+        self.kernel = kernel
+        self.chunk_size = chunk_size
+        self.assembler = Assembler()
+        self.functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
+        self.kept: dict[str, _Outcome] = {}
+        self.aborting = False
+        self.source_dir = tempfile.mkdtemp(prefix="colabremote-src-")
+        atexit.register(_remove_in, os.getpid(), self.source_dir)
+        self.source_hashes: dict[str, str] = {}
+        sys.path.insert(0, self.source_dir)
+        self.operations: dict[str, Callable[[dict[str, Any], list[memoryview]], None]] = {
+            Op.CALL: self.op_call,
+            Op.SOURCES: self.op_sources,
+            Op.FETCH: self.op_fetch,
+            Op.ACK: self.op_ack,
+            Op.RESUME: self.op_resume,
+            Op.INFO: self.op_info,
+        }
+        comm.on_msg(self.on_msg)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def send(self, fields: dict[str, Any], parts: Sequence[Buffer] = ()) -> None:
+        for data, buffers in split_message(fields, parts, self.chunk_size):
+            self.comm.send(data=data, buffers=buffers)
+
+    def on_msg(self, msg: dict[str, Any]) -> None:
+        self._watch_idle_interrupts()
+        try:
+            self._on_msg(msg)
+        except KeyboardInterrupt:
+            # The interrupt landed in our own code rather than in a user function.
+            self.aborting = True
+
+    def _watch_idle_interrupts(self) -> None:
+        """Notice interrupts that arrive between calls, which the kernel would otherwise drop.
+
+        The kernel restores ``saved_sigint_handler`` after each message it handles; making that
+        our handler means an interrupt aimed at a call that has just finished still aborts the
+        calls queued behind it, instead of being lost.
+        """
+        kernel = self.kernel
+        if kernel is not None and hasattr(kernel, "saved_sigint_handler"):
+            kernel.saved_sigint_handler = self._idle_interrupt
+
+    def _idle_interrupt(self, signum: int, frame: Any) -> None:
+        self.aborting = True
+
+    def _on_msg(self, msg: dict[str, Any]) -> None:
+        data = msg["content"]["data"]
+        buffers = msg.get("buffers") or []
+        op = data.get("op")
+        if op == Op.CHUNK:
+            self.assembler.add_chunk(data, buffers[0])
+            return
+        for call_id in data.get("ack", ()):
+            self.kept.pop(call_id, None)
+        try:
+            parts = self.assembler.finish(data, buffers)
+        except ValueError as exc:
+            self.send(
+                {"op": Op.RESULT, "id": data.get("id"), "status": Status.LOST, "evalue": str(exc)}
+            )
+            return
+        handler = self.operations.get(str(op))
+        if handler is None:
+            self.send({"op": Op.ERROR, "id": data.get("id"), "evalue": f"unknown op {op!r}"})
+            return
+        handler(data, parts)
+
+    # -- operations ------------------------------------------------------------------------
+
+    def op_info(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        self.send({"op": Op.INFO, "id": data["id"], "gpus": _gpu_info(), "tpus": _tpu_info()})
+
+    def op_ack(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Acknowledgements ride on every message; this op exists to send them alone."""
+
+    def op_resume(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        self.aborting = False
+        self.send({"op": Op.RESUMED, "id": data["id"]})
+
+    def op_fetch(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        for call_id in data.get("ids", ()):
+            kept = self.kept.get(call_id)
+            if kept is None:
+                self.send({"op": Op.RESULT, "id": call_id, "status": Status.UNKNOWN})
+            else:
+                self.send(kept.fields, kept.parts)
+
+    def op_sources(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Write the client's local modules where this kernel imports from."""
+        import importlib
+
+        changed = []
+        for entry, content in zip(data["files"], parts, strict=False):
+            relpath = os.path.normpath(entry["path"])
+            if relpath.startswith("..") or os.path.isabs(relpath):
+                continue
+            path = os.path.join(self.source_dir, relpath)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            cache = os.path.join(os.path.dirname(path), "__pycache__")
+            stem = os.path.splitext(os.path.basename(path))[0] + "."
+            if os.path.isdir(cache):
+                for name in os.listdir(cache):
+                    if name.startswith(stem):
+                        os.unlink(os.path.join(cache, name))
+            with open(path, "wb") as f:
+                f.write(content)
+            if entry["path"] in self.source_hashes:
+                changed.append(entry["module"])  # an edited file, sent again
+            self.source_hashes[entry["path"]] = entry["hash"]
+        if changed:
+            # Modules import each other: forget every shipped module, so the next import sees
+            # one consistent version of them all.
+            prefix = os.path.join(self.source_dir, "")
+            for name, module in list(sys.modules.items()):
+                if str(getattr(module, "__file__", "") or "").startswith(prefix):
+                    del sys.modules[name]
+        importlib.invalidate_caches()
+        self.send({"op": Op.SOURCES, "id": data["id"], "count": len(parts)})
+
+    def op_call(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Run the function once per item, in order; reply with one outcome per item."""
+        call_id = data["id"]
+        if self.aborting:
+            self._reply(call_id, Status.ABORTED, None, 0.0)
+            return
+        if str(data["fn"]) not in self.functions and not data.get("fn_included"):
+            self._reply(call_id, Status.NEED_FUNCTION, None, 0.0)  # evicted: the client resends it
+            return
+        started = time.perf_counter()
+        try:
+            fn = self._function(data, parts)
+            items = loads(parts[1 if data.get("fn_included") else 0 :])
+        except BaseException as exc:  # noqa: BLE001 - reported to the client, never swallowed
+            error = (ItemStatus.ERROR, exception_payload(exc))
+            self._reply(call_id, Status.SETUP_ERROR, [error], started)
+            return
+        status: str = Status.OK
+        outcomes: list[tuple[str, Any]] = []
+        for args, kwargs in items:
+            try:
+                outcomes.append((ItemStatus.OK, fn(*args, **kwargs)))
+            except KeyboardInterrupt as exc:
+                # The client interrupted us: everything it queued before saying "resume" is stale.
+                self.aborting = True
+                outcomes.append((ItemStatus.INTERRUPTED, exception_payload(exc)))
+                status = Status.INTERRUPTED
+                break
+            except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the caller's
+                outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
+        self._reply(call_id, status, outcomes, started)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _function(self, data: dict[str, Any], parts: list[memoryview]) -> Callable[..., Any]:
+        key = str(data["fn"])
+        fn = self.functions.get(key)
+        if fn is None:
+            if not data.get("fn_included"):
+                raise LookupError(f"function {key} is not cached in this kernel")
+            fn = loads([parts[0]])
+            self.functions[key] = fn
+            if len(self.functions) > self.FUNCTION_CACHE_SIZE:
+                self.functions.popitem(last=False)
+        else:
+            self.functions.move_to_end(key)
+        return fn
+
+    def _reply(
+        self, call_id: str, status: str, outcomes: list[tuple[str, Any]] | None, started: float
+    ) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            # Output printed by the call arrives before its result; a broken stream must not
+            # lose the result.
+            with contextlib.suppress(Exception):
+                stream.flush()
+        fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
+        fields["seconds"] = time.perf_counter() - started if started else 0.0
+        parts: list[memoryview] = []
+        if outcomes is not None:
+            try:
+                parts = dumps(outcomes)
+            except BaseException:  # noqa: BLE001 - find the items that cannot travel
+                parts = dumps([_picklable_outcome(outcome) for outcome in outcomes])
+        self.kept[call_id] = _Outcome(fields, parts)
+        self.send(fields, parts)
+
+
+def exception_payload(exc: BaseException) -> dict[str, Any]:
+    """An exception as data: type name, message, traceback text, and the pickled exception.
+
+    The exception is pickled on its own, so one the receiver cannot rebuild costs only itself.
+    """
+    payload = _describe_exception(exc)
+    try:
+        stream = io.BytesIO()
+        SourcePickler(stream).dump(exc)
+        payload["pickled"] = stream.getvalue()
+    except BaseException:  # noqa: BLE001 - unpicklable exceptions travel as text
+        payload["pickled"] = None
+    return payload
+
+
+def _picklable_outcome(outcome: tuple[str, Any]) -> tuple[str, Any]:
+    try:
+        dumps(outcome)
+    except BaseException as exc:  # noqa: BLE001
+        error = exception_payload(exc)
+        error["etype"] = "colabremote.exceptions.ResultNotSerializable"
+        error["evalue"] = f"the result ({type(outcome[1]).__name__}) cannot be pickled: {exc}"
+        return (ItemStatus.ERROR, error)
+    return outcome
+
+
+_AGENTS: dict[str, Agent] = {}
+
+
+def _install_shim() -> None:
+    """Make ``import colabremote`` work in the kernel when the real package is absent.
+
+    User modules shipped here may decorate functions with ``@colabremote.remote``; inside the
+    runtime those functions simply run in place.
+    """
+    try:
+        import colabremote  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return
+
+    shim = types.ModuleType("colabremote", "Pass-through stand-in inside a colabremote kernel.")
+
+    def remote(fn: Any = None, **_options: Any) -> Any:
+        if fn is None:
+            return lambda f: f
+        return fn
+
+    class Session:
+        def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+            self.remote = remote
+
+        def __enter__(self) -> Session:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def close(self) -> None:
+            return None
+
+    shim.remote = remote  # type: ignore[attr-defined]
+    shim.Session = Session  # type: ignore[attr-defined]
+    shim.AsyncSession = Session  # type: ignore[attr-defined]
+    sys.modules["colabremote"] = shim
+
+
+def hello() -> dict[str, Any]:
+    """Facts about this kernel, for the client's first look."""
+    return {
+        "agent_version": AGENT_VERSION,
+        "python": list(sys.version_info[:3]),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "cwd": os.getcwd(),
+        "cloudpickle": cloudpickle.__version__,
+    }
+
+
+def hello_json() -> str:
+    import json
+
+    return json.dumps(hello())
+
+
+def _create_comm(comm_id: str) -> Any:
+    """Open the agent's comm from the kernel side, under the id the client chose."""
+    try:
+        from comm import create_comm
+
+        return create_comm(target_name=TARGET_NAME, comm_id=comm_id, data={})
+    except (ImportError, NotImplementedError):
+        from ipykernel.comm import Comm
+
+        return Comm(target_name=TARGET_NAME, comm_id=comm_id, data={})  # type: ignore[no-untyped-call]
+
+
+def install(comm_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+    """Create the agent on a new comm. Installing again (a new client) adds another agent."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    comm = _create_comm(comm_id)
+    _AGENTS[comm_id] = Agent(comm, chunk_size, kernel)
+
+    def forget(_msg: dict[str, Any]) -> None:
+        _AGENTS.pop(comm_id, None)
+
+    comm.on_close(forget)
+    _install_shim()

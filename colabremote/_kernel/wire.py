@@ -1,0 +1,82 @@
+"""The agent protocol's names and numbers, shared by the client and the agent in the kernel.
+
+The agent's source bundle includes this module (see ``agent/__init__.py``), so it imports only the
+standard library.
+
+Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``buffers`` are bytes):
+
+- A logical message is ``{"op": ..., "id": ..., "nparts": N, "chunked": [...]}`` plus N binary
+  parts. Parts larger than the chunk limit travel first as ``chunk`` messages, each with one
+  slice, because Jupyter servers drop WebSocket messages over 10 MiB.
+- The kernel's facts come back with the install (``hello()``, as a user expression).
+- ``sources``: local modules to make importable. ``call``: run a function (parts: function pickle
+  if new, arguments pickle, out-of-band buffers). ``ack``: results the client has, to forget.
+  ``resume``: stop aborting after an interrupt. ``fetch``: send a kept result again. ``info``:
+  slower facts (GPUs). Acknowledgements also ride on every message as an ``ack`` list.
+- A call is answered by a ``result`` whose ``status`` says how it went. Results are kept, keyed by
+  call id, until acknowledged, so a dropped socket loses nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+AGENT_VERSION: Final = 1
+#: The comm target the agent opens its comm on.
+TARGET_NAME: Final = "colabremote"
+#: The agent's module name in the kernel. Pickles name the agent's functions by it, on both sides.
+AGENT_MODULE: Final = "_colabremote_agent"
+#: The file name the agent's code carries in the kernel (tracebacks leave out its frames).
+AGENT_FILENAME: Final = "<colabremote-agent>"
+PICKLE_PROTOCOL: Final = 5
+#: Largest binary payload put in one comm message. Stock Jupyter servers drop inbound WebSocket
+#: messages over 10 MiB; 8 MiB leaves room for the JSON and framing.
+DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
+
+
+class Op:
+    """The ``op`` of an agent message."""
+
+    # from the client
+    CALL: Final = "call"
+    SOURCES: Final = "sources"  # also the agent's answer
+    FETCH: Final = "fetch"
+    ACK: Final = "ack"
+    RESUME: Final = "resume"
+    INFO: Final = "info"  # also the agent's answer
+    # from the agent
+    RESULT: Final = "result"
+    RESUMED: Final = "resumed"
+    ERROR: Final = "error"
+    # either way: a slice of a large part, sent ahead of its message
+    CHUNK: Final = "chunk"
+
+
+class Status:
+    """The ``status`` of a ``result``: how a call went, or why it did not run."""
+
+    OK: Final = "ok"
+    #: Stopped by an interrupt; the items before it have outcomes.
+    INTERRUPTED: Final = "interrupted"
+    #: The function or the arguments could not be loaded in the kernel.
+    SETUP_ERROR: Final = "setup_error"
+    #: Refused without running: the kernel was interrupted and the client has not said resume.
+    ABORTED: Final = "aborted"
+    #: Refused without running: the kernel no longer has the function cached.
+    NEED_FUNCTION: Final = "need_function"
+    #: Refused without running: a chunk of the message never arrived.
+    LOST: Final = "lost"
+    #: Asked for by ``fetch``, and the kernel never received that call (or forgot its result).
+    UNKNOWN: Final = "unknown"
+
+
+#: Statuses of a call that did not run, so sending it again cannot run it twice.
+NEVER_RAN: Final = frozenset({Status.ABORTED, Status.NEED_FUNCTION, Status.LOST})
+
+
+class ItemStatus:
+    """The status of each item's outcome inside a result: ``(status, value or error)``."""
+
+    OK: Final = "ok"
+    ERROR: Final = "error"
+    INTERRUPTED: Final = "interrupted"
