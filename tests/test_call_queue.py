@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from colabremote._kernel.calls import MAX_SENDS, Call, CallQueue, Interrupts
-from colabremote._kernel.client import AgentReply, KernelClient
-from colabremote._kernel.messages import Message
+from colabremote._kernel.client import KernelClient
+from colabremote._kernel.messages import AgentReply, Message
 from colabremote._kernel.transport import Transport
 from colabremote._kernel.wire import Op, Status
 from colabremote.exceptions import ConnectionLost, KernelDied, RemoteTimeout

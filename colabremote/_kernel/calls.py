@@ -14,14 +14,27 @@ import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ..exceptions import ConnectionLost, KernelDied, RemoteTimeout
-from .messages import Buffer
+from .messages import AgentReply, Buffer
 from .wire import NEVER_RAN, Op, Status
 
-if TYPE_CHECKING:
-    from .client import AgentReply, KernelClient
+
+class AgentChannel(Protocol):
+    """What the queue needs of the kernel client: send to the agent, acknowledge results."""
+
+    def agent_request(
+        self,
+        fields: dict[str, Any],
+        parts: Sequence[Buffer] = (),
+        *,
+        is_call: bool = False,
+        expect_reply: bool = True,
+    ) -> asyncio.Future[AgentReply]: ...
+
+    def acknowledge(self, msg_id: str) -> None: ...
+
 
 #: How many times a call is sent while the kernel answers that it never ran it.
 MAX_SENDS = 5
@@ -71,7 +84,7 @@ class CallQueue:
     is sent once.
     """
 
-    def __init__(self, client: KernelClient) -> None:
+    def __init__(self, client: AgentChannel) -> None:
         self._client = client
         self._queue: deque[_Attempt] = deque()
         self._functions: set[str] = set()

@@ -26,7 +26,7 @@ from ..exceptions import ConnectionLost, KernelDied, KernelStartError, RemoteErr
 from .agent import HELLO_EXPRESSION, install_code
 from .agent.framing import Assembler, split_message
 from .calls import CallQueue
-from .messages import Buffer, Message
+from .messages import AgentReply, Buffer, Message
 from .transport import Transport
 from .wire import Op, Status
 
@@ -48,14 +48,6 @@ _MAX_FETCHES = 5
 
 def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
-
-
-@dataclass
-class AgentReply:
-    """The agent's answer to one request: its JSON fields and its binary parts."""
-
-    fields: dict[str, Any]
-    parts: list[memoryview]
 
 
 @dataclass

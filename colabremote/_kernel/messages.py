@@ -147,3 +147,11 @@ def decode_legacy(frame: str | bytes) -> Message:
     result = Message.from_dict(msg)
     result.buffers = list(parts[1:])
     return result
+
+
+@dataclass
+class AgentReply:
+    """The agent's answer to one request: its JSON fields and its binary parts."""
+
+    fields: dict[str, Any]
+    parts: list[memoryview]

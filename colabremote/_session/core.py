@@ -21,7 +21,8 @@ from .. import _serialization as serialization
 from .._backends.base import Backend
 from .._info import SessionInfo
 from .._kernel.calls import Interrupts
-from .._kernel.client import AgentReply, KernelClient, OutputHandler
+from .._kernel.client import KernelClient, OutputHandler
+from .._kernel.messages import AgentReply
 from .._kernel.wire import ItemStatus, Op
 from ..exceptions import (
     AuthError,
