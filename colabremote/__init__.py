@@ -16,10 +16,10 @@ from __future__ import annotations
 from importlib import metadata as _metadata
 
 from . import exceptions
+from ._api import AsyncSession, Session
+from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
-from ._session.api import AsyncSession, Session
-from ._session.default import default_session
 from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
 
 try:

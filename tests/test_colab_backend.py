@@ -270,7 +270,7 @@ def test_runtime_property_needs_colab() -> None:
 
 
 def test_default_session_settings_for_colab() -> None:
-    from colabremote._session.default import settings_from_environment
+    from colabremote._default import settings_from_environment
 
     env = {"COLABREMOTE_BACKEND": "colab", "COLABREMOTE_GPU": "A100", "COLABREMOTE_BASE_URL": "x"}
     assert settings_from_environment(env) == {"backend": "colab", "gpu": "A100", "base_url": "x"}

@@ -13,7 +13,7 @@ import pytest
 
 import colabremote as cr
 from colabremote._backends.factory import make_backend
-from colabremote._session.default import settings_from_environment
+from colabremote._default import settings_from_environment
 from colabremote.exceptions import ConfigurationError
 from colabremote.testing import JupyterServer
 

@@ -1,6 +1,3 @@
-"""Sessions, in layers: ``core`` (one kernel's lifecycle and calls, on the private event loop),
-``exit`` (nothing left running at interpreter exit), ``api`` (AsyncSession, and Session derived
-from it) and ``default`` (the session ``@colabremote.remote`` uses without ``session=``).
-
-This file imports nothing, so importing ``core`` does not pull in the layers above it.
-"""
+"""A session's machinery: ``core`` (one kernel's lifecycle and calls, on the private event
+loop) and ``exit`` (nothing left running at interpreter exit). The public classes built on it
+are in ``colabremote/_api.py``; the default session in ``colabremote/_default.py``."""

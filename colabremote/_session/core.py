@@ -17,13 +17,21 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import _serialization as serialization
 from .._backends.base import Backend
 from .._info import SessionInfo
 from .._kernel.calls import Interrupts
 from .._kernel.client import KernelClient, OutputHandler
 from .._kernel.messages import AgentReply
 from .._kernel.wire import ItemStatus, Op
+from .._serialization import (
+    LocalModules,
+    SourceFile,
+    imported_names,
+    pack_arguments,
+    pack_function,
+    rebuild_exception,
+    unpack_outcomes,
+)
 from ..exceptions import (
     AuthError,
     ConnectionLost,
@@ -84,7 +92,7 @@ class _Core:
         self.progress = progress or _default_progress
         self.show_progress = progress is not _silent  # progress=False also hides transfer bars
         self.client: KernelClient | None = None
-        self.modules = serialization.LocalModules()
+        self.modules = LocalModules()
         self.state = State.NEW
         self._gate = asyncio.Lock()  # one open / revive at a time
         self._watchdog: asyncio.Task[None] | None = None
@@ -261,9 +269,9 @@ class _Core:
         """Run ``fn`` once per item, in one message. Returns the outcomes and kernel seconds."""
         client = await self.ready_client()
         python = client.kernel_python or sys.version_info[:3]
-        function = serialization.pack_function(fn, kernel_python=python)
-        arguments = serialization.pack_arguments(items, kernel_python=python)
-        files = self.modules.pending(serialization.imported_names(fn))
+        function = pack_function(fn, kernel_python=python)
+        arguments = pack_arguments(items, kernel_python=python)
+        files = self.modules.pending(imported_names(fn))
         # Nothing is awaited between here and sending the call, so calls reach the kernel in
         # the order they were made; the sources go just ahead of the call that needs them.
         shipped = self._ship(client, files) if files else None
@@ -277,12 +285,10 @@ class _Core:
             grace=INTERRUPT_GRACE,
         )
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
-        outcomes = serialization.unpack_outcomes(reply.parts) if reply.parts else []
+        outcomes = unpack_outcomes(reply.parts) if reply.parts else []
         return outcomes, float(reply.fields.get("seconds", 0.0))
 
-    def _ship(
-        self, client: KernelClient, files: list[serialization.SourceFile]
-    ) -> asyncio.Future[AgentReply]:
+    def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""
         listing = [{"path": f.path, "module": f.module, "hash": f.digest} for f in files]
         contents = [f.content for f in files]
@@ -363,7 +369,7 @@ def outcome_value(outcome: Outcome, name: str) -> Any:
             f"{name} was interrupted on the kernel (by an interrupt sent to the kernel "
             "from elsewhere, or meant for another call); it did not complete"
         )
-    raise serialization.rebuild_exception(value)
+    raise rebuild_exception(value)
 
 
 #: Sessions that are open, so the interpreter's exit hooks can release their kernels.

@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .._api import AsyncSession, Session
 from .._kernel.websocket import WebSocketTransport
-from .._session.api import AsyncSession, Session
 from ._emulator import ColabEmulator
 from ._emulator.backend import EmulatorBackend
 

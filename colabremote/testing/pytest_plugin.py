@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from .._session.api import Session
-from .._session.default import settings_from_environment
+from .._api import Session
+from .._default import settings_from_environment
 from ._jupyter import JupyterServer
 
 

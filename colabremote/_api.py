@@ -14,15 +14,15 @@ import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
-from .._backends.base import Backend
-from .._backends.factory import make_backend
-from .._http import TokenSource
-from .._info import RuntimeInfo, SessionInfo
-from .._kernel.client import OutputHandler
-from .._loop import loop_thread
-from .._remote import RemoteFunction, remote
-from .core import State, _Core, _silent
-from .exit import release_on_sigterm
+from ._backends.base import Backend
+from ._backends.factory import make_backend
+from ._http import TokenSource
+from ._info import RuntimeInfo, SessionInfo
+from ._kernel.client import OutputHandler
+from ._loop import loop_thread
+from ._remote import RemoteFunction, remote
+from ._session.core import State, _Core, _silent
+from ._session.exit import release_on_sigterm
 
 P = ParamSpec("P")
 R = TypeVar("R")

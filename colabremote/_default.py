@@ -7,8 +7,8 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from .. import _remote
-from .api import Session
+from ._api import Session
+from ._remote import use_default_session
 
 _default_lock = threading.Lock()
 _default: Session | None = None
@@ -48,4 +48,4 @@ def default_session() -> Session:
 
 
 # RemoteFunction sits below the session classes, so it is told where the default comes from.
-_remote.use_default_session(default_session)
+use_default_session(default_session)
