@@ -131,11 +131,27 @@ class FunctionPayload:
     name: str
 
 
+def _home_module(fn: Any) -> str:
+    """The module a callable's code comes from: through partials, bound and static methods to
+    the function, and from a callable instance to its class. (A partial's own ``__module__`` is
+    ``functools``, which must never be pickled by value.)"""
+    target = fn
+    while isinstance(target, functools.partial):
+        target = target.func
+    target = getattr(target, "__func__", target)
+    if not isinstance(target, (types.FunctionType, type)):
+        target = type(target)
+    return str(getattr(target, "__module__", None) or "__main__")
+
+
 def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> FunctionPayload:
-    """Pickle ``fn`` for a kernel running ``kernel_python``."""
+    """Pickle ``fn`` for a kernel running ``kernel_python``: a function, a partial, a bound or
+    static method, a callable instance, or a decorated function."""
     fn = _unwrap(fn)
     same_version = tuple(kernel_python[:2]) == sys.version_info[:2]
-    module = getattr(fn, "__module__", None) or "__main__"
+    module = _home_module(fn)
+    if module.partition(".")[0] in sys.stdlib_module_names:
+        module = "__main__"  # a builtin or stdlib callable goes by reference, as pickle does
     stream = io.BytesIO()
     buffers: list[pickle.PickleBuffer] = []
     pickler = _ClientPickler(

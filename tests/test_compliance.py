@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
+import math
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -150,6 +153,54 @@ def test_classes_from_the_calling_module_round_trip(session: cr.Session) -> None
     point = session.remote(make_point)(3.0, 4.0)
     assert isinstance(point, Point)
     assert point.norm2() == 25.0
+
+
+class Scaler:
+    """Its methods and instances are called remotely in the forms users write."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+    @staticmethod
+    def shift(x: int) -> int:
+        return x + 100
+
+    @classmethod
+    def name(cls) -> str:
+        return cls.__name__
+
+    def __call__(self, x: int) -> int:
+        return x - self.factor
+
+
+def times_ten(fn: Callable[..., int]) -> Callable[..., int]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> int:
+        return fn(*args, **kwargs) * 10
+
+    return wrapper
+
+
+@times_ten
+def decorated(x: int) -> int:
+    return x + 1
+
+
+def test_every_kind_of_callable(session: cr.Session) -> None:
+    """Partials, bound, static and class methods, callable instances, decorated functions and
+    builtins all run remotely, and keep their bound state."""
+    assert session.remote(functools.partial(add, 1))(2) == 3
+    assert session.remote(functools.partial(functools.partial(add, b=5), 1))() == 6
+    assert session.remote(Scaler(3).scale)(2) == 6
+    assert session.remote(Scaler.shift)(1) == 101
+    assert session.remote(Scaler.name)() == "Scaler"
+    assert session.remote(Scaler(1))(5) == 4
+    assert session.remote(decorated)(4) == 50
+    assert session.remote(len)([1, 2, 3]) == 3
+    assert session.remote(math.hypot)(3, 4) == 5.0
 
 
 def test_numpy_arrays_round_trip(session: cr.Session) -> None:
