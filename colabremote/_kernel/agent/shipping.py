@@ -13,6 +13,7 @@ Both halves use this module: the client pickles with it, and the agent's source 
 from __future__ import annotations
 
 import ast
+import functools
 import io
 import linecache
 import os
@@ -21,7 +22,7 @@ import sys
 import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
@@ -74,6 +75,21 @@ def iter_code(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from iter_code(const)
 
 
+T = TypeVar("T")
+
+
+def _ast_call(make: Callable[[], T]) -> T:
+    """Parse or compile, once more if CPython 3.11's AST converter reports "recursion depth
+    mismatch": a known bug of that version (fixed in later 3.11 releases) when a finalizer runs
+    in the middle of the conversion. The source is fine, and the second try succeeds."""
+    try:
+        return make()
+    except SystemError as exc:
+        if "recursion depth mismatch" not in str(exc):
+            raise
+        return make()
+
+
 def _compile_chunks(
     filename: str, chunks: tuple[Chunk, ...], futures: tuple[str, ...]
 ) -> types.CodeType:
@@ -87,11 +103,12 @@ def _compile_chunks(
     if code is None:
         body: list[ast.stmt] = []
         for start, text in chunks:
-            tree = ast.parse(text, filename)
+            tree = _ast_call(functools.partial(ast.parse, text, filename))
             ast.increment_lineno(tree, start - 1)
             body.extend(tree.body)
         module = ast.Module(body=body, type_ignores=[])
-        code = compile(module, filename, "exec", flags=_future_flags(futures), dont_inherit=True)
+        flags = _future_flags(futures)
+        code = _ast_call(lambda: compile(module, filename, "exec", flags=flags, dont_inherit=True))
         _COMPILED[key] = code
         if len(_COMPILED) > _CACHE_LIMIT:
             _COMPILED.popitem(last=False)
@@ -166,7 +183,7 @@ def _source_layout(filename: str, lines: list[str]) -> _Layout:
     key = (filename, hash(tuple(lines)))
     layout = _PY_SOURCE_CACHE.get(key)
     if layout is None:
-        tree = ast.parse("".join(lines), filename)
+        tree = _ast_call(lambda: ast.parse("".join(lines), filename))
         spans: list[tuple[int, int]] = []
         imports: list[tuple[int, int]] = []
         futures: list[str] = []
