@@ -294,13 +294,15 @@ def test_user_info_and_query_are_refused_in_a_base_url() -> None:
 
 
 def test_the_browser_gets_a_loopback_start_url(emu: ColabEmulator) -> None:
-    """Not the authorization URL: ``webbrowser`` puts it on a command line."""
+    """Not the authorization URL: ``webbrowser`` puts it on a command line. The page the
+    browser ends on names the account that signed in."""
     opened: list[str] = []
     announced: list[str] = []
+    pages: list[str] = []
 
     def browser(url: str) -> None:
         opened.append(url)
-        follow(url)
+        pages.append(httpx.get(url, follow_redirects=True, timeout=30).text)
 
     async def main() -> StoredCredentials:
         async with emulator_oauth(emu) as oauth:
@@ -308,6 +310,7 @@ def test_the_browser_gets_a_loopback_start_url(emu: ColabEmulator) -> None:
 
     record = run(main())
     assert record.account == emu.user_email
+    assert f"signed in as {emu.user_email}" in pages[0]
     (url,) = opened
     parts = urlsplit(url)
     assert parts.hostname == "127.0.0.1" and parts.path.startswith("/start/") and not parts.query

@@ -84,6 +84,9 @@ _PAGE = (
 )
 
 
+_VERDICT_WAIT = 120.0  # seconds the browser's page waits for the code exchange to end
+
+
 class LoopbackReceiver:
     """Waits on 127.0.0.1 for the one redirect that carries our ``state`` and a code.
 
@@ -95,7 +98,9 @@ class LoopbackReceiver:
     A request with a wrong or missing ``state``, or without a code, gets an error page and the
     wait goes on (so a stray or forged request cannot end the sign-in). ``error=`` with our state
     (the user declined) ends it. After the first good redirect the listener stops accepting
-    connections, and anything already queued is answered "already used": no second code.
+    connections, and anything already queued is answered "already used": no second code. The
+    browser's answer waits for :meth:`conclude`, so the page names the account that signed in,
+    or says the sign-in failed.
     """
 
     def __init__(self) -> None:
@@ -104,6 +109,7 @@ class LoopbackReceiver:
         self._start_path = "/start/" + secrets.token_urlsafe(16)
         self._started = False
         self._outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._verdict: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._server: asyncio.Server | None = None
         self.redirect_uri = ""
 
@@ -127,6 +133,11 @@ class LoopbackReceiver:
     @property
     def outcome(self) -> asyncio.Future[str]:
         return self._outcome
+
+    def conclude(self, account: str | None) -> None:
+        """The sign-in is over: as ``account`` (``None``: it failed). The first call counts."""
+        if not self._verdict.done():
+            self._verdict.set_result(account)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -213,7 +224,14 @@ class LoopbackReceiver:
         if not code:
             return 400, "No code", "The redirect carried no authorization code.", {}
         self._finish(code=code)
-        return 200, "Signed in", "colabremote is signed in. You may close this tab.", {}
+        try:
+            account = await asyncio.wait_for(asyncio.shield(self._verdict), _VERDICT_WAIT)
+        except asyncio.TimeoutError:
+            return 200, "Code received", "colabremote got the sign-in; see its terminal.", {}
+        if account is None:
+            return 400, "Sign-in failed", "colabremote could not sign in; see its terminal.", {}
+        text = f"colabremote is signed in as {account}. You may close this tab."
+        return 200, "Signed in", text, {}
 
     def _start(self) -> tuple[int, str, str, dict[str, str]]:
         if self._outcome.done():

@@ -218,13 +218,15 @@ class GoogleOAuth(OwnsHttpClient):
             if open_browser is not None:
                 browser = asyncio.ensure_future(asyncio.to_thread(open_browser, start_url))
             code = await self._wait_for_code(receiver, browser, timeout)
+            credentials = await self.exchange_code(
+                code, redirect_uri=request.redirect_uri, verifier=request.verifier
+            )
+            receiver.conclude(credentials.account or "an unknown account")
         finally:
+            receiver.conclude(None)  # the page says so when the exchange failed
             await receiver.close()
             if browser is not None:  # a failure after we stopped waiting is only logged
                 browser.add_done_callback(_log_browser_failure)
-        credentials = await self.exchange_code(
-            code, redirect_uri=request.redirect_uri, verifier=request.verifier
-        )
         if browser is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(browser), 5)
