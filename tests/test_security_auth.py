@@ -462,3 +462,19 @@ def test_a_token_with_a_newline_works_and_a_broken_one_is_not_quoted(emu: ColabE
         run(whoami(GivenTokens(token[:10] + "\n" + token[10:])))
     assert token[:10] not in str(info.value) and token[10:] not in str(info.value)
     assert "BearerAuth" in repr(BearerAuth(token)) and token not in repr(BearerAuth(token))
+
+
+def test_logout_says_when_revoking_failed(
+    recorder: Recorder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The origin refuses to revoke: the record is forgotten all the same, and the user told."""
+    store = TokenStore(origin=ColabEndpoints.at(recorder.url).origin)
+    google_sign_in(store)
+    assert _cli.main(["--base-url", recorder.url, "logout"]) == 0
+    out = capsys.readouterr().out
+    assert "Could not revoke the sign-in of ada@example.com" in out
+    assert f"Removed it from {store.path}." in out and "Signed out." in out
+    assert store.load() is None
+    assert any(request.startswith("POST /revoke") for request in recorder.seen)
+    assert _cli.main(["--base-url", recorder.url, "logout"]) == 0
+    assert "Was not signed in." in capsys.readouterr().out

@@ -85,12 +85,13 @@ def _endpoints(base_url: str | None) -> ColabEndpoints | None:
     one that was set); ``None``: Google's."""
     from .._colab.endpoints import ColabEndpoints
 
-    if base_url:
-        return ColabEndpoints.at(base_url, setting="base_url=")
-    from_env = os.environ.get("COLABREMOTE_BASE_URL")
-    if from_env:
-        return ColabEndpoints.at(from_env, setting="COLABREMOTE_BASE_URL")
-    return None
+    from_env = os.environ.get("COLABREMOTE_BASE_URL") or None
+    url = base_url or from_env
+    if url is None:
+        return None
+    # The default session passes the variable's value as base_url=: name the variable then.
+    setting = "COLABREMOTE_BASE_URL" if url == from_env else "base_url="
+    return ColabEndpoints.at(url, setting=setting)
 
 
 class _LazyCredentials:

@@ -449,23 +449,24 @@ class TokenStore:
 
     # -- both places, for signing out --------------------------------------------------------
 
-    def _everywhere(self) -> list[_Place]:
-        """The chosen place and the other kind: a record may be left in either by an earlier
-        run with another ``COLABREMOTE_TOKEN_STORE`` or with a keyring that was locked."""
-        places: list[_Place] = [self._file]
+    def _everywhere(self) -> list[tuple[_Place, bool]]:
+        """The chosen place and the other kind, each with whether it is the chosen one: a
+        record may be left in either by an earlier run with another ``COLABREMOTE_TOKEN_STORE``
+        or while the keyring was locked."""
         if self._keyring is not None:
-            places.insert(0, self._keyring)
-        else:
-            backend = self._keyring_backend or _pick_keyring()
-            if backend is not None and is_secure_keyring(backend):
-                places.insert(0, _KeyringPlace(backend, self.keyring_username(self.origin)))
+            return [(self._keyring, True), (self._file, False)]
+        places: list[tuple[_Place, bool]] = []
+        backend = self._keyring_backend or _pick_keyring()
+        if backend is not None and is_secure_keyring(backend):
+            places.append((_KeyringPlace(backend, self.keyring_username(self.origin)), False))
+        places.append((self._file, True))
         return places
 
     def load_everywhere(self) -> list[tuple[str, StoredCredentials]]:
         """The readable records in the keyring and the file (where each was), for sign-out.
         A place that cannot be read, or holds a damaged record, is logged and skipped."""
         found = []
-        for place in self._everywhere():
+        for place, _chosen in self._everywhere():
             try:
                 record = self._parse(place.read())
             except ConfigurationError as exc:
@@ -478,11 +479,20 @@ class TokenStore:
     def delete_everywhere(self) -> list[str]:
         """Delete the record from the keyring and the file; the places that held one.
 
-        Every place is tried; if any could not be cleaned, ConfigurationError names it after.
+        Every place is tried. If the chosen one, or another that was seen to hold a record,
+        could not be cleaned, ConfigurationError names it after; another place that cannot
+        even be read (a locked keyring nobody chose) is only logged.
         """
         removed: list[str] = []
         failed: list[str] = []
-        for place in self._everywhere():
+        for place, chosen in self._everywhere():
+            if not chosen:
+                try:
+                    if place.read() is None:
+                        continue
+                except ConfigurationError as exc:
+                    log.warning("could not look for a sign-in in %s: %s", place, exc)
+                    continue
             try:
                 if place.delete():
                     removed.append(str(place))
