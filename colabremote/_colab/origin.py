@@ -25,7 +25,7 @@ _UNSAFE_IN_NAMES = re.compile(r"[^A-Za-z0-9.-]+")
 def is_loopback_host(host: str) -> bool:
     """Whether ``host`` is this machine: ``localhost``, 127.0.0.0/8 or ::1."""
     host = host.strip("[]").rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -470,10 +470,10 @@ class GoogleOAuth(OwnsHttpClient):
         try:
             response = await self._post(self.revoke_url, {"token": token}, "revoking", retry=True)
         except AuthError as exc:
-            log.warning("could not revoke the Google token: %s", exc)
+            log.warning("could not revoke the token at %s: %s", self.origin, exc)
             return False
         if response.status_code != 200:
-            log.warning("Google did not revoke the token (HTTP %s)", response.status_code)
+            log.warning("%s did not revoke the token (HTTP %s)", self.origin, response.status_code)
             return False
         return True
 
