@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import httpx
 import pytest
@@ -109,7 +109,7 @@ class Recorder:
         class Handler(BaseHTTPRequestHandler):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length).decode("latin-1")
+                body = unquote_plus(self.rfile.read(length).decode("latin-1"))  # form-encoded
                 recorder.seen.append(f"{self.command} {self.path}\n{self.headers}\n{body}")
                 payload = json.dumps({"error": "invalid_client"}).encode()
                 self.send_response(401)
