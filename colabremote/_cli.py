@@ -7,7 +7,8 @@
     colabremote runtimes release ENDPOINT | --all
     colabremote emulator
 
-``--base-url URL`` (or ``COLABREMOTE_BASE_URL``) points every command at a Colab emulator.
+``--base-url URL`` (or ``COLABREMOTE_BASE_URL``) points every command at a Colab emulator. Its
+sign-in is kept apart from the Google one; plain http is accepted only to a loopback address.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -25,77 +25,99 @@ from typing import Any
 from .exceptions import ColabRemoteError, ConfigurationError
 
 
-def _oauth(args: argparse.Namespace, store: Any) -> Any:
-    from ._colab.auth import ClientConfig, GoogleOAuth
+def _endpoints(args: argparse.Namespace) -> Any:
     from ._colab.endpoints import ColabEndpoints
 
-    client = ClientConfig.from_file(args.client_secrets) if args.client_secrets else None
-    ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
-    return GoogleOAuth(
-        client,
-        store=store,
-        authorize_url=ends.oauth_authorize,
-        token_url=ends.oauth_token,
-        revoke_url=ends.oauth_revoke,
-        userinfo_url=ends.userinfo,
-    )
+    if not args.base_url:
+        return ColabEndpoints.production()
+    return ColabEndpoints.at(args.base_url, setting=args.base_url_setting)
+
+
+def _store(args: argparse.Namespace) -> Any:
+    """The token store for the origin the commands talk to."""
+    from ._colab.tokens import TokenStore
+
+    return TokenStore(origin=_endpoints(args).origin)
+
+
+def _oauth(args: argparse.Namespace, store: Any, client: Any = None) -> Any:
+    from ._colab.auth import ClientConfig, GoogleOAuth
+
+    if client is None and args.client_secrets:
+        client = ClientConfig.from_file(args.client_secrets)
+    return GoogleOAuth.for_endpoints(_endpoints(args), client, store=store)
 
 
 def _control(args: argparse.Namespace, credentials: Any) -> Any:
     from ._colab.control import ControlPlane
-    from ._colab.endpoints import ColabEndpoints
 
-    ends = ColabEndpoints.at(args.base_url) if args.base_url else ColabEndpoints.production()
-    return ControlPlane(credentials, endpoints=ends)
+    return ControlPlane(credentials, endpoints=_endpoints(args))
 
 
 def _credentials(args: argparse.Namespace) -> Any:
     from ._colab.auth import find_credentials
-    from ._colab.tokens import TokenStore
 
-    store = TokenStore()
+    store = _store(args)
     return find_credentials(store=store, oauth=_oauth(args, store), use_adc=args.adc)
 
 
 async def _login(args: argparse.Namespace) -> int:
-    from ._colab.tokens import TokenStore
-
     if args.adc:
         from ._colab.auth import GoogleOAuth, load_adc
 
+        if args.base_url:
+            raise ConfigurationError(
+                f"--adc checks Application Default Credentials with Google; they are never sent "
+                f"to another origin ({args.base_url_setting} is set)"
+            )
         adc = load_adc()
         adc.use_tokeninfo(GoogleOAuth())
         await adc.token()  # checks the scopes; MissingScopes carries the gcloud command
         print("Application Default Credentials work; sessions use them with use_adc=True.")
         return 0
-    store = TokenStore()
+    store = _store(args)
+    client = None
     if args.client_secrets:
-        # Keep the OAuth client next to the sign-in, so tokens can be refreshed later.
-        store.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        target = store.config_dir / "client_secrets.json"
-        shutil.copyfile(args.client_secrets, target)
-        target.chmod(0o600)
-    oauth = _oauth(args, store)
+        from ._colab.auth import keep_client_file
+
+        # Kept next to the sign-in (for this origin), so tokens can be refreshed later.
+        client, _kept = keep_client_file(args.client_secrets, store.config_dir, store.origin)
+    oauth = _oauth(args, store, client)
     async with oauth:
         if args.no_browser:
             if args.base_url:  # an emulator shows the code on its own page
-                stored = await oauth.login_paste(redirect_uri=f"{args.base_url}/oauth/paste")
+                paste = f"{_endpoints(args).colab}/oauth/paste"
+                stored = await oauth.login_paste(redirect_uri=paste)
             else:
                 stored = await oauth.login_paste()
         else:
             stored = await oauth.login()
-    where = "the OS keyring" if store.kind == "keyring" else str(store.path)
-    print(f"Signed in as {stored.account or 'an unknown account'}; credentials kept in {where}.")
+    print(
+        f"Signed in as {stored.account or 'an unknown account'}; "
+        f"credentials kept in {store.describe()}."
+    )
+    if not store.origin.is_production:
+        print(f"This sign-in is for {store.origin} only, kept apart from your Google sign-in.")
     return 0
 
 
 async def _logout(args: argparse.Namespace) -> int:
-    from ._colab.tokens import TokenStore
-
-    store = TokenStore()
+    store = _store(args)
     async with _oauth(args, store) as oauth:
-        forgotten = await oauth.logout()
-    print("Signed out." if forgotten else "Was not signed in.")
+        done = await oauth.logout()
+    if not done.found:
+        print("Was not signed in.")
+        return 0
+    who = ", ".join(done.accounts) or "the stored account"
+    if done.revoked:
+        print(f"Revoked the sign-in of {who} at {store.origin}.")
+    else:
+        print(
+            f"Could not revoke the sign-in of {who} at {store.origin} (see the warning above); "
+            "it is forgotten here all the same."
+        )
+    print(f"Removed it from {' and '.join(done.removed)}.")
+    print("Signed out.")
     return 0
 
 
@@ -148,10 +170,12 @@ def _emulator(args: argparse.Namespace) -> int:
     with ColabEmulator() as emulator:
         token = emulator.mint_access_token(ttl=24 * 3600)
         print(f"A Colab emulator is serving at {emulator.url} (Ctrl-C stops it).")
-        print("Point sessions at it with:")
-        print(f"  export COLABREMOTE_BACKEND=colab COLABREMOTE_BASE_URL={emulator.url}")
-        print(f"  export COLABREMOTE_ACCESS_TOKEN={token}   # a test token, valid for 24 h")
-        print("or in code: cr.Session(backend='colab', base_url=...), or simply")
+        print("Run a script against it (the settings hold for that one command only):")
+        print(f"  COLABREMOTE_BACKEND=colab COLABREMOTE_BASE_URL={emulator.url} \\")
+        print(f"  COLABREMOTE_ACCESS_TOKEN={token} python your_script.py")
+        print("The token is a test token, valid for 24 h. Sign-ins for this address are kept")
+        print("apart from your Google sign-in, and no Google token is ever sent to it.")
+        print("In code: cr.Session(backend='colab', base_url=...), or simply")
         print("cr.Session(backend='emulator'), which starts one of its own.", flush=True)
         if args.write_client_secrets:
             emulator.write_client_secrets(args.write_client_secrets)
@@ -166,8 +190,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="colabremote", description=__doc__.split("\n\n")[0])
     top.add_argument(
         "--base-url",
-        default=os.environ.get("COLABREMOTE_BASE_URL"),
-        help="a Colab emulator's address (default: Google's services)",
+        help="a Colab emulator's address (default: $COLABREMOTE_BASE_URL, else Google's)",
     )
     commands = top.add_subparsers(dest="command", required=True)
     login = commands.add_parser("login", help="sign in to Google")
@@ -190,6 +213,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.base_url_setting = "--base-url"
+    if args.base_url is None:
+        args.base_url = os.environ.get("COLABREMOTE_BASE_URL") or None
+        args.base_url_setting = "COLABREMOTE_BASE_URL"
     if not hasattr(args, "adc"):
         args.adc = False
     if not hasattr(args, "client_secrets"):

@@ -17,12 +17,13 @@ from typing import Protocol
 
 import httpx
 
-from .exceptions import ColabRemoteError
+from .exceptions import ColabRemoteError, ConfigurationError
 
 __all__ = [
     "BearerAuth",
     "ErrorFactory",
     "TokenSource",
+    "clean_token",
     "display_url",
     "mapped_errors",
     "refusal",
@@ -38,6 +39,24 @@ _SECRET_PARAMS = re.compile(
     re.IGNORECASE,
 )
 _SECRET_HEADERS = re.compile(r"\b(Bearer|Authorization:\s*\w+)\s+[^\s\"'<>,;]+", re.IGNORECASE)
+
+
+_NOT_IN_TOKENS = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def clean_token(token: str, *, what: str = "the access token") -> str:
+    """``token`` without surrounding white space (a newline from a file or a shell).
+
+    White space or control characters inside it are refused with a ConfigurationError naming
+    ``what``, never the token: sent on, they would break the header, and the HTTP library's
+    error would quote it.
+    """
+    cleaned = token.strip()
+    if _NOT_IN_TOKENS.search(cleaned):
+        raise ConfigurationError(
+            f"{what} contains white space or control characters; check how it was copied"
+        )
+    return cleaned
 
 
 def scrub(text: str, *secrets: str | None) -> str:
@@ -133,6 +152,7 @@ class BearerAuth(httpx.Auth):
 
     def _authorize(self, request: httpx.Request, token: str) -> None:
         request.headers.pop("Authorization", None)
+        token = clean_token(token)
         if token:
             request.headers["Authorization"] = f"Bearer {token}"
             if token not in self._sent:

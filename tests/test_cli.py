@@ -39,6 +39,8 @@ def env(emu: ColabEmulator, tmp_path: Path) -> dict[str, str]:
         COLABREMOTE_TOKEN_STORE="file",
         COLABREMOTE_BASE_URL=emu.url,
         BROWSER=f"{sys.executable} {browser} %s",
+        # Sign-out looks in the keyring too: never the real user's.
+        PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
     )
     return environ
 
@@ -61,7 +63,9 @@ def test_sign_in_whoami_and_sign_out(
     login = run(env, "login", "--client-secrets", str(secrets))
     assert login.returncode == 0, login.stderr
     assert f"Signed in as {emu.user_email}" in login.stdout
-    stored = tmp_path / "config" / "credentials.json"
+    # The emulator's sign-in is kept apart from the Google one (credentials.json).
+    (stored,) = (tmp_path / "config").glob("credentials-127.0.0.1_*.json")
+    assert not (tmp_path / "config" / "credentials.json").exists()
     assert stored.stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "config").stat().st_mode & 0o777 == 0o700
 
@@ -71,6 +75,7 @@ def test_sign_in_whoami_and_sign_out(
 
     logout = run(env, "logout")
     assert logout.returncode == 0 and "Signed out." in logout.stdout
+    assert f"Revoked the sign-in of {emu.user_email}" in logout.stdout
     assert not stored.exists()
     again = run(env, "whoami")
     assert again.returncode == 1 and "colabremote login" in again.stderr
@@ -143,7 +148,7 @@ def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
         assert process.stdout is not None
         first = process.stdout.readline()
         url = first.split("serving at ")[1].split(" ")[0]
-        lines = [process.stdout.readline() for _ in range(3)]
+        lines = [process.stdout.readline() for _ in range(7)]
         token = lines[2].split("COLABREMOTE_ACCESS_TOKEN=")[1].split()[0]
         answer = httpx.get(
             f"{url}/tun/m/assignments",
@@ -155,3 +160,8 @@ def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         process.wait(60)
     assert f"COLABREMOTE_BASE_URL={url}" in lines[1]
+    # A one-command form: an exported variable would outlive the emulator.
+    assert lines[2].rstrip().endswith("python your_script.py")
+    text = first + "".join(lines)
+    assert "export" not in text
+    assert "apart from your Google sign-in" in " ".join(text.split())

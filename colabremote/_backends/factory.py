@@ -14,6 +14,7 @@ from .base import Backend
 
 if TYPE_CHECKING:  # imported when a session opens, not with the package
     from .._colab.auth import Credentials
+    from .._colab.endpoints import ColabEndpoints
 
 BACKENDS = ("local", "jupyter", "colab", "emulator")
 
@@ -62,15 +63,10 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         }
         _only(backend, options, allowed)
         options = dict(options)
-        base_url = options.pop("base_url", None) or os.environ.get("COLABREMOTE_BASE_URL") or None
+        endpoints = _endpoints(options.pop("base_url", None))
         given = options.pop("credentials", None)
         use_adc = options.pop("use_adc", False)
-        credentials = given if given is not None else _LazyCredentials(use_adc, base_url)
-        endpoints = None
-        if base_url is not None:
-            from .._colab.endpoints import ColabEndpoints
-
-            endpoints = ColabEndpoints.at(base_url)
+        credentials = given if given is not None else _LazyCredentials(use_adc, endpoints)
         return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
         from ..testing._emulator.backend import EmulatorBackend
@@ -84,14 +80,29 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
 
 
+def _endpoints(base_url: str | None) -> ColabEndpoints | None:
+    """The endpoints at ``base_url=`` or ``COLABREMOTE_BASE_URL`` (checked now, naming the
+    one that was set); ``None``: Google's."""
+    from .._colab.endpoints import ColabEndpoints
+
+    from_env = os.environ.get("COLABREMOTE_BASE_URL") or None
+    url = base_url or from_env
+    if url is None:
+        return None
+    # The default session passes the variable's value as base_url=: name the variable then.
+    setting = "COLABREMOTE_BASE_URL" if url == from_env else "base_url="
+    return ColabEndpoints.at(url, setting=setting)
+
+
 class _LazyCredentials:
-    """Google credentials found on first use (when the session opens, not when it is made)."""
+    """Google credentials found on first use (when the session opens, not when it is made),
+    for the origin of ``endpoints`` (``None``: Google's)."""
 
     source = "lazy"
 
-    def __init__(self, use_adc: bool, base_url: str | None) -> None:
+    def __init__(self, use_adc: bool, endpoints: ColabEndpoints | None) -> None:
         self._use_adc = use_adc
-        self._base_url = base_url
+        self._endpoints = endpoints
         self._found: Credentials | None = None
 
     def __repr__(self) -> str:
@@ -102,16 +113,11 @@ class _LazyCredentials:
             from .._colab.auth import GoogleOAuth, find_credentials
 
             oauth = None
-            if self._base_url is not None:
-                from .._colab.endpoints import ColabEndpoints
+            if self._endpoints is not None:
+                from .._colab.tokens import TokenStore
 
-                ends = ColabEndpoints.at(self._base_url)
-                oauth = GoogleOAuth(
-                    authorize_url=ends.oauth_authorize,
-                    token_url=ends.oauth_token,
-                    revoke_url=ends.oauth_revoke,
-                    userinfo_url=ends.userinfo,
-                )
+                store = TokenStore(origin=self._endpoints.origin)
+                oauth = GoogleOAuth.for_endpoints(self._endpoints, store=store)
             self._found = find_credentials(oauth=oauth, use_adc=self._use_adc)
         return await self._found.token()
 

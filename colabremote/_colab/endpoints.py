@@ -7,10 +7,9 @@ Google API domain, the public v1beta API, and Google's OAuth endpoints). Every c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
 
-from ..exceptions import ConfigurationError
+from .origin import PRODUCTION, Origin
 
 __all__ = ["ColabEndpoints"]
 
@@ -20,7 +19,8 @@ class ColabEndpoints:
     """Base URLs (no trailing slash) of the Colab services, and full URLs of the OAuth ones.
 
     ``colab`` serves ``/tun/m/...`` and ``/vscode/...``; ``gapi`` serves ``/v1/...`` (the private
-    API); ``public`` serves ``/v1beta/...`` and ``/v1/operations``.
+    API); ``public`` serves ``/v1beta/...`` and ``/v1/operations``. ``origin`` says whose they
+    are, and so which stored sign-in may be sent to them.
     """
 
     colab: str
@@ -30,6 +30,7 @@ class ColabEndpoints:
     oauth_token: str
     oauth_revoke: str
     userinfo: str
+    origin: Origin = field(default=PRODUCTION)
 
     @classmethod
     def production(cls) -> ColabEndpoints:
@@ -45,15 +46,14 @@ class ColabEndpoints:
         )
 
     @classmethod
-    def at(cls, base_url: str) -> ColabEndpoints:
-        """Every service served from one origin, as :class:`colabremote.testing` emulators do."""
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ConfigurationError(
-                f"base_url={base_url!r} is not an http(s) origin; use one like "
-                "'http://127.0.0.1:8765'"
-            )
-        base = base_url.rstrip("/")
+    def at(cls, base_url: str, *, setting: str = "base_url") -> ColabEndpoints:
+        """Every service served from one origin, as :class:`colabremote.testing` emulators do.
+
+        ``setting`` names where the URL came from, for the error when it is refused (plain
+        http is accepted only to a loopback address; see :class:`~.origin.Origin`).
+        """
+        origin = Origin.of(base_url, setting=setting)
+        base = base_url.strip().rstrip("/")
         return cls(
             colab=base,
             gapi=base,
@@ -62,4 +62,5 @@ class ColabEndpoints:
             oauth_token=f"{base}/token",
             oauth_revoke=f"{base}/revoke",
             userinfo=f"{base}/oauth2/v2/userinfo",
+            origin=origin,
         )

@@ -13,6 +13,11 @@ OAuth client id) is kept by a :class:`TokenStore`:
 
 ``COLABREMOTE_TOKEN_STORE=file|keyring|auto`` (or the ``backend`` argument) chooses explicitly;
 tests use ``backend="file"``.
+
+Each :class:`~.origin.Origin` has a record of its own: Google's keeps the keyring entry
+``colabremote``/``google-oauth`` and the file ``credentials.json``; any other base URL gets
+``google-oauth@<origin>`` and ``credentials-<label>.json``, so an emulator's sign-in never
+reads, replaces or deletes the real one.
 """
 
 from __future__ import annotations
@@ -21,8 +26,8 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import stat
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..exceptions import ConfigurationError
+from .origin import PRODUCTION, Origin
 
 __all__ = [
     "KEYRING_SERVICE",
@@ -37,7 +43,9 @@ __all__ = [
     "StoredCredentials",
     "TokenStore",
     "default_config_dir",
+    "ensure_private_dir",
     "is_secure_keyring",
+    "write_private_file",
 ]
 
 log = logging.getLogger("colabremote.auth")
@@ -197,127 +205,113 @@ def _pick_keyring() -> Any | None:
     return max(secure, key=lambda backend: getattr(backend, "priority", 0))
 
 
-# -- the store -----------------------------------------------------------------------------------
+# -- private files -------------------------------------------------------------------------------
 
 
-class TokenStore:
-    """Loads, saves and deletes the one :class:`StoredCredentials` record of this user."""
+def ensure_private_dir(directory: Path) -> None:
+    """Make ``directory`` (mode 0700) or tighten it to 0700 if others could read it."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _fix_mode(directory, 0o700)
 
-    def __init__(
-        self,
-        config_dir: str | os.PathLike[str] | None = None,
-        *,
-        backend: BackendChoice | None = None,
-        keyring_backend: Any | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        env = os.environ if environ is None else environ
-        choice = backend or env.get("COLABREMOTE_TOKEN_STORE", "auto") or "auto"
-        if choice not in ("auto", "keyring", "file"):
-            raise ConfigurationError(
-                f"token store {choice!r} is unknown; use 'auto', 'keyring' or 'file' "
-                "(argument backend= or COLABREMOTE_TOKEN_STORE)"
-            )
-        self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir(env)
-        self._keyring: Any | None = None
-        if choice != "file":
-            chosen = keyring_backend if keyring_backend is not None else _pick_keyring()
-            if chosen is not None and not is_secure_keyring(chosen):
-                raise ConfigurationError(
-                    f"keyring backend {type(chosen).__name__} does not encrypt secrets; "
-                    "colabremote will not store Google credentials in it"
-                )
-            if chosen is None and choice == "keyring":
-                raise ConfigurationError(
-                    "no secure OS keyring is available (install and unlock one, or use "
-                    "COLABREMOTE_TOKEN_STORE=file for a private file in the config directory)"
-                )
-            self._keyring = chosen
 
-    @property
-    def kind(self) -> Literal["keyring", "file"]:
-        return "keyring" if self._keyring is not None else "file"
+def _fix_mode(path: Path, wanted: int) -> None:
+    mode = stat.S_IMODE(path.lstat().st_mode)
+    if mode & 0o077:
+        log.warning("%s was readable by others (mode %o); setting %o", path, mode, wanted)
+        os.chmod(path, wanted)
 
-    @property
-    def path(self) -> Path:
-        """The credentials file (used only when there is no real keyring)."""
-        return self.config_dir / CREDENTIALS_FILE
 
-    def __repr__(self) -> str:
-        where = type(self._keyring).__name__ if self._keyring is not None else str(self.path)
-        return f"TokenStore({self.kind}: {where})"
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``path`` atomically with mode 0600 from its first byte: a fresh temporary file
+    (``O_EXCL``, never following a link) in the same 0700 directory, fsync, then rename."""
+    ensure_private_dir(path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
-    def load(self) -> StoredCredentials | None:
-        """The stored record, or None when there is none."""
-        text = self._load_keyring() if self._keyring is not None else self._load_file()
-        if text is None:
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise ConfigurationError(
-                f"the stored Google credentials ({self}) are not valid JSON; "
-                "run `colabremote logout` and `colabremote login` again"
-            ) from None
-        if not isinstance(data, dict):
-            raise ConfigurationError(f"the stored Google credentials ({self}) are malformed")
-        return StoredCredentials.from_dict(data)
 
-    def save(self, credentials: StoredCredentials) -> None:
-        """Store ``credentials``, replacing what was there (atomically)."""
-        text = json.dumps(credentials.to_dict(), sort_keys=True)
-        if self._keyring is not None:
-            self._keyring_call("save", self._keyring.set_password, text)
-        else:
-            self._save_file(text)
+def _fsync_dir(directory: Path) -> None:
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dir_fd)
 
-    def delete(self) -> None:
-        """Forget the stored record (no error if there is none)."""
-        if self._keyring is not None:
-            import keyring.errors
 
-            with contextlib.suppress(keyring.errors.PasswordDeleteError):
-                self._keyring_call("delete", self._keyring.delete_password)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
+# -- where a record can be kept --------------------------------------------------------------------
 
-    # -- keyring -----------------------------------------------------------------------------
 
-    def _keyring_call(self, doing: str, method: Any, *args: str) -> Any:
+class _KeyringPlace:
+    """One entry in the OS keyring."""
+
+    kind: Literal["keyring"] = "keyring"
+
+    def __init__(self, backend: Any, username: str) -> None:
+        self.backend = backend
+        self.username = username
+
+    def __str__(self) -> str:
+        return "the OS keyring"
+
+    def _call(self, doing: str, method: Any, *args: str) -> Any:
         import keyring.errors
 
         try:
-            return method(KEYRING_SERVICE, KEYRING_USERNAME, *args)
+            return method(KEYRING_SERVICE, self.username, *args)
         except keyring.errors.PasswordDeleteError:
             raise
         except keyring.errors.KeyringError as exc:
             raise ConfigurationError(
                 f"could not {doing} Google credentials in the OS keyring "
-                f"({type(self._keyring).__name__}: {type(exc).__name__}); unlock it, or set "
+                f"({type(self.backend).__name__}: {type(exc).__name__}); unlock it, or set "
                 "COLABREMOTE_TOKEN_STORE=file to use a private file instead"
             ) from None
 
-    def _load_keyring(self) -> str | None:
-        assert self._keyring is not None
-        value = self._keyring_call("read", self._keyring.get_password)
+    def read(self) -> str | None:
+        value = self._call("read", self.backend.get_password)
         return value if isinstance(value, str) else None
 
-    # -- file --------------------------------------------------------------------------------
+    def write(self, text: str) -> None:
+        self._call("save", self.backend.set_password, text)
 
-    def _ensure_dir(self) -> None:
-        directory = self.config_dir
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._fix_mode(directory, 0o700)
+    def delete(self) -> bool:
+        import keyring.errors
 
-    @staticmethod
-    def _fix_mode(path: Path, wanted: int) -> None:
-        mode = stat.S_IMODE(path.lstat().st_mode)
-        if mode & 0o077:
-            log.warning("%s was readable by others (mode %o); setting %o", path, mode, wanted)
-            os.chmod(path, wanted)
+        if self.read() is None:
+            return False
+        with contextlib.suppress(keyring.errors.PasswordDeleteError):
+            self._call("delete", self.backend.delete_password)
+        return True
 
-    def _load_file(self) -> str | None:
+
+class _FilePlace:
+    """A private file in the config directory."""
+
+    kind: Literal["file"] = "file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def read(self) -> str | None:
         path = self.path
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -333,32 +327,181 @@ class TokenStore:
                 os.fchmod(handle.fileno(), 0o600)
             return handle.read()
 
-    def _save_file(self, text: str) -> None:
-        self._ensure_dir()
-        fd, tmp_name = tempfile.mkstemp(
-            dir=self.config_dir, prefix=f".{CREDENTIALS_FILE}.", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), 0o600)  # mkstemp already does; be explicit
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
-            raise
-        self._fsync_dir()
+    def write(self, text: str) -> None:
+        write_private_file(self.path, text.encode("utf-8"))
 
-    def _fsync_dir(self) -> None:
+    def delete(self) -> bool:
         try:
-            dir_fd = os.open(self.config_dir, os.O_RDONLY)
-        except OSError:  # pragma: no cover - platforms without directory fds
-            return
+            self.path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ConfigurationError(f"could not delete {self.path} ({exc.strerror})") from None
+        return True
+
+
+_Place = _KeyringPlace | _FilePlace
+
+
+# -- the store -----------------------------------------------------------------------------------
+
+
+class TokenStore:
+    """Loads, saves and deletes the :class:`StoredCredentials` record of this user for one
+    origin (Google's unless ``origin`` says otherwise)."""
+
+    def __init__(
+        self,
+        config_dir: str | os.PathLike[str] | None = None,
+        *,
+        backend: BackendChoice | None = None,
+        keyring_backend: Any | None = None,
+        environ: Mapping[str, str] | None = None,
+        origin: Origin = PRODUCTION,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        choice = backend or env.get("COLABREMOTE_TOKEN_STORE", "auto") or "auto"
+        if choice not in ("auto", "keyring", "file"):
+            raise ConfigurationError(
+                f"token store {choice!r} is unknown; use 'auto', 'keyring' or 'file' "
+                "(argument backend= or COLABREMOTE_TOKEN_STORE)"
+            )
+        self.origin = origin
+        self.config_dir = Path(config_dir) if config_dir is not None else default_config_dir(env)
+        self._file = _FilePlace(self.config_dir / self.file_name(origin))
+        self._keyring_backend = keyring_backend
+        self._keyring: _KeyringPlace | None = None
+        if choice != "file":
+            chosen = keyring_backend if keyring_backend is not None else _pick_keyring()
+            if chosen is not None and not is_secure_keyring(chosen):
+                raise ConfigurationError(
+                    f"keyring backend {type(chosen).__name__} does not encrypt secrets; "
+                    "colabremote will not store Google credentials in it"
+                )
+            if chosen is None and choice == "keyring":
+                raise ConfigurationError(
+                    "no secure OS keyring is available (install and unlock one, or use "
+                    "COLABREMOTE_TOKEN_STORE=file for a private file in the config directory)"
+                )
+            if chosen is not None:
+                self._keyring = _KeyringPlace(chosen, self.keyring_username(origin))
+
+    @staticmethod
+    def file_name(origin: Origin) -> str:
+        """The credentials file's name for ``origin``."""
+        if origin.is_production:
+            return CREDENTIALS_FILE
+        return f"credentials-{origin.label}.json"
+
+    @staticmethod
+    def keyring_username(origin: Origin) -> str:
+        """The keyring entry's user name for ``origin`` (service ``colabremote``)."""
+        return KEYRING_USERNAME if origin.is_production else f"{KEYRING_USERNAME}@{origin.url}"
+
+    @property
+    def _place(self) -> _Place:
+        return self._keyring if self._keyring is not None else self._file
+
+    @property
+    def kind(self) -> Literal["keyring", "file"]:
+        return self._place.kind
+
+    @property
+    def path(self) -> Path:
+        """The credentials file (used only when there is no real keyring)."""
+        return self._file.path
+
+    def __repr__(self) -> str:
+        place = self._place
+        where = type(place.backend).__name__ if isinstance(place, _KeyringPlace) else str(place)
+        suffix = "" if self.origin.is_production else f", for {self.origin}"
+        return f"TokenStore({self.kind}: {where}{suffix})"
+
+    def describe(self) -> str:
+        """Where records are kept, for people: the OS keyring, or the file's path."""
+        return str(self._place)
+
+    def load(self) -> StoredCredentials | None:
+        """The stored record, or None when there is none."""
+        return self._parse(self._place.read())
+
+    def _parse(self, text: str | None) -> StoredCredentials | None:
+        if text is None:
+            return None
         try:
-            os.fsync(dir_fd)
-        except OSError:  # pragma: no cover
-            pass
-        finally:
-            os.close(dir_fd)
+            data = json.loads(text)
+        except ValueError:
+            raise ConfigurationError(
+                f"the stored Google credentials ({self}) are not valid JSON; "
+                "run `colabremote logout` and `colabremote login` again"
+            ) from None
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"the stored Google credentials ({self}) are malformed")
+        return StoredCredentials.from_dict(data)
+
+    def save(self, credentials: StoredCredentials) -> None:
+        """Store ``credentials``, replacing what was there (atomically)."""
+        self._place.write(json.dumps(credentials.to_dict(), sort_keys=True))
+
+    def delete(self) -> None:
+        """Forget the stored record (no error if there is none)."""
+        self._place.delete()
+
+    # -- both places, for signing out --------------------------------------------------------
+
+    def _everywhere(self) -> list[tuple[_Place, bool]]:
+        """The chosen place and the other kind, each with whether it is the chosen one: a
+        record may be left in either by an earlier run with another ``COLABREMOTE_TOKEN_STORE``
+        or while the keyring was locked."""
+        if self._keyring is not None:
+            return [(self._keyring, True), (self._file, False)]
+        places: list[tuple[_Place, bool]] = []
+        backend = self._keyring_backend or _pick_keyring()
+        if backend is not None and is_secure_keyring(backend):
+            places.append((_KeyringPlace(backend, self.keyring_username(self.origin)), False))
+        places.append((self._file, True))
+        return places
+
+    def load_everywhere(self) -> list[tuple[str, StoredCredentials]]:
+        """The readable records in the keyring and the file (where each was), for sign-out.
+        A place that cannot be read, or holds a damaged record, is logged and skipped."""
+        found = []
+        for place, _chosen in self._everywhere():
+            try:
+                record = self._parse(place.read())
+            except ConfigurationError as exc:
+                log.warning("skipped the record in %s: %s", place, exc)
+                continue
+            if record is not None:
+                found.append((str(place), record))
+        return found
+
+    def delete_everywhere(self) -> list[str]:
+        """Delete the record from the keyring and the file; the places that held one.
+
+        Every place is tried. If the chosen one, or another that was seen to hold a record,
+        could not be cleaned, ConfigurationError names it after; another place that cannot
+        even be read (a locked keyring nobody chose) is only logged.
+        """
+        removed: list[str] = []
+        failed: list[str] = []
+        for place, chosen in self._everywhere():
+            if not chosen:
+                try:
+                    if place.read() is None:
+                        continue
+                except ConfigurationError as exc:
+                    log.warning("could not look for a sign-in in %s: %s", place, exc)
+                    continue
+            try:
+                if place.delete():
+                    removed.append(str(place))
+            except ConfigurationError as exc:
+                failed.append(str(exc))
+        if failed:
+            raise ConfigurationError(
+                "the sign-in could not be removed everywhere: "
+                + "; ".join(failed)
+                + (f" (removed from {', '.join(removed)})" if removed else "")
+            )
+        return removed

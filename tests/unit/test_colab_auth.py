@@ -34,6 +34,7 @@ from colabremote._colab.auth import (
     ClientConfig,
     EnvironmentToken,
     GoogleOAuth,
+    SignOut,
     UserCredentials,
     find_credentials,
     gcloud_adc_command,
@@ -172,6 +173,15 @@ def google() -> FakeGoogle:
     return FakeGoogle()
 
 
+@pytest.fixture(autouse=True)
+def no_os_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The user's real keyring is never touched (sign-out looks in the keyring and the file)."""
+    import keyring
+    import keyring.backends.null
+
+    monkeypatch.setattr(keyring, "get_keyring", keyring.backends.null.Keyring)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> TokenStore:
     return TokenStore(tmp_path / "config", backend="file")
@@ -189,6 +199,16 @@ def query(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
 
 
+def follow_start(start_url: str) -> str:
+    """What a browser does with the URL it is opened on: the loopback start page answers 302
+    to the authorization URL (which is never on the browser's command line)."""
+    parts = urlsplit(start_url)
+    assert parts.scheme == "http" and parts.hostname == "127.0.0.1" and not parts.query
+    answer = httpx.get(start_url)
+    assert answer.status_code == 302, answer.text
+    return answer.headers["Location"]
+
+
 @dataclass
 class Browser:
     """Plays the user's browser: checks the authorization URL, then follows the redirect."""
@@ -199,7 +219,8 @@ class Browser:
     answers: list[int] = field(default_factory=list)
     seen: dict[str, str] = field(default_factory=dict)
 
-    def __call__(self, url: str) -> bool:
+    def __call__(self, start_url: str) -> bool:
+        url = follow_start(start_url)
         params = query(url)
         self.seen = params
         assert url.startswith(auth.DEFAULT_AUTHORIZE_URL + "?")
@@ -334,8 +355,8 @@ def test_loopback_early_connection_cannot_bring_a_second_code(
 
 
 def test_loopback_error_from_google_ends_flow(google: FakeGoogle, store: TokenStore) -> None:
-    def deny(url: str) -> None:
-        params = query(url)
+    def deny(start_url: str) -> None:
+        params = query(follow_start(start_url))
         answer = httpx.get(
             params["redirect_uri"], params={"state": params["state"], "error": "access_denied"}
         )
@@ -360,7 +381,9 @@ def test_loopback_times_out(google: FakeGoogle, store: TokenStore) -> None:
 
     with pytest.raises(AuthError, match="no sign-in arrived"):
         run(main())
-    assert auth.DEFAULT_AUTHORIZE_URL in printed[0]  # the URL is shown for manual use
+    # The loopback start URL is shown for manual use; it leads to the authorization URL.
+    assert "http://127.0.0.1:" in printed[0] and "/start/" in printed[0]
+    assert "state=" not in printed[0] and "code_challenge" not in printed[0]
 
 
 def test_loopback_browser_failure_propagates(google: FakeGoogle) -> None:
@@ -607,11 +630,14 @@ def test_invalidate_forces_a_refresh(google: FakeGoogle) -> None:
 def test_logout_revokes_and_forgets(google: FakeGoogle, store: TokenStore) -> None:
     store.save(stored(timedelta(minutes=30)))
 
-    async def main() -> tuple[bool, bool]:
+    async def main() -> tuple[SignOut, SignOut]:
         async with make_oauth(google, store) as oauth:
             return await oauth.logout(), await oauth.logout()
 
-    assert run(main()) == (True, False)
+    first, second = run(main())
+    assert first.found and first.revoked and first.removed == (str(store.path),)
+    assert first.accounts == (EMAIL,)
+    assert not second.found
     assert google.revoked == ["1//stored-refresh-token"]
     assert store.load() is None
 

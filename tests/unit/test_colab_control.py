@@ -125,7 +125,7 @@ def plane(
     options.setdefault("assign_backoff", 0.0)
     control = ControlPlane(
         credentials,
-        endpoints=endpoints or ColabEndpoints.at("http://emulator.test"),
+        endpoints=endpoints or ColabEndpoints.at("https://emulator.test"),
         client=client,
         **options,
     )
@@ -737,7 +737,7 @@ RUNTIME = {
 def public(service: Service, token: str = ACCESS) -> PublicApi:
     return PublicApi(
         QueuedTokens([token]),
-        endpoints=ColabEndpoints.at("http://emulator.test"),
+        endpoints=ColabEndpoints.at("https://emulator.test"),
         client=httpx.AsyncClient(transport=httpx.MockTransport(service)),
     )
 

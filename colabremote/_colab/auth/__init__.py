@@ -11,6 +11,10 @@ Where credentials come from, in order (:func:`find_credentials`, in the style of
 2. the record ``colabremote login`` stored (:mod:`..tokens`), refreshed when it nears expiry;
 3. Application Default Credentials (google-auth), only when asked for (``use_adc=True``).
 
+Everything is per origin (:mod:`..origin`): for a base URL other than Google's only that
+origin's own stored sign-in and OAuth client are used, never Google's, never ADC, and nothing it
+answers deletes a stored sign-in.
+
 Each answer is a :class:`Credentials`: ``async def token() -> str`` refreshes when needed and
 ``invalidate()`` drops the access token after a 401. The modules, by concern: ``scopes``
 (endpoints and scopes), ``client_config`` (the OAuth client), ``flow`` (PKCE, the loopback
@@ -29,7 +33,7 @@ or exception messages.
 
 from __future__ import annotations
 
-from .client_config import ClientConfig
+from .client_config import ClientConfig, keep_client_file
 from .credentials import (
     REFRESH_MARGIN,
     AdcCredentials,
@@ -40,7 +44,7 @@ from .credentials import (
 )
 from .flow import AuthorizationRequest, make_pkce_pair, parse_pasted_code
 from .lookup import find_credentials
-from .oauth import LOGIN_TIMEOUT, GoogleOAuth
+from .oauth import LOGIN_TIMEOUT, GoogleOAuth, SignOut
 from .scopes import (
     ADC_SCOPES,
     DEFAULT_AUTHORIZE_URL,
@@ -86,9 +90,11 @@ __all__ = [
     "Credentials",
     "EnvironmentToken",
     "GoogleOAuth",
+    "SignOut",
     "UserCredentials",
     "find_credentials",
     "gcloud_adc_command",
+    "keep_client_file",
     "load_adc",
     "make_pkce_pair",
     "missing_scopes",

@@ -1,19 +1,27 @@
-"""The OAuth client colabremote signs in with: the user's own, from a file or the environment."""
+"""The OAuth client colabremote signs in with: the user's own, from a file or the environment.
+
+The client configured for Google (the variables and ``client_secrets.json``) is used only for
+Google's origin; another base URL uses only a client given for it, or the copy that
+``colabremote --base-url URL login --client-secrets FILE`` kept for that origin.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...exceptions import ConfigurationError
-from ..tokens import default_config_dir
+from ..origin import PRODUCTION, Origin
+from ..tokens import default_config_dir, write_private_file
 from .scopes import gcloud_adc_command
 
 _SECRETS_FILE = "client_secrets.json"
+_MAX_CLIENT_FILE = 1 << 20  # Google's client files are a few hundred bytes
 
 _NO_CLIENT_HELP = (
     "No Google OAuth client is configured. colabremote does not ship Google's credentials; "
@@ -81,13 +89,26 @@ class ClientConfig:
         *,
         environ: Mapping[str, str] | None = None,
         config_dir: str | os.PathLike[str] | None = None,
+        origin: Origin = PRODUCTION,
     ) -> ClientConfig:
         """The first configured of: ``client_secrets``, ``COLABREMOTE_OAUTH_CLIENT_ID`` (+
         ``_SECRET``), ``COLABREMOTE_OAUTH_CLIENT_SECRETS``, ``<config dir>/client_secrets.json``.
+
+        For any ``origin`` but Google's: ``client_secrets``, else that origin's own copy.
         """
         env = os.environ if environ is None else environ
         if client_secrets is not None:
             return cls.from_file(client_secrets)
+        directory = Path(config_dir) if config_dir is not None else default_config_dir(env)
+        if not origin.is_production:
+            kept = directory / client_file_name(origin)
+            if kept.is_file():
+                return cls.from_file(kept)
+            raise ConfigurationError(
+                f"no OAuth client is configured for {origin}: run `colabremote login "
+                f"--client-secrets FILE` with --base-url {origin.url}. The client configured "
+                "for Google is never sent to another origin"
+            )
         if env.get("COLABREMOTE_OAUTH_CLIENT_ID"):
             return cls(
                 env["COLABREMOTE_OAUTH_CLIENT_ID"],
@@ -96,10 +117,53 @@ class ClientConfig:
             )
         if env.get("COLABREMOTE_OAUTH_CLIENT_SECRETS"):
             return cls.from_file(env["COLABREMOTE_OAUTH_CLIENT_SECRETS"])
-        directory = Path(config_dir) if config_dir is not None else default_config_dir(env)
         default = directory / _SECRETS_FILE
         if default.is_file():
             return cls.from_file(default)
         raise ConfigurationError(
             _NO_CLIENT_HELP.format(default=default, gcloud=gcloud_adc_command())
         )
+
+
+def client_file_name(origin: Origin) -> str:
+    """The name of the kept copy of the OAuth client file for ``origin``."""
+    return _SECRETS_FILE if origin.is_production else f"client_secrets-{origin.label}.json"
+
+
+def keep_client_file(
+    source: str | os.PathLike[str], config_dir: Path, origin: Origin = PRODUCTION
+) -> tuple[ClientConfig, Path]:
+    """Copy an OAuth client file into ``config_dir`` for ``origin``, so tokens can be refreshed
+    later: checked first, written 0600 from the start, atomically. A symbolic link is refused
+    (the copy would be of whatever it points at when read)."""
+    path = Path(source).expanduser()
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise ConfigurationError(f"OAuth client file {path} does not exist") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise ConfigurationError(
+                f"OAuth client file {path} is a symbolic link; give the file itself"
+            ) from None
+        raise ConfigurationError(
+            f"OAuth client file {path} is unreadable ({exc.strerror})"
+        ) from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ConfigurationError(f"OAuth client file {path} is not a regular file")
+        data = handle.read(_MAX_CLIENT_FILE + 1)
+    if len(data) > _MAX_CLIENT_FILE:
+        raise ConfigurationError(f"OAuth client file {path} is too large to be one")
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"OAuth client file {path} is unreadable ({type(exc).__name__})"
+        ) from None
+    if not isinstance(parsed, Mapping):
+        raise ConfigurationError(f"OAuth client file {path} does not hold a JSON object")
+    config = ClientConfig.from_mapping(parsed, source=str(path))
+    target = config_dir / client_file_name(origin)
+    write_private_file(target, data)
+    return config, target

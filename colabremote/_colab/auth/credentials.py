@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..._http import clean_token
 from ...exceptions import AuthError, ConfigurationError, MissingScopes, SignInRequired
 from ..tokens import StoredCredentials, TokenStore
 from .oauth import GoogleOAuth
@@ -107,15 +108,20 @@ class Credentials(abc.ABC):
 
 
 class EnvironmentToken(Credentials):
-    """A ready access token, e.g. ``COLABREMOTE_ACCESS_TOKEN`` in CI: used as is, never stored."""
+    """A ready access token, e.g. ``COLABREMOTE_ACCESS_TOKEN`` in CI: used as is, never stored.
+
+    Surrounding white space is dropped; white space or control characters inside it are a
+    ConfigurationError that does not show the token.
+    """
 
     source = "environment"
 
-    def __init__(self, token: str) -> None:
-        if not token.strip():
-            raise ConfigurationError("COLABREMOTE_ACCESS_TOKEN is empty")
+    def __init__(self, token: str, *, what: str = "COLABREMOTE_ACCESS_TOKEN") -> None:
+        given = clean_token(token, what=what)
+        if not given:
+            raise ConfigurationError(f"{what} is empty")
         super().__init__()
-        self._given = token.strip()
+        self._given = given
         self._token = self._given
 
     def __repr__(self) -> str:
@@ -129,7 +135,11 @@ class EnvironmentToken(Credentials):
 
 class UserCredentials(Credentials):
     """A stored sign-in, refreshed through ``oauth`` shortly before it expires; the refreshed
-    record is saved to ``store``, and forgotten there when Google says it is revoked."""
+    record is saved to ``store``, and forgotten there when Google says it is revoked.
+
+    Only Google itself can make a sign-in be forgotten: a refusal from any other origin (an
+    emulator, whatever answers at a base URL) drops the access token in memory, nothing stored.
+    """
 
     source = "stored"
 
@@ -143,6 +153,10 @@ class UserCredentials(Credentials):
         clock: Callable[[], datetime] = _utcnow,
         owns_oauth: bool = False,
     ) -> None:
+        if store is not None and store.origin != oauth.origin:
+            raise ConfigurationError(
+                f"a sign-in stored for {store.origin} cannot be used with {oauth.origin}"
+            )
         super().__init__(margin=margin, clock=clock)
         self._oauth = oauth
         self._credentials = credentials
@@ -168,7 +182,7 @@ class UserCredentials(Credentials):
         try:
             updated = await self._oauth.refresh(self._credentials)
         except SignInRequired:
-            if self._store is not None:
+            if self._store is not None and self._store.origin.is_production:
                 self._store.delete()
             raise
         self._credentials = updated

@@ -1,5 +1,5 @@
 """The browser half of signing in: PKCE, the authorization URL's pieces, a pasted code, and
-the one-shot loopback listener that receives the redirect."""
+the one-shot loopback listener that sends the browser on to Google and receives the redirect."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
-from ...exceptions import OAuthError
+from ...exceptions import AuthError, OAuthError
 
 log = logging.getLogger("colabremote.auth")
 
@@ -84,18 +84,32 @@ _PAGE = (
 )
 
 
+_VERDICT_WAIT = 120.0  # seconds the browser's page waits for the code exchange to end
+
+
 class LoopbackReceiver:
     """Waits on 127.0.0.1 for the one redirect that carries our ``state`` and a code.
+
+    The browser is opened on :attr:`start_url`, a random path here that answers 302 to the
+    authorization URL: ``webbrowser`` puts its argument on a command line, which other local
+    users can read, and the state and PKCE challenge must not be there. The start path answers
+    once; a second request ends the sign-in (someone else may have read the state).
 
     A request with a wrong or missing ``state``, or without a code, gets an error page and the
     wait goes on (so a stray or forged request cannot end the sign-in). ``error=`` with our state
     (the user declined) ends it. After the first good redirect the listener stops accepting
-    connections, and anything already queued is answered "already used": no second code.
+    connections, and anything already queued is answered "already used": no second code. The
+    browser's answer waits for :meth:`conclude`, so the page names the account that signed in,
+    or says the sign-in failed.
     """
 
     def __init__(self) -> None:
         self._state: str | None = None  # until expect(): every redirect is refused
+        self._authorization_url: str | None = None
+        self._start_path = "/start/" + secrets.token_urlsafe(16)
+        self._started = False
         self._outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._verdict: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
         self._server: asyncio.Server | None = None
         self.redirect_uri = ""
 
@@ -105,12 +119,25 @@ class LoopbackReceiver:
         self.redirect_uri = f"http://127.0.0.1:{port}"
         return self.redirect_uri
 
-    def expect(self, state: str) -> None:
+    def expect(self, state: str, authorization_url: str) -> str:
+        """Wait for a redirect with ``state``; the start URL now leads to ``authorization_url``.
+        Returns the start URL, the one to open in the browser."""
         self._state = state
+        self._authorization_url = authorization_url
+        return self.start_url
+
+    @property
+    def start_url(self) -> str:
+        return self.redirect_uri + self._start_path
 
     @property
     def outcome(self) -> asyncio.Future[str]:
         return self._outcome
+
+    def conclude(self, account: str | None) -> None:
+        """The sign-in is over: as ``account`` (``None``: it failed). The first call counts."""
+        if not self._verdict.done():
+            self._verdict.set_result(account)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -145,7 +172,13 @@ class LoopbackReceiver:
             writer.close()
             return
         body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode("utf-8")
-        reasons = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+        reasons = {
+            200: "OK",
+            302: "Found",
+            400: "Bad Request",
+            404: "Not Found",
+            405: "Method Not Allowed",
+        }
         lines = [
             f"HTTP/1.1 {status} {reasons.get(status, 'Error')}",
             "Content-Type: text/html; charset=utf-8",
@@ -170,6 +203,8 @@ class LoopbackReceiver:
         if method != "GET":
             return 405, "Method not allowed", "Only GET is served here.", {"Allow": "GET"}
         url = urlsplit(target)
+        if url.path == self._start_path:
+            return self._start()
         if url.path not in ("", "/"):
             return 404, "Not found", "Nothing here.", {}
         if self._outcome.done():
@@ -189,4 +224,28 @@ class LoopbackReceiver:
         if not code:
             return 400, "No code", "The redirect carried no authorization code.", {}
         self._finish(code=code)
-        return 200, "Signed in", "colabremote is signed in. You may close this tab.", {}
+        try:
+            account = await asyncio.wait_for(asyncio.shield(self._verdict), _VERDICT_WAIT)
+        except asyncio.TimeoutError:
+            return 200, "Code received", "colabremote got the sign-in; see its terminal.", {}
+        if account is None:
+            return 400, "Sign-in failed", "colabremote could not sign in; see its terminal.", {}
+        text = f"colabremote is signed in as {account}. You may close this tab."
+        return 200, "Signed in", text, {}
+
+    def _start(self) -> tuple[int, str, str, dict[str, str]]:
+        if self._outcome.done():
+            return 400, "Already used", "This sign-in has already finished.", {}
+        if self._authorization_url is None:
+            return 404, "Not found", "Nothing here.", {}
+        if self._started:
+            self._finish(
+                error=AuthError(
+                    "the sign-in address was opened more than once, so another program may "
+                    "have seen it; run `colabremote login` again"
+                )
+            )
+            return 400, "Already used", "This sign-in link was already opened; start again.", {}
+        self._started = True
+        location = self._authorization_url
+        return 302, "Sign in", "Continuing to the sign-in page.", {"Location": location}

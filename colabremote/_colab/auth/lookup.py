@@ -1,5 +1,10 @@
 """Where credentials come from, in order, each source a small function (google-auth's
-``_default.py`` style): the environment, the stored sign-in, then ADC when asked for."""
+``_default.py`` style): the environment, the stored sign-in, then ADC when asked for.
+
+Per origin: Google's stored sign-in and ADC are only ever used for Google's own services. For
+any other base URL only that origin's own stored sign-in is read. ``COLABREMOTE_ACCESS_TOKEN`` is
+used for whichever origin the session talks to: the user put it there for this run.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from ...exceptions import SignInRequired
+from ...exceptions import ConfigurationError, SignInRequired
+from ..origin import PRODUCTION, Origin
 from ..tokens import TokenStore
 from .credentials import Credentials, EnvironmentToken, UserCredentials, load_adc
 from .oauth import GoogleOAuth
@@ -25,6 +31,7 @@ class _Lookup:
     store: TokenStore | None
     oauth: GoogleOAuth | None
     use_adc: bool
+    origin: Origin
 
 
 def _from_environment(lookup: _Lookup) -> Credentials | None:
@@ -33,7 +40,7 @@ def _from_environment(lookup: _Lookup) -> Credentials | None:
 
 
 def _from_store(lookup: _Lookup) -> Credentials | None:
-    store = lookup.store or TokenStore(environ=lookup.environ)
+    store = lookup.store or TokenStore(environ=lookup.environ, origin=lookup.origin)
     stored = store.load()
     if stored is None or not (stored.refresh_token or stored.access_token):
         return None
@@ -45,8 +52,8 @@ def _from_store(lookup: _Lookup) -> Credentials | None:
 
 
 def _from_adc(lookup: _Lookup) -> Credentials | None:
-    if not lookup.use_adc:
-        return None
+    if not lookup.use_adc or not lookup.origin.is_production:
+        return None  # ADC are Google's: never sent to another origin
     if lookup.oauth is not None:
         return load_adc(scope_lookup=lookup.oauth.token_scopes)
     adc = load_adc()
@@ -61,6 +68,17 @@ _CHECKERS: tuple[Callable[[_Lookup], Credentials | None], ...] = (
 )
 
 
+def _origin_of(store: TokenStore | None, oauth: GoogleOAuth | None) -> Origin:
+    """The one origin ``store`` and ``oauth`` belong to (Google's when neither is given)."""
+    origins = {o.origin for o in (store, oauth) if o is not None}
+    if len(origins) > 1:
+        raise ConfigurationError("the token store and the OAuth endpoints belong to two origins")
+    origin = origins.pop() if origins else PRODUCTION
+    if oauth is None and not origin.is_production:
+        raise ConfigurationError(f"credentials for {origin} need its OAuth endpoints (oauth=)")
+    return origin
+
+
 def find_credentials(
     *,
     store: TokenStore | None = None,
@@ -69,13 +87,21 @@ def find_credentials(
     environ: Mapping[str, str] | None = None,
 ) -> Credentials:
     """The first available of: ``COLABREMOTE_ACCESS_TOKEN``, the stored sign-in, ADC (when
-    ``use_adc``). Raises SignInRequired when there is none."""
-    lookup = _Lookup(os.environ if environ is None else environ, store, oauth, use_adc)
+    ``use_adc``), for the origin of ``oauth`` / ``store`` (Google's by default; for another
+    origin never Google's stored sign-in nor ADC). Raises SignInRequired when there is none."""
+    origin = _origin_of(store, oauth)
+    lookup = _Lookup(os.environ if environ is None else environ, store, oauth, use_adc, origin)
     for checker in _CHECKERS:
         found = checker(lookup)
         if found is not None:
-            log.debug("Google credentials from %s", found.source)
+            log.debug("credentials for %s from %s", origin, found.source)
             return found
+    if not origin.is_production:
+        raise SignInRequired(
+            f"not signed in to {origin}: run `colabremote login` with --base-url {origin.url} "
+            "(or set COLABREMOTE_ACCESS_TOKEN). Your Google sign-in and Application Default "
+            "Credentials are never sent to another origin"
+        )
     raise SignInRequired(
         "not signed in to Google: run `colabremote login` (or set COLABREMOTE_ACCESS_TOKEN, or "
         f"use Application Default Credentials after: {gcloud_adc_command()})"

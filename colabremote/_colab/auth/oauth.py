@@ -15,7 +15,7 @@ import secrets
 import sys
 import webbrowser
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -25,8 +25,17 @@ import httpx
 from ..._http import BearerAuth, mapped_errors, scrub
 from ..._retry import retrying
 from ..._tls import verify_setting
-from ...exceptions import AuthError, ColabRemoteError, MissingScopes, OAuthError, SignInRequired
+from ...exceptions import (
+    AuthError,
+    ColabRemoteError,
+    ConfigurationError,
+    MissingScopes,
+    OAuthError,
+    SignInRequired,
+)
 from .._http import OwnsHttpClient
+from ..endpoints import ColabEndpoints
+from ..origin import PRODUCTION, Origin
 from ..tokens import StoredCredentials, TokenStore
 from .client_config import ClientConfig
 from .flow import AuthorizationRequest, LoopbackReceiver, make_pkce_pair, parse_pasted_code
@@ -42,7 +51,7 @@ from .scopes import (
     normalize_scopes,
 )
 
-__all__ = ["LOGIN_TIMEOUT", "GoogleOAuth"]
+__all__ = ["LOGIN_TIMEOUT", "GoogleOAuth", "SignOut"]
 
 log = logging.getLogger("colabremote.auth")
 
@@ -66,8 +75,44 @@ def _log_browser_failure(future: asyncio.Future[object]) -> None:
         log.debug("opening the browser failed: %s", type(future.exception()).__name__)
 
 
+@dataclass(frozen=True)
+class SignOut:
+    """What :meth:`GoogleOAuth.logout` did: the accounts it found, whether every grant was
+    revoked, and the places (keyring, file) the record was removed from."""
+
+    accounts: tuple[str, ...] = ()
+    revoked: bool = False
+    removed: tuple[str, ...] = ()
+
+    @property
+    def found(self) -> bool:
+        return bool(self.removed)
+
+
 class GoogleOAuth(OwnsHttpClient):
-    """Google's OAuth endpoints for one client: sign in, exchange, refresh, revoke, userinfo."""
+    """Google's OAuth endpoints for one client: sign in, exchange, refresh, revoke, userinfo.
+
+    ``origin`` is whose endpoints these are (Google's by default); ``store`` must belong to the
+    same origin, so a sign-in is never read from or written to another origin's record.
+    """
+
+    @classmethod
+    def for_endpoints(
+        cls,
+        endpoints: ColabEndpoints,
+        client: ClientConfig | None = None,
+        **options: Any,
+    ) -> GoogleOAuth:
+        """The OAuth endpoints (and origin) of ``endpoints``: Google's, or an emulator's."""
+        return cls(
+            client,
+            authorize_url=endpoints.oauth_authorize,
+            token_url=endpoints.oauth_token,
+            revoke_url=endpoints.oauth_revoke,
+            userinfo_url=endpoints.userinfo,
+            origin=endpoints.origin,
+            **options,
+        )
 
     def __init__(
         self,
@@ -83,9 +128,15 @@ class GoogleOAuth(OwnsHttpClient):
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
+        origin: Origin = PRODUCTION,
     ) -> None:
+        if store is not None and store.origin != origin:
+            raise ConfigurationError(
+                f"the token store for {store.origin} cannot hold a sign-in for {origin}"
+            )
         self._client = client
         self._environ = environ
+        self.origin = origin
         self.store = store
         self.scopes = normalize_scopes(scopes)
         self.authorize_url = authorize_url
@@ -106,7 +157,9 @@ class GoogleOAuth(OwnsHttpClient):
         """The OAuth client, loaded from the environment on first use."""
         if self._client is None:
             config_dir = self.store.config_dir if self.store is not None else None
-            self._client = ClientConfig.load(environ=self._environ, config_dir=config_dir)
+            self._client = ClientConfig.load(
+                environ=self._environ, config_dir=config_dir, origin=self.origin
+            )
         return self._client
 
     # -- sign-in -----------------------------------------------------------------------------
@@ -149,7 +202,9 @@ class GoogleOAuth(OwnsHttpClient):
         """Sign in through the browser and a one-shot listener on 127.0.0.1 (PKCE, S256).
 
         ``open_browser(url)`` runs in a worker thread (``None``: only print the URL); what it
-        raises ends the sign-in. Stores the result in ``self.store`` unless ``save=False``.
+        raises ends the sign-in. It is given the listener's start URL, which redirects to the
+        authorization URL, so state and PKCE challenge stay off command lines. Stores the
+        result in ``self.store`` unless ``save=False``.
         """
         receiver = LoopbackReceiver()
         redirect_uri = await receiver.start()
@@ -158,20 +213,20 @@ class GoogleOAuth(OwnsHttpClient):
             request = self.authorization_request(
                 redirect_uri, consent=consent, login_hint=login_hint
             )
-            receiver.expect(request.state)
-            announce(
-                f"Sign in to Google in your browser; if it does not open, visit:\n{request.url}"
-            )
+            start_url = receiver.expect(request.state, request.url)
+            announce(f"Sign in to Google in your browser; if it does not open, visit:\n{start_url}")
             if open_browser is not None:
-                browser = asyncio.ensure_future(asyncio.to_thread(open_browser, request.url))
+                browser = asyncio.ensure_future(asyncio.to_thread(open_browser, start_url))
             code = await self._wait_for_code(receiver, browser, timeout)
+            credentials = await self.exchange_code(
+                code, redirect_uri=request.redirect_uri, verifier=request.verifier
+            )
+            receiver.conclude(credentials.account or "an unknown account")
         finally:
+            receiver.conclude(None)  # the page says so when the exchange failed
             await receiver.close()
             if browser is not None:  # a failure after we stopped waiting is only logged
                 browser.add_done_callback(_log_browser_failure)
-        credentials = await self.exchange_code(
-            code, redirect_uri=request.redirect_uri, verifier=request.verifier
-        )
         if browser is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(browser), 5)
@@ -415,22 +470,29 @@ class GoogleOAuth(OwnsHttpClient):
         try:
             response = await self._post(self.revoke_url, {"token": token}, "revoking", retry=True)
         except AuthError as exc:
-            log.warning("could not revoke the Google token: %s", exc)
+            log.warning("could not revoke the token at %s: %s", self.origin, exc)
             return False
         if response.status_code != 200:
-            log.warning("Google did not revoke the token (HTTP %s)", response.status_code)
+            log.warning("%s did not revoke the token (HTTP %s)", self.origin, response.status_code)
             return False
         return True
 
-    async def logout(self) -> bool:
-        """Revoke and forget the stored sign-in. False when there was none."""
+    async def logout(self) -> SignOut:
+        """Revoke, then forget, the stored sign-in: in the keyring and in the file alike.
+
+        Each stored grant is revoked first (its refresh token, else its access token); the
+        records are deleted even when revoking fails (``revoked`` says so), since the user asked
+        this machine to forget them. Nothing stored: an empty :class:`SignOut`.
+        """
         if self.store is None:
-            return False
-        credentials = self.store.load()
-        if credentials is None:
-            return False
-        token = credentials.refresh_token or credentials.access_token
-        if token:
-            await self.revoke(token)
-        self.store.delete()
-        return True
+            return SignOut()
+        found = self.store.load_everywhere()
+        accounts = tuple(dict.fromkeys(r.account for _, r in found if r.account))
+        tokens = dict.fromkeys(
+            token for _, r in found if (token := r.refresh_token or r.access_token)
+        )
+        revoked = True
+        for token in tokens:
+            revoked = await self.revoke(token) and revoked
+        removed = self.store.delete_everywhere()
+        return SignOut(accounts, revoked and bool(tokens), tuple(removed))

@@ -43,16 +43,13 @@ class _EmulatorSignIn:
     async def _sign_in(self) -> UserCredentials:
         emulator = self._emulator
         endpoints = ColabEndpoints.at(emulator.url)
-        oauth = GoogleOAuth(
-            ClientConfig.from_mapping(emulator.client_config(), source="the emulator"),
-            authorize_url=endpoints.oauth_authorize,
-            token_url=endpoints.oauth_token,
-            revoke_url=endpoints.oauth_revoke,
-            userinfo_url=endpoints.userinfo,
+        oauth = GoogleOAuth.for_endpoints(
+            endpoints, ClientConfig.from_mapping(emulator.client_config(), source="the emulator")
         )
 
         def browser(url: str) -> None:
-            # The emulator approves at once and redirects to our loopback listener.
+            # Our listener's start page sends it to the emulator, which approves at once and
+            # redirects back to the listener.
             httpx.get(url, follow_redirects=True, timeout=30)
 
         stored = await oauth.login(open_browser=browser, announce=lambda _text: None, save=False)
