@@ -88,9 +88,11 @@ def append_line(path: str, text: str) -> None:
 
 
 def test_calls_keep_their_order_when_modules_are_shipped(
-    session: cr.Session, project: Path, tmp_path: Path
+    session: cr.Session, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first call ships new modules; the calls submitted after it must not overtake it."""
+    # The kernel may hold an earlier test's edit of mypkg: the first call sends this version.
+    monkeypatch.setattr(session._core.modules, "RESCAN_SECONDS", 0.0)
     log = tmp_path / "order.log"
     f = session.remote(append_line)
     futures = [f.submit(str(log), f"call {i}") for i in range(10)]
@@ -142,8 +144,10 @@ def child_runs_exit_hooks_then_folder_exists(name: str) -> bool:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_leaves_the_shipped_sources_alone(
-    session: cr.Session, project: Path
+    session: cr.Session, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The kernel may hold an earlier test's edit: look at this project's files at once.
+    monkeypatch.setattr(session._core.modules, "RESCAN_SECONDS", 0.0)
     assert session.remote(uses_package)(1, 2) == (2, "v1")  # ships mypkg.geometry
     assert session.remote(child_runs_exit_hooks_then_folder_exists)("mypkg.geometry")
     assert session.remote(uses_package)(1, 2) == (2, "v1")  # still importable
