@@ -8,8 +8,9 @@
   :class:`PythonVersionMismatch` is raised before anything is sent.
 - Arguments and results are pickled with protocol 5: large buffers (numpy arrays, bytes) travel
   out of band, without copies.
-- The user's own modules (files outside site-packages and the standard library) are shipped as
-  source and imported on the kernel, so imports inside remote functions work.
+- The user's own modules (files outside site-packages and the standard library) that a call
+  can reach are shipped as source and imported on the kernel, so imports inside remote
+  functions work; modules it cannot reach, or that the session excludes, stay here.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ._kernel.agent import shipping
 from ._kernel.client import rebuild_remote_error
 from .exceptions import (
     ArgumentNotSerializable,
+    ConfigurationError,
     PythonVersionMismatch,
     RemoteTraceback,
     ResultNotSerializable,
@@ -472,7 +474,10 @@ class ModuleExclusions:
         for pattern in patterns:
             text = os.fspath(pattern)
             if not text:
-                raise ValueError("exclude_modules: a pattern is empty")
+                raise ConfigurationError(
+                    "exclude_modules has an empty pattern; give file paths or globs "
+                    '("secrets.py", "scratch/*") or module names ("secrets")'
+                )
             if _is_path_pattern(text):
                 full = os.path.join(base, os.path.expanduser(text))
                 self._paths.append((os.path.normcase(os.path.normpath(full)), text))

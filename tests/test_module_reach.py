@@ -14,6 +14,7 @@ import pytest
 
 import colabremote as cr
 from colabremote._serialization import LocalModules, ModuleExclusions, pack_function
+from colabremote.exceptions import ConfigurationError
 
 from .conftest import BackendSpec
 
@@ -240,5 +241,5 @@ def test_exclusion_patterns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert exclusions.match("helpers", os.path.join(here, "helpers.py")) is None
     assert exclusions.match("privateer", os.path.join(here, "lib", "secrets.py")) is None
     assert ModuleExclusions("secrets.py").match("secrets", "secrets.py") == "secrets.py"
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ConfigurationError, match="empty pattern"):
         ModuleExclusions([""])
