@@ -101,7 +101,7 @@ class _ClientPickler(shipping.SourcePickler):
     ) -> None:
         super().__init__(file, buffer_callback=buffer_callback, allow_bytecode=allow_bytecode)
         self.by_value = by_value
-        self.reached: set[str] = set()  # modules the kernel imports to unpickle this, and more
+        self.reached: set[str] = set()  # modules the kernel may import to rebuild or run this
         self._namespaces: dict[str, _SharedNamespace] = {}
 
     def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
