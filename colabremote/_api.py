@@ -35,6 +35,11 @@ ProgressOption = Callable[[str], None] | bool | None
 """``progress=``: a callable that receives one-line descriptions of slow steps, False for
 silence (no transfer bars either), or None/True for the default (stderr on a terminal)."""
 
+ModulePatterns = Iterable[str | os.PathLike[str]]
+"""``exclude_modules=``: local modules never sent to the kernel, even when a function reaches
+them: file paths or globs (``"secrets.py"``, ``"scratch/*"``, relative to the working directory)
+and module names or globs (``"secrets"``, ``"mypkg.*"``)."""
+
 
 class _SessionBase:
     """What Session and AsyncSession share: construction, ``remote`` and the description."""
@@ -49,6 +54,7 @@ class _SessionBase:
         cwd: str | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
     ) -> None: ...
 
     @overload
@@ -63,6 +69,7 @@ class _SessionBase:
         headers: Mapping[str, str] | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
     ) -> None: ...
 
     @overload
@@ -84,6 +91,7 @@ class _SessionBase:
         allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
     ) -> None: ...
 
     @overload
@@ -99,6 +107,7 @@ class _SessionBase:
         allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
     ) -> None: ...
 
     @overload
@@ -108,6 +117,7 @@ class _SessionBase:
         *,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
     ) -> None: ...
 
     def __init__(
@@ -116,6 +126,7 @@ class _SessionBase:
         *,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        exclude_modules: ModulePatterns = (),
         **options: Any,
     ) -> None:
         progress_fn: Callable[[str], None] | None
@@ -126,7 +137,10 @@ class _SessionBase:
         else:
             progress_fn = progress
         self._core = _Core(
-            make_backend(backend, options), on_output=on_output, progress=progress_fn
+            make_backend(backend, options),
+            on_output=on_output,
+            progress=progress_fn,
+            exclude_modules=exclude_modules,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -180,7 +194,8 @@ class AsyncSession(_SessionBase):
     ``AsyncSession(backend="local")`` starts a kernel on this machine (``python=`` picks another
     interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
-    The kernel starts on first use or on ``async with``; ``close()`` releases it.
+    The kernel starts on first use or on ``async with``; ``close()`` releases it. Your own
+    modules that a called function reaches are sent to the kernel, except ``exclude_modules=``.
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 
@@ -248,8 +263,9 @@ class Session(_SessionBase):
     ``Session(backend="local")`` starts a kernel on this machine (``python=`` picks another
     interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
-    The kernel starts on first use or on ``with``; ``close()`` releases it. Every method is the
-    blocking form of the :class:`AsyncSession` method of the same name.
+    The kernel starts on first use or on ``with``; ``close()`` releases it. Your own modules
+    that a called function reaches are sent to the kernel, except ``exclude_modules=``. Every
+    method is the blocking form of the :class:`AsyncSession` method of the same name.
     """
 
     def open(self) -> Session:

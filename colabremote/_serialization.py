@@ -8,20 +8,25 @@
   :class:`PythonVersionMismatch` is raised before anything is sent.
 - Arguments and results are pickled with protocol 5: large buffers (numpy arrays, bytes) travel
   out of band, without copies.
-- The user's own modules (files outside site-packages and the standard library) are shipped as
-  source and imported on the kernel, so imports inside remote functions work.
+- The user's own modules (files outside site-packages and the standard library) that a call
+  can reach are shipped as source and imported on the kernel, so imports inside remote
+  functions work; modules it cannot reach, or that the session excludes, stay here.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import fnmatch
 import functools
+import glob
 import hashlib
-import importlib.util
+import importlib.machinery
 import io
 import operator
 import os
 import pickle
+import re
 import site
 import sys
 import sysconfig
@@ -38,6 +43,7 @@ from ._kernel.agent import shipping
 from ._kernel.client import rebuild_remote_error
 from .exceptions import (
     ArgumentNotSerializable,
+    ConfigurationError,
     PythonVersionMismatch,
     RemoteTraceback,
     ResultNotSerializable,
@@ -47,6 +53,7 @@ from .exceptions import (
 __all__ = [
     "FunctionPayload",
     "LocalModules",
+    "ModuleExclusions",
     "SourceFile",
     "imported_names",
     "pack_arguments",
@@ -94,6 +101,7 @@ class _ClientPickler(shipping.SourcePickler):
     ) -> None:
         super().__init__(file, buffer_callback=buffer_callback, allow_bytecode=allow_bytecode)
         self.by_value = by_value
+        self.reached: set[str] = set()  # modules the kernel may import to rebuild or run this
         self._namespaces: dict[str, _SharedNamespace] = {}
 
     def _function_getnewargs(self, func: types.FunctionType) -> tuple[Any, ...]:
@@ -112,10 +120,23 @@ class _ClientPickler(shipping.SourcePickler):
             return operator.getitem, ([obj.fn], 0)
         if isinstance(obj, types.FunctionType):
             if obj.__module__ in self.by_value:
+                self.reached.update(imported_names(obj))  # it may import them when it runs
                 return self._dynamic_function_reduce(obj)
-        elif isinstance(obj, type) and obj.__module__ in self.by_value - {"builtins"}:
-            return shipping.portable_class_reduce(obj, _cloudpickle_impl._dynamic_class_reduce(obj))
+            self._reaches(obj.__module__)
+        elif isinstance(obj, type):
+            if obj.__module__ in self.by_value - {"builtins"}:
+                reduced = _cloudpickle_impl._dynamic_class_reduce(obj)
+                return shipping.portable_class_reduce(obj, reduced)
+            self._reaches(obj.__module__)
+        elif isinstance(obj, types.ModuleType):
+            self._reaches(obj.__name__)
         return super().reducer_override(obj)
+
+    def _reaches(self, module: object) -> None:
+        """Note a module that a function or class pickled by reference (or a module object)
+        makes the kernel import."""
+        if isinstance(module, str):
+            self.reached.add(module)
 
 
 def _version(python: Sequence[int]) -> str:
@@ -144,9 +165,12 @@ def _home_module(fn: Any) -> str:
     return str(getattr(target, "__module__", None) or "__main__")
 
 
-def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> FunctionPayload:
+def pack_function(
+    fn: Callable[..., Any], *, kernel_python: Sequence[int], reached: set[str] | None = None
+) -> FunctionPayload:
     """Pickle ``fn`` for a kernel running ``kernel_python``: a function, a partial, a bound or
-    static method, a callable instance, or a decorated function."""
+    static method, a callable instance, or a decorated function. The modules it reaches (that
+    the kernel imports to rebuild or run it) are added to ``reached``."""
     fn = _unwrap(fn)
     same_version = tuple(kernel_python[:2]) == sys.version_info[:2]
     module = _home_module(fn)
@@ -180,6 +204,8 @@ def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> Fu
             "with it; keep unpicklable objects (locks, open files, sessions) out of what it "
             "references, or create them inside the function."
         ) from exc
+    if reached is not None:
+        reached |= pickler.reached
     parts = [stream.getbuffer(), *(b.raw() for b in buffers)]
     digest = hashlib.blake2b(digest_size=16)
     for part in parts:
@@ -187,8 +213,11 @@ def pack_function(fn: Callable[..., Any], *, kernel_python: Sequence[int]) -> Fu
     return FunctionPayload(digest.hexdigest(), parts, name)
 
 
-def pack_arguments(items: Sequence[Item], *, kernel_python: Sequence[int]) -> list[memoryview]:
-    """Pickle call arguments; the failing argument is named when one cannot be pickled."""
+def pack_arguments(
+    items: Sequence[Item], *, kernel_python: Sequence[int], reached: set[str] | None = None
+) -> list[memoryview]:
+    """Pickle call arguments; the failing argument is named when one cannot be pickled. The
+    modules the kernel imports to rebuild them (their classes') are added to ``reached``."""
     same_version = tuple(kernel_python[:2]) == sys.version_info[:2]
     stream = io.BytesIO()
     buffers: list[pickle.PickleBuffer] = []
@@ -211,6 +240,8 @@ def pack_arguments(items: Sequence[Item], *, kernel_python: Sequence[int]) -> li
         ) from None
     except Exception as exc:
         raise _explain_argument_failure(items, exc) from exc
+    if reached is not None:
+        reached |= pickler.reached
     return [stream.getbuffer(), *(b.raw() for b in buffers)]
 
 
@@ -292,8 +323,8 @@ def _is_local_file(path: str, excluded: tuple[str, ...]) -> bool:
     """Whether a module file is the user's own, not the standard library's or an installed one.
 
     Links are resolved first: a project symlinked into site-packages (``flit install
-    --symlink``) is the user's own. Cached, since resolving is most of what looking at every
-    loaded module costs, and every session's first call does that.
+    --symlink``) is the user's own. Cached, since resolving is most of what deciding about a
+    module costs, and that is decided again whenever reached modules are checked for edits.
     """
     real = os.path.realpath(path)
     if real.startswith(excluded):
@@ -319,120 +350,293 @@ class SourceFile:
     content: bytes
 
 
-class LocalModules:
-    """Finds the user's own modules and tracks which versions the kernel already has."""
+def _find_spec(name: str) -> importlib.machinery.ModuleSpec | None:
+    """Where ``name`` is, or would be imported from, here, without importing anything."""
+    module = sys.modules.get(name)
+    if module is not None:
+        spec = getattr(module, "__spec__", None)
+        return spec if isinstance(spec, importlib.machinery.ModuleSpec) else None
+    parent = name.rpartition(".")[0]
+    search: list[str] | None = None
+    if parent:
+        parent_spec = _find_spec(parent)
+        if parent_spec is None or parent_spec.submodule_search_locations is None:
+            return None  # no such package, or not a package: no submodules to find
+        search = list(parent_spec.submodule_search_locations)
+    try:
+        return importlib.machinery.PathFinder.find_spec(name, search)
+    except (ImportError, ValueError):
+        return None
 
-    RESCAN_SECONDS = 1.0  # how often loaded modules are checked for edits
 
-    def __init__(self) -> None:
-        self._sent: dict[str, str] = {}
-        self._stat_cache: dict[str, tuple[int, int, str, bytes]] = {}
-        self._last_scan = -1e9
-        self._last_count = -1
-        self._files: dict[str, tuple[str, str]] = {}  # relpath -> (module, absolute path)
-        self._looked_up: set[str] = set()
-
-    def forget_sent(self) -> None:
-        """The kernel was replaced: everything must be sent again."""
-        self._sent.clear()
-        self._last_scan = -1e9
-
-    def _is_local(self, path: str) -> bool:
-        return _is_local_file(path, _excluded_roots())
-
-    def _candidate(self, name: str, module: types.ModuleType) -> tuple[str, str] | None:
-        if _skipped(name):
-            return None
+def _local_source(name: str) -> tuple[str, str] | None:
+    """``(path relative to its import root, file)`` when module ``name`` is the user's own
+    ``.py`` file, which the kernel can import once it is written under that relative path."""
+    if not name or _skipped(name):
+        return None
+    module = sys.modules.get(name)
+    if module is not None:
         path = getattr(module, "__file__", None)
-        if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
-            return None
-        if not self._is_local(path):
-            return None
-        pieces = name.split(".")
-        is_package = os.path.basename(path) == "__init__.py"
-        expected = os.path.join(*pieces, "__init__.py") if is_package else os.path.join(*pieces)
-        expected = expected if is_package else expected + ".py"
-        if not os.path.normpath(path).endswith(os.sep + expected):
-            return None  # loaded under a name that does not match its path: cannot place it
-        return expected.replace(os.sep, "/"), path
+    else:
+        spec = _find_spec(name)
+        path = spec.origin if spec is not None else None
+    if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
+        return None
+    if not _is_local_file(path, _excluded_roots()):
+        return None
+    is_package = os.path.basename(path) == "__init__.py"
+    relpath = name.replace(".", "/") + ("/__init__.py" if is_package else ".py")
+    if not os.path.normpath(path).replace(os.sep, "/").endswith("/" + relpath):
+        return None  # loaded under a name that does not match its path: cannot place it
+    return relpath, path
 
-    def _scan(self, extra_names: Iterable[str]) -> None:
-        for name, module in list(sys.modules.items()):
-            if module is None:
-                continue
-            found = self._candidate(name, module)
-            if found is not None:
-                self._files[found[0]] = (name, found[1])
-        for name in extra_names:
-            if name in sys.modules or _skipped(name):
-                continue
-            try:
-                spec = importlib.util.find_spec(name)
-            except (ImportError, ValueError):
-                continue
-            origin = spec.origin if spec is not None else None
-            if origin and origin.endswith(".py") and self._is_local(origin):
-                relative = name.replace(".", "/")
-                if os.path.basename(origin) == "__init__.py":
-                    relative += "/__init__.py"
-                else:
-                    relative += ".py"
-                if origin.replace(os.sep, "/").endswith(relative):
-                    self._files[relative] = (name, origin)
 
-    def pending(self, extra_names: Iterable[str] = ()) -> list[SourceFile]:
-        """Files the kernel does not have yet, or has in an older version."""
-        now = time.monotonic()
-        new_names = [n for n in extra_names if n not in self._looked_up]
-        if (
-            not new_names
-            and len(sys.modules) == self._last_count
-            and now - self._last_scan < self.RESCAN_SECONDS
-        ):
-            return []
-        self._scan(new_names)
-        self._looked_up.update(new_names)
-        self._last_count = len(sys.modules)
-        self._last_scan = now
-        out: list[SourceFile] = []
-        for relpath, (module, path) in sorted(self._files.items()):
-            try:
-                stat = os.stat(path)
-            except OSError:
-                continue
-            cached = self._stat_cache.get(path)
-            if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
-                digest, content = cached[2], cached[3]
-            else:
-                with open(path, "rb") as f:
-                    content = f.read()
-                digest = hashlib.blake2b(content, digest_size=16).hexdigest()
-                self._stat_cache[path] = (stat.st_mtime_ns, stat.st_size, digest, content)
-            if self._sent.get(relpath) != digest:
-                out.append(SourceFile(relpath, module, digest, content))
-        return out
+def _absolute_name(package: str, level: int, name: str) -> str | None:
+    """The module an import names, written ``level`` dots deep inside ``package``."""
+    if level == 0:
+        return name
+    parts = package.split(".") if package else []
+    if level > len(parts):
+        return None  # climbs above the top-level package: fails on the kernel as it does here
+    base = ".".join(parts[: len(parts) - level + 1])
+    return f"{base}.{name}" if name else base
 
-    def mark_sent(self, files: Iterable[SourceFile]) -> None:
-        for f in files:
-            self._sent[f.path] = f.digest
+
+def _import_targets(package: str, level: int, name: str, fromlist: Iterable[str]) -> list[str]:
+    """Modules one import statement may load: the module named, and for ``from m import a``
+    also ``m.a``, which is a module when ``a`` is a submodule."""
+    base = _absolute_name(package, level, name)
+    if not base:
+        return []
+    return [base, *(f"{base}.{item}" for item in fromlist if item != "*")]
 
 
 _IMPORTS_CACHE: dict[types.CodeType, tuple[str, ...]] = {}
 
 
 def imported_names(fn: Callable[..., Any]) -> tuple[str, ...]:
-    """Modules that ``fn``'s code imports by name (``import x`` inside the function)."""
+    """Modules that ``fn``'s code (nested functions too) imports, as absolute names."""
     import dis
 
-    code = getattr(_unwrap(fn), "__code__", None)
-    if code is None:
+    fn = _unwrap(fn)
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):
         return ()
     names = _IMPORTS_CACHE.get(code)
     if names is None:
+        package = getattr(fn, "__globals__", {}).get("__package__") or ""
         found: list[str] = []
         for c in shipping.iter_code(code):
+            # IMPORT_NAME follows the loads of its level and its from-list.
+            level: Any = 0
+            fromlist: Any = None
             for instruction in dis.get_instructions(c):
                 if instruction.opname == "IMPORT_NAME" and isinstance(instruction.argval, str):
-                    found.append(instruction.argval)
-        names = _IMPORTS_CACHE[code] = tuple(found)
+                    found += _import_targets(
+                        str(package),
+                        level if isinstance(level, int) else 0,
+                        instruction.argval,
+                        fromlist if isinstance(fromlist, tuple) else (),
+                    )
+                level, fromlist = fromlist, instruction.argval
+        names = _IMPORTS_CACHE[code] = tuple(dict.fromkeys(found))
     return names
+
+
+_SOURCE_IMPORTS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def _source_imports(module: str, relpath: str, digest: str, content: bytes) -> tuple[str, ...]:
+    """Modules a module's source imports anywhere in it (inside functions too), as absolute
+    names. Parsed once per file version."""
+    key = (digest, module)
+    names = _SOURCE_IMPORTS.get(key)
+    if names is None:
+        package = module if relpath.endswith("/__init__.py") else module.rpartition(".")[0]
+        found: list[str] = []
+        try:
+            tree = ast.parse(content)
+        except (SyntaxError, ValueError):
+            tree = None  # it is still sent, and fails to import there as it does here
+        for node in ast.walk(tree) if tree is not None else ():
+            if isinstance(node, ast.Import):
+                found += (alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                targets = [alias.name for alias in node.names]
+                found += _import_targets(package, node.level, node.module or "", targets)
+        names = _SOURCE_IMPORTS[key] = tuple(dict.fromkeys(found))
+    return names
+
+
+def _is_path_pattern(pattern: str) -> bool:
+    return "/" in pattern or os.sep in pattern or pattern.endswith(".py") or pattern[0] == "~"
+
+
+class ModuleExclusions:
+    """The local modules a session never sends (``exclude_modules=``).
+
+    Each pattern is a file path or glob (``"secrets.py"``, ``"scratch/*"``; relative ones are
+    relative to the working directory when the session was made, and a folder covers what is
+    in it) or a module name or glob (``"secrets"``, ``"mypkg.*"``; a package covers its
+    submodules). A pattern is a path when it has a ``/`` or ends in ``.py``.
+    """
+
+    def __init__(self, patterns: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]):
+        if isinstance(patterns, (str, os.PathLike)):
+            patterns = [patterns]  # one pattern, not its characters
+        self._names: list[str] = []
+        self._paths: list[tuple[str, str]] = []  # (absolute glob, the pattern as written)
+        base = glob.escape(os.getcwd())
+        for pattern in patterns:
+            text = os.fspath(pattern)
+            if not text:
+                raise ConfigurationError(
+                    "exclude_modules has an empty pattern; give file paths or globs "
+                    '("secrets.py", "scratch/*") or module names ("secrets")'
+                )
+            if _is_path_pattern(text):
+                full = os.path.join(base, os.path.expanduser(text))
+                self._paths.append((os.path.normcase(os.path.normpath(full)), text))
+            else:
+                self._names.append(text)
+
+    def __bool__(self) -> bool:
+        return bool(self._names or self._paths)
+
+    def match(self, name: str, path: str | None) -> str | None:
+        """The pattern that excludes module ``name`` (whose file is ``path``), or None."""
+        for pattern in self._names:
+            if fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + "."):
+                return pattern
+        if path is None or not self._paths:
+            return None
+        files = {os.path.normcase(p) for p in (os.path.abspath(path), os.path.realpath(path))}
+        for full, text in self._paths:
+            inside = os.path.join(full, "*")
+            if any(fnmatch.fnmatchcase(f, full) or fnmatch.fnmatchcase(f, inside) for f in files):
+                return text
+        return None
+
+    def excluding(self, name: str) -> str | None:
+        """The pattern that kept module ``name``, or the package it is in, off the kernel."""
+        pieces = name.split(".")
+        for end in range(len(pieces), 0, -1):
+            candidate = ".".join(pieces[:end])
+            found = _local_source(candidate)
+            pattern = self.match(candidate, found[1] if found else None)
+            if pattern is not None:
+                return pattern
+        return None
+
+
+_NO_MODULE = re.compile(r"No module named '([^']+)'")
+
+
+class LocalModules:
+    """The user's own modules that calls can reach, and which versions the kernel already has.
+
+    A call reaches the modules its pickles name (what the function uses from other modules,
+    the classes of its arguments) and the modules its code imports, then every local module
+    those import, transitively. Modules it cannot reach stay here, whatever is loaded.
+    """
+
+    RESCAN_SECONDS = 1.0  # how often reached modules are checked for edits
+
+    def __init__(
+        self, exclude: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] = ()
+    ) -> None:
+        self.exclusions = ModuleExclusions(exclude)
+        self._sent: dict[str, str] = {}
+        self._stat_cache: dict[str, tuple[int, int, str, bytes]] = {}
+        self._roots: set[str] = set()
+        self._last_scan = -1e9
+
+    def forget_sent(self) -> None:
+        """The kernel was replaced: everything must be sent again."""
+        self._sent.clear()
+        self._last_scan = -1e9
+
+    def pending(self, roots: Iterable[str]) -> list[SourceFile]:
+        """Files the kernel does not have yet, or has in an older version, among those that
+        ``roots`` (module names a call's pickles and code name) and earlier calls reach."""
+        now = time.monotonic()
+        new = set(roots) - self._roots
+        if not new and now - self._last_scan < self.RESCAN_SECONDS:
+            return []
+        self._roots |= new
+        self._last_scan = now
+        return [f for f in self._reach() if self._sent.get(f.path) != f.digest]
+
+    def mark_sent(self, files: Iterable[SourceFile]) -> None:
+        for f in files:
+            self._sent[f.path] = f.digest
+
+    def explain_excluded(self, outcomes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """``outcomes``, where a ModuleNotFoundError for an excluded module says so."""
+        if not self.exclusions:
+            return outcomes
+        return [self._explained(outcome) for outcome in outcomes]
+
+    def _explained(self, outcome: tuple[str, Any]) -> tuple[str, Any]:
+        status, payload = outcome
+        if (
+            status != wire.ItemStatus.ERROR
+            or not isinstance(payload, dict)
+            or payload.get("etype") != "builtins.ModuleNotFoundError"
+        ):
+            return outcome
+        found = _NO_MODULE.match(str(payload.get("evalue", "")))
+        pattern = self.exclusions.excluding(found.group(1)) if found else None
+        if found is None or pattern is None:
+            return outcome
+        message = (
+            f"No module named {found.group(1)!r} on the kernel: it was not sent, because "
+            f"exclude_modules has {pattern!r}"
+        )
+        error = ModuleNotFoundError(message, name=found.group(1))
+        return status, {**payload, "evalue": message, "pickled": pickle.dumps(error)}
+
+    def _reach(self) -> list[SourceFile]:
+        """The current version of every local module the roots reach. A module's imports are
+        followed, and a submodule brings its packages; excluded modules are neither sent nor
+        followed."""
+        files: dict[str, SourceFile] = {}
+        seen: set[str] = set()
+        todo = list(self._roots)
+        while todo:
+            name = todo.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            found = _local_source(name)
+            if found is None or self.exclusions.match(name, found[1]) is not None:
+                continue
+            relpath, path = found
+            version = self._read(path)
+            if version is None:
+                continue
+            digest, content = version
+            files[relpath] = SourceFile(relpath, name, digest, content)
+            todo += _source_imports(name, relpath, digest, content)
+            while "." in name:
+                name = name.rpartition(".")[0]
+                todo.append(name)
+        return [files[relpath] for relpath in sorted(files)]
+
+    def _read(self, path: str) -> tuple[str, bytes] | None:
+        """A file's digest and content, read again only when its size or mtime changed."""
+        try:
+            stat = os.stat(path)
+        except OSError:
+            return None
+        cached = self._stat_cache.get(path)
+        if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+            return cached[2], cached[3]
+        try:
+            with open(path, "rb") as f:
+                content = f.read()
+        except OSError:
+            return None
+        digest = hashlib.blake2b(content, digest_size=16).hexdigest()
+        self._stat_cache[path] = (stat.st_mtime_ns, stat.st_size, digest, content)
+        return digest, content

@@ -81,26 +81,29 @@ def test_edited_module_is_shipped_again(session: cr.Session, project: Path) -> N
 
 
 def append_line(path: str, text: str) -> None:
+    from mypkg import geometry  # reaches a local module: the first call ships it
+
     with open(path, "a") as f:
-        f.write(text + "\n")
+        f.write(f"{text} {geometry.area(1, 1)}\n")
 
 
 def test_calls_keep_their_order_when_modules_are_shipped(
-    session: cr.Session, project: Path, tmp_path: Path
+    session: cr.Session, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first call ships new modules; the calls submitted after it must not overtake it."""
-    importlib.import_module("mypkg.geometry")  # something new to ship
+    # The kernel may hold an earlier test's edit of mypkg: the first call sends this version.
+    monkeypatch.setattr(session._core.modules, "RESCAN_SECONDS", 0.0)
     log = tmp_path / "order.log"
     f = session.remote(append_line)
     futures = [f.submit(str(log), f"call {i}") for i in range(10)]
     for future in futures:
         future.result(timeout=60)
-    assert log.read_text().splitlines() == [f"call {i}" for i in range(10)]
+    assert log.read_text().splitlines() == [f"call {i} 1" for i in range(10)]
 
 
 def test_shipped_sources_are_removed_when_the_kernel_exits(project: Path) -> None:
-    importlib.import_module("mypkg.geometry")  # imported here, so shipped
     with cr.Session("local", progress=False) as session:
+        session.remote(uses_package)(1, 1)  # reaches mypkg.geometry, so ships it
         shipped = Path(session.remote(kernel_module_file)("mypkg.geometry"))
         assert shipped.is_file()
     folder = shipped.parent.parent  # .../colabremote-src-*/mypkg/geometry.py
@@ -141,8 +144,10 @@ def child_runs_exit_hooks_then_folder_exists(name: str) -> bool:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
 def test_a_forked_child_leaves_the_shipped_sources_alone(
-    session: cr.Session, project: Path
+    session: cr.Session, project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    importlib.import_module("mypkg.geometry")
+    # The kernel may hold an earlier test's edit: look at this project's files at once.
+    monkeypatch.setattr(session._core.modules, "RESCAN_SECONDS", 0.0)
+    assert session.remote(uses_package)(1, 2) == (2, "v1")  # ships mypkg.geometry
     assert session.remote(child_runs_exit_hooks_then_folder_exists)("mypkg.geometry")
     assert session.remote(uses_package)(1, 2) == (2, "v1")  # still importable

@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .._backends.base import Backend
@@ -26,7 +26,6 @@ from .._kernel.wire import ItemStatus, Op
 from .._serialization import (
     LocalModules,
     SourceFile,
-    imported_names,
     pack_arguments,
     pack_function,
     rebuild_exception,
@@ -86,13 +85,14 @@ class _Core:
         *,
         on_output: OutputHandler | None,
         progress: Callable[[str], None] | None,
+        exclude_modules: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.backend = backend
         self.on_output = on_output or _default_output
         self.progress = progress or _default_progress
         self.show_progress = progress is not _silent  # progress=False also hides transfer bars
         self.client: KernelClient | None = None
-        self.modules = LocalModules()
+        self.modules = LocalModules(exclude_modules)
         self.state = State.NEW
         self._gate = asyncio.Lock()  # one open / revive at a time
         self._watchdog: asyncio.Task[None] | None = None
@@ -269,9 +269,10 @@ class _Core:
         """Run ``fn`` once per item, in one message. Returns the outcomes and kernel seconds."""
         client = await self.ready_client()
         python = client.kernel_python or sys.version_info[:3]
-        function = pack_function(fn, kernel_python=python)
-        arguments = pack_arguments(items, kernel_python=python)
-        files = self.modules.pending(imported_names(fn))
+        reached: set[str] = set()
+        function = pack_function(fn, kernel_python=python, reached=reached)
+        arguments = pack_arguments(items, kernel_python=python, reached=reached)
+        files = self.modules.pending(reached)
         # Nothing is awaited between here and sending the call, so calls reach the kernel in
         # the order they were made; the sources go just ahead of the call that needs them.
         shipped = self._ship(client, files) if files else None
@@ -286,7 +287,7 @@ class _Core:
         )
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
         outcomes = unpack_outcomes(reply.parts) if reply.parts else []
-        return outcomes, float(reply.fields.get("seconds", 0.0))
+        return self.modules.explain_excluded(outcomes), float(reply.fields.get("seconds", 0.0))
 
     def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""

@@ -223,6 +223,7 @@ class Agent:
             for name, module in list(sys.modules.items()):
                 if str(getattr(module, "__file__", "") or "").startswith(prefix):
                     del sys.modules[name]
+            self.functions.clear()  # they hold the old modules: the client sends them again
         importlib.invalidate_caches()
         self.send({"op": Op.SOURCES, "id": data["id"], "count": len(parts)})
 
