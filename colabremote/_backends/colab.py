@@ -5,10 +5,13 @@ The backend keeps what Colab needs while the session is open:
 
 - a keep-alive ping every 60 s (kernel traffic alone does not keep a runtime), a read time-out
   counting as success;
-- a fresh runtime proxy token 5 minutes before the old one expires, and at once when the proxy
-  answers 404 or 401 (which after expiry means "refresh", never "runtime lost");
+- a fresh runtime proxy token 5 minutes before the old one expires (half its lifetime before,
+  for tokens that live less than 10 minutes; never more often than every 5 s), and at once when
+  the proxy answers 404 or 401 (which after expiry means "refresh", never "runtime lost");
+  requests that fail together share one refresh;
 - the release of the runtime when the session closes, unless it attached to a runtime that
-  was already there (``endpoint=``).
+  was already there (``endpoint=``); a runtime that cannot be released is never left behind in
+  silence (:class:`~colabremote.exceptions.RuntimeNotReleasedWarning`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -28,7 +32,16 @@ from .._colab.models import Assignment, RuntimeProxyInfo
 from .._colab.public_api import PublicApi
 from .._http import TokenSource
 from .._info import RuntimeInfo
-from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
+from .._validation import seconds, text
+from ..exceptions import (
+    ColabError,
+    ColabRemoteError,
+    ConfigurationError,
+    ConnectionLost,
+    RuntimeGone,
+    RuntimeNotReleasedWarning,
+    ServerError,
+)
 from .base import Progress
 from .jupyter import JupyterBackend
 
@@ -43,9 +56,25 @@ _WHAT = {
 }
 
 KEEP_ALIVE_SECONDS = 60.0
-#: Refresh the runtime proxy token this long before it expires.
+#: The shortest keep-alive interval a session may ask for: more often only loads Colab.
+MIN_KEEP_ALIVE_SECONDS = 1.0
+#: How long an assign POST may take before it is given up and reconciled (Colab's can be slow).
+ASSIGN_TIMEOUT = 200.0
+#: Refresh the runtime proxy token this long before it expires (at most half its lifetime).
 PROXY_REFRESH_MARGIN = 300.0
+#: Scheduled proxy token refreshes are at least this far apart, however short the lifetime.
+PROXY_REFRESH_MIN_INTERVAL = 5.0
 CLIENT_AGENT = "colabremote"
+
+
+def proxy_refresh_delay(lifetime: float | None, left: float | None) -> float:
+    """Seconds until the scheduled refresh of a proxy token that lived ``lifetime`` seconds when
+    issued and has ``left`` seconds to go (``None``: unknown). The margin is 5 minutes, or half
+    the lifetime when that is shorter, so a short-lived token is not refreshed in a loop."""
+    if left is None:
+        return 600.0
+    margin = PROXY_REFRESH_MARGIN if lifetime is None else min(PROXY_REFRESH_MARGIN, lifetime / 2)
+    return max(PROXY_REFRESH_MIN_INTERVAL, left - margin)
 
 
 class ColabBackend(JupyterBackend):
@@ -68,10 +97,35 @@ class ColabBackend(JupyterBackend):
         release: bool | None = None,
         endpoints: ColabEndpoints | None = None,
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        assign_timeout: float = ASSIGN_TIMEOUT,
         control: ControlPlane | None = None,
         api: str = "v1",
         allow_credentials: Iterable[str] = (),
     ) -> None:
+        text("gpu", gpu, what="a GPU model", example="'T4'", optional=True)
+        text("tpu", tpu, what="a TPU model", example="'V5E1'", optional=True)
+        text(
+            "runtime_version", runtime_version, what="a version", example="'2025.07'", optional=True
+        )
+        text(
+            "endpoint",
+            endpoint,
+            what="a runtime's endpoint",
+            example="'gpu-t4-s-abc'",
+            optional=True,
+        )
+        for name, flag in (("high_memory", high_memory), ("release", release)):
+            if not isinstance(flag, bool) and not (name == "release" and flag is None):
+                raise ConfigurationError(f"{name}={flag!r} is not True or False")
+        keep_alive = seconds(
+            "keep_alive_seconds",
+            keep_alive_seconds,
+            minimum=MIN_KEEP_ALIVE_SECONDS,
+            optional=False,
+            example="60",
+        )
+        assign_limit = seconds("assign_timeout", assign_timeout, optional=False, example="300")
+        assert keep_alive is not None and assign_limit is not None
         if gpu and tpu:
             raise ConfigurationError("ask for gpu= or tpu=, not both")
         if isinstance(allow_credentials, str):
@@ -97,11 +151,13 @@ class ColabBackend(JupyterBackend):
         self.endpoint = endpoint
         #: Release the runtime at close: yes for one we assigned, no for one we attached to.
         self.release = (endpoint is None) if release is None else release
-        self.keep_alive_seconds = keep_alive_seconds
+        self.keep_alive_seconds = keep_alive
         # Both clients sign requests with the credentials; after a 401 they drop the cached
         # access token, so the retry signs in with a new one.
         self.control = control or ControlPlane(
-            credentials, endpoints=endpoints or ColabEndpoints.production()
+            credentials,
+            endpoints=endpoints or ColabEndpoints.production(),
+            assign_timeout=assign_limit,
         )
         self.public = PublicApi(credentials, endpoints=self.control.endpoints)
         self.runtime_id: str | None = None
@@ -109,6 +165,7 @@ class ColabBackend(JupyterBackend):
         self.gone: RuntimeGone | None = None
         self.assignment: Assignment | None = None
         self._proxy: RuntimeProxyInfo | None = None
+        self._proxy_lifetime: float | None = None  # seconds the current token had when issued
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
         # The Jupyter side is filled in once the runtime's proxy URL is known.
@@ -198,6 +255,7 @@ class ColabBackend(JupyterBackend):
     def _use_proxy(self, proxy: RuntimeProxyInfo) -> None:
         """Point the Jupyter client at the proxy, with the current token in every request."""
         self._proxy = proxy
+        self._proxy_lifetime = proxy.seconds_left()
         self.url = proxy.url.rstrip("/")
         self._headers = {
             "X-Colab-Runtime-Proxy-Token": proxy.token,
@@ -206,10 +264,13 @@ class ColabBackend(JupyterBackend):
         self._http.base_url = httpx.URL(self.url)
         self._http.headers.update(self._headers)
 
-    async def refresh_proxy(self) -> None:
-        """Get a new runtime proxy token (one refresh at a time)."""
+    async def refresh_proxy(self, stale: str | None = None) -> None:
+        """Get a new runtime proxy token (one refresh at a time). With ``stale``, the token a
+        request failed with: if another refresh replaced it meanwhile, that one is used."""
         assert self.endpoint is not None
         async with self._refresh_lock:
+            if stale is not None and self._proxy is not None and self._proxy.token != stale:
+                return
             if self.runtime_id is not None:
                 proxy = (await self.public.get_runtime(self.runtime_id)).proxy
                 if proxy is None:
@@ -223,8 +284,7 @@ class ColabBackend(JupyterBackend):
         while True:
             proxy = self._proxy
             left = proxy.seconds_left() if proxy is not None else None
-            wait = 600.0 if left is None else max(0.1, left - PROXY_REFRESH_MARGIN)
-            await asyncio.sleep(wait)
+            await asyncio.sleep(proxy_refresh_delay(self._proxy_lifetime, left))
             try:
                 await self.refresh_proxy()
             except RuntimeGone as exc:
@@ -337,12 +397,13 @@ class ColabBackend(JupyterBackend):
 
     async def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> httpx.Response:
         """A request through the proxy; an expired token (404/401) is refreshed once first."""
+        sent = self._proxy.token if self._proxy is not None else None
         try:
             return await super()._request(method, path, doing, **kwargs)
         except ServerError as exc:
             if exc.status not in (401, 404):
                 raise
-        await self.refresh_proxy()
+        await self.refresh_proxy(stale=sent)
         return await super()._request(method, path, doing, **kwargs)
 
     async def is_alive(self) -> bool:
@@ -360,12 +421,13 @@ class ColabBackend(JupyterBackend):
         return bool(state != "dead")
 
     async def connect(self) -> Any:
+        sent = self._proxy.token if self._proxy is not None else None
         try:
             return await super().connect()
         except (ServerError, ConnectionLost) as exc:
             if isinstance(exc, ServerError) and exc.status not in (401, 404):
                 raise
-        await self.refresh_proxy()
+        await self.refresh_proxy(stale=sent)
         return await super().connect()
 
     async def close(self) -> None:
@@ -384,12 +446,14 @@ class ColabBackend(JupyterBackend):
                     await asyncio.wait_for(super().close(), 15)
         finally:
             if endpoint is not None:
-                with contextlib.suppress(Exception):
+                try:
                     if self.runtime_id is not None:
                         await self.public.delete_runtime(self.runtime_id)
                     else:
                         await self.control.unassign(endpoint)
                     log.info("released Colab runtime %s", endpoint)
+                except Exception as exc:  # noqa: BLE001 - said out loud below, never swallowed
+                    _not_released(endpoint, exc)
             await self.control.aclose()
             await self.public.aclose()
 
@@ -427,3 +491,15 @@ class ColabBackend(JupyterBackend):
             "release_on_close": self.release,
             "api": self.api,
         }
+
+
+def _not_released(endpoint: str, exc: BaseException) -> None:
+    """Say, once and loudly, that a runtime we assigned is still assigned (and billed), and how
+    to release it. Our errors' messages are secret-free; others are named by type only."""
+    why = str(exc) if isinstance(exc, ColabRemoteError) else type(exc).__name__
+    message = (
+        f"Colab runtime {endpoint} could not be released ({why}); it stays assigned, and "
+        f"billed, until it is. Release it with: colabremote runtimes release {endpoint}"
+    )
+    log.error("%s", message)
+    warnings.warn(message, RuntimeNotReleasedWarning, stacklevel=2)

@@ -57,6 +57,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             "credentials",
             "use_adc",
             "keep_alive_seconds",
+            "assign_timeout",
             "api",
             "allow_credentials",
         }
