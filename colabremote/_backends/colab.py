@@ -168,6 +168,7 @@ class ColabBackend(JupyterBackend):
         self._proxy_lifetime: float | None = None  # seconds the current token had when issued
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
+        self._closed = False
         # The Jupyter side is filled in once the runtime's proxy URL is known.
         super().__init__("http://colab.invalid")
 
@@ -431,6 +432,9 @@ class ColabBackend(JupyterBackend):
         return await super().connect()
 
     async def close(self) -> None:
+        if self._closed:
+            return  # a failed start closes at once, and the session's teardown again
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -440,22 +444,31 @@ class ColabBackend(JupyterBackend):
         endpoint = self.endpoint if self.release and self.assignment is not None else None
         if endpoint is not None:
             self._owns_kernel = False  # releasing the runtime ends its kernel; no DELETE first
+        failure: Exception | None = None
         try:
-            if self.kernel_id is not None and self._proxy is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(super().close(), 15)
+            with contextlib.suppress(Exception):  # the kernel (if any) and the HTTP client
+                await asyncio.wait_for(super().close(), 15)
         finally:
-            if endpoint is not None:
-                try:
-                    if self.runtime_id is not None:
-                        await self.public.delete_runtime(self.runtime_id)
-                    else:
-                        await self.control.unassign(endpoint)
-                    log.info("released Colab runtime %s", endpoint)
-                except Exception as exc:  # noqa: BLE001 - said out loud below, never swallowed
-                    _not_released(endpoint, exc)
-            await self.control.aclose()
-            await self.public.aclose()
+            try:
+                if endpoint is not None:
+                    try:
+                        await self._release(endpoint)
+                    except Exception as exc:  # noqa: BLE001 - said out loud below
+                        failure = exc
+            finally:
+                await self.control.aclose()
+                await self.public.aclose()
+        if endpoint is not None and failure is not None:
+            _not_released(endpoint, failure)
+
+    async def _release(self, endpoint: str) -> None:
+        """Give the runtime back. A 401 is retried with a fresh access token first (BearerAuth),
+        which recovers every kind of credentials that can be refreshed."""
+        if self.runtime_id is not None:
+            await self.public.delete_runtime(self.runtime_id)
+        else:
+            await self.control.unassign(endpoint)
+        log.info("released Colab runtime %s", endpoint)
 
     def runtime_info(self) -> RuntimeInfo:
         d = self.describe()
