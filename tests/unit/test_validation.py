@@ -80,9 +80,9 @@ def test_colab_options_are_checked(option: str, value: Any) -> None:
 
 def test_session_callbacks_are_checked() -> None:
     with pytest.raises(ConfigurationError, match="on_output="):
-        cr.Session("local", on_output="stdout")  # type: ignore[arg-type]
+        cr.Session("local", on_output="stdout")  # type: ignore[call-overload]
     with pytest.raises(ConfigurationError, match="progress="):
-        cr.Session("local", progress="loud")  # type: ignore[arg-type]
+        cr.Session("local", progress="loud")  # type: ignore[call-overload]
 
 
 def test_seconds_with_a_minimum() -> None:
