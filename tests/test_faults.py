@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -203,6 +204,7 @@ def test_a_forked_child_gets_a_clear_error_and_the_parent_keeps_working(
         pid = os.fork()
     if pid == 0:  # the child: report what happened through the pipe, then leave at once
         code = 1
+        signal.alarm(60)  # a hang kills the child, and the test fails instead of hanging
         try:
             outcomes = []
             for attempt in (lambda: f(2), lambda: local.exec("1"), local.info):
