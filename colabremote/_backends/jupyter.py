@@ -150,8 +150,6 @@ class JupyterBackend(Backend):
         body = {"name": self.kernel_name}
         if self.kernel_path is not None:
             body["path"] = self.kernel_path  # the kernel's working directory, server-relative
-        before = await self._kernel_ids()
-        progress(f"starting a kernel on {self.url}")
         tries = 0
 
         async def create() -> str:
@@ -166,6 +164,8 @@ class JupyterBackend(Backend):
             return str(response.json()["id"])
 
         try:
+            before = await self._kernel_ids()
+            progress(f"starting a kernel on {self.url}")
             self.kernel_id = await retrying(
                 create, what="starting a kernel", attempts=OPEN_ATTEMPTS, retry_if=_start_again
             )
@@ -182,9 +182,8 @@ class JupyterBackend(Backend):
                 "kernel_name against the server's /api/kernelspecs"
             ) from None
         except ConnectionLost as exc:
-            raise KernelStartError(
-                f"the server did not answer a kernel start, {tries} attempts ({exc})"
-            ) from None
+            attempts = f" ({tries} attempts to start a kernel)" if tries > 1 else ""
+            raise KernelStartError(f"{exc}{attempts}") from None
 
     async def _kernel_ids(self) -> set[str] | None:
         """The ids of the kernels running on the server now (``None``: it would not say)."""
