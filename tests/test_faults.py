@@ -8,6 +8,7 @@ for the guarantees checked here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -16,10 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import colabremote as cr
-from colabremote._colab.auth import EnvironmentToken
+from colabremote._colab.auth import ClientConfig, EnvironmentToken, GoogleOAuth
+from colabremote._colab.endpoints import ColabEndpoints
+from colabremote._colab.tokens import TokenStore
 from colabremote.exceptions import (
     KernelStartError,
     RuntimeNotReleasedWarning,
@@ -101,6 +105,46 @@ def test_a_runtime_that_cannot_be_released_is_reported(emu: ColabEmulator) -> No
         assert endpoint in emu.assigned_endpoints()  # what the warning says is true
     finally:
         emu.release(endpoint)
+
+
+def test_a_stopped_environment_token_releases_with_the_stored_sign_in(
+    emu: ColabEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "config"
+    config.mkdir(mode=0o700)
+    emu.write_client_secrets(config / "client_secrets.json")
+    monkeypatch.setenv("COLABREMOTE_CONFIG_DIR", str(config))
+    monkeypatch.setenv("COLABREMOTE_TOKEN_STORE", "file")
+    asyncio.run(sign_in_and_store(emu))  # as `colabremote login` does
+    monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
+    session = cr.Session("colab", base_url=emu.url, progress=False).open()  # the env's token
+    endpoint = session.runtime().endpoint
+    emu.revoke_access_tokens()  # the env's token stops working; the stored sign-in refreshes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeNotReleasedWarning)
+        session.close()
+    assert endpoint not in emu.assigned_endpoints()
+
+
+async def sign_in_and_store(emu: ColabEmulator) -> None:
+    """Sign in to the emulator (it approves at once) and store the result, as a login does."""
+    ends = ColabEndpoints.at(emu.url)
+    oauth = GoogleOAuth(
+        ClientConfig.from_mapping(emu.client_config(), source="the emulator"),
+        store=TokenStore(),
+        authorize_url=ends.oauth_authorize,
+        token_url=ends.oauth_token,
+        revoke_url=ends.oauth_revoke,
+        userinfo_url=ends.userinfo,
+    )
+
+    def browser(url: str) -> None:
+        httpx.get(url, follow_redirects=True, timeout=30)
+
+    try:
+        await oauth.login(open_browser=browser, announce=lambda _text: None)
+    finally:
+        await oauth.aclose()
 
 
 def test_a_released_runtime_needs_no_warning(emu: ColabEmulator) -> None:

@@ -22,7 +22,7 @@ import logging
 import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -34,6 +34,7 @@ from .._http import TokenSource
 from .._info import RuntimeInfo
 from .._validation import seconds, text
 from ..exceptions import (
+    AuthError,
     ColabError,
     ColabRemoteError,
     ConfigurationError,
@@ -75,6 +76,16 @@ def proxy_refresh_delay(lifetime: float | None, left: float | None) -> float:
         return 600.0
     margin = PROXY_REFRESH_MARGIN if lifetime is None else min(PROXY_REFRESH_MARGIN, lifetime / 2)
     return max(PROXY_REFRESH_MIN_INTERVAL, left - margin)
+
+
+@runtime_checkable
+class _WithFallback(Protocol):
+    """Credentials made for this backend alone (``_LazyCredentials``): they know others to try
+    when theirs stop working, and the backend closes them with itself."""
+
+    def fallback(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 class ColabBackend(JupyterBackend):
@@ -160,6 +171,7 @@ class ColabBackend(JupyterBackend):
             assign_timeout=assign_limit,
         )
         self.public = PublicApi(credentials, endpoints=self.control.endpoints)
+        self._credentials = credentials
         self.runtime_id: str | None = None
         #: Set when Colab says the runtime is no longer ours (released elsewhere, reclaimed).
         self.gone: RuntimeGone | None = None
@@ -458,17 +470,38 @@ class ColabBackend(JupyterBackend):
             finally:
                 await self.control.aclose()
                 await self.public.aclose()
+                if isinstance(self._credentials, _WithFallback):
+                    await self._credentials.aclose()
         if endpoint is not None and failure is not None:
             _not_released(endpoint, failure)
 
     async def _release(self, endpoint: str) -> None:
         """Give the runtime back. A 401 is retried with a fresh access token first (BearerAuth),
-        which recovers every kind of credentials that can be refreshed."""
-        if self.runtime_id is not None:
-            await self.public.delete_runtime(self.runtime_id)
-        else:
-            await self.control.unassign(endpoint)
+        which recovers every kind of credentials that can be refreshed; when the sign-in still
+        fails (a token from the environment), with the stored sign-in, if there is one."""
+        try:
+            await self._release_with(self.control, self.public, endpoint)
+        except AuthError:
+            credentials = self._credentials
+            fresh = credentials.fallback() if isinstance(credentials, _WithFallback) else None
+            if fresh is None:
+                raise
+            log.info("releasing Colab runtime %s with the stored sign-in", endpoint)
+            control = ControlPlane(fresh, endpoints=self.control.endpoints)
+            public = PublicApi(fresh, endpoints=self.control.endpoints)
+            try:
+                await self._release_with(control, public, endpoint)
+            finally:
+                await control.aclose()
+                await public.aclose()
+                await fresh.aclose()
         log.info("released Colab runtime %s", endpoint)
+
+    async def _release_with(self, control: ControlPlane, public: PublicApi, endpoint: str) -> None:
+        if self.runtime_id is not None:
+            await public.delete_runtime(self.runtime_id)
+        else:
+            await control.unassign(endpoint)
 
     def runtime_info(self) -> RuntimeInfo:
         d = self.describe()
