@@ -5,11 +5,23 @@ argument and says what to pass, not later as an ``AttributeError`` deep inside."
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 from .exceptions import ConfigurationError
 
 __all__ = ["seconds", "text"]
+
+
+@overload
+def seconds(
+    name: str, value: Any, *, minimum: float = ..., optional: Literal[False], example: str = ...
+) -> float: ...
+
+
+@overload
+def seconds(
+    name: str, value: Any, *, minimum: float = ..., optional: bool = ..., example: str = ...
+) -> float | None: ...
 
 
 def seconds(

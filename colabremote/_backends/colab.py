@@ -127,7 +127,7 @@ class ColabBackend(JupyterBackend):
         )
         for name, flag in (("high_memory", high_memory), ("release", release)):
             if not isinstance(flag, bool) and not (name == "release" and flag is None):
-                raise ConfigurationError(f"{name}={flag!r} is not True or False")
+                raise ConfigurationError(f"{name}={flag!r} is not a bool; pass True or False")
         keep_alive = seconds(
             "keep_alive_seconds",
             keep_alive_seconds,
@@ -136,7 +136,6 @@ class ColabBackend(JupyterBackend):
             example="60",
         )
         assign_limit = seconds("assign_timeout", assign_timeout, optional=False, example="300")
-        assert keep_alive is not None and assign_limit is not None
         if gpu and tpu:
             raise ConfigurationError("ask for gpu= or tpu=, not both")
         if isinstance(allow_credentials, str):
