@@ -23,6 +23,8 @@ from ._loop import loop_thread
 from ._remote import RemoteFunction, remote
 from ._session.core import State, _Core, _silent
 from ._session.exit import release_on_sigterm
+from ._validation import seconds, text
+from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -87,6 +89,7 @@ class _SessionBase:
         credentials: TokenSource | None = None,
         use_adc: bool = False,
         keep_alive_seconds: float = 60.0,
+        assign_timeout: float = 200.0,
         api: Literal["v1", "v1beta"] = "v1",
         allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
@@ -129,6 +132,15 @@ class _SessionBase:
         exclude_modules: ModulePatterns = (),
         **options: Any,
     ) -> None:
+        if on_output is not None and not callable(on_output):
+            raise ConfigurationError(
+                f"on_output={on_output!r} is not callable; pass a function (stream, text) -> None"
+            )
+        if not (progress is None or isinstance(progress, bool) or callable(progress)):
+            raise ConfigurationError(
+                f"progress={progress!r} is neither True, False nor a function; pass False for "
+                "silence or a function that takes one line of text"
+            )
         progress_fn: Callable[[str], None] | None
         if progress is False:
             progress_fn = _silent
@@ -217,7 +229,8 @@ class AsyncSession(_SessionBase):
 
     async def exec(self, code: str, *, timeout: float | None = None) -> None:
         """Run code in the kernel; what it prints appears here as it is printed."""
-        await self._run(self._core.exec(code, timeout))
+        text("code", code, what="Python source code", example="'print(1)'")
+        await self._run(self._core.exec(code, seconds("timeout", timeout, example="60")))
 
     async def info(self) -> SessionInfo:
         """Python version, platform, hostname, GPUs and backend of the kernel."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import sys
 import threading
 from collections.abc import Coroutine
@@ -23,7 +24,12 @@ INTERRUPT_WAIT = 30.0
 
 
 class LoopThread:
+    """An event loop on a daemon thread. After ``fork`` the child has the object but not the
+    thread: work given to it there goes to the child's own loop thread instead, where a session
+    of the parent refuses to run (``SessionForked``) rather than wait forever."""
+
     def __init__(self) -> None:
+        self.pid = os.getpid()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="colabremote-loop", daemon=True)
         self.thread.start()
@@ -34,6 +40,8 @@ class LoopThread:
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start ``coro`` on the loop; cancelling the returned future cancels the coroutine."""
+        if os.getpid() != self.pid:
+            return loop_thread().submit(coro)
         progress = _Progress()
         future = asyncio.run_coroutine_threadsafe(_tracked(coro, progress), self.loop)
         _progress[id(future)] = progress
@@ -42,6 +50,8 @@ class LoopThread:
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the loop and wait. Ctrl-C cancels it (interrupting remote work)."""
+        if os.getpid() != self.pid:
+            return loop_thread().run(coro)
         try:
             _refuse_blocking_in_a_loop()
         except BlockingCallError:
@@ -134,6 +144,6 @@ def _instance_thread() -> threading.Thread | None:
 def loop_thread() -> LoopThread:
     global _instance
     with _lock:
-        if _instance is None or not _instance.thread.is_alive():
+        if _instance is None or _instance.pid != os.getpid() or not _instance.thread.is_alive():
             _instance = LoopThread()
         return _instance

@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from ._loop import loop_thread, wait_future
 from ._serialization import RemoteCallable
 from ._session.core import Item, Outcome, _Core, outcome_value
+from ._validation import seconds
 from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
@@ -59,10 +60,13 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         session: SessionLike | None = None,
         timeout: float | None = None,
     ) -> None:
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"timeout must be a positive number of seconds, not {timeout}")
+        if not callable(fn):
+            raise ConfigurationError(
+                f"remote() decorates a function, not {type(fn).__name__} {fn!r}; use it as "
+                "@remote above a def"
+            )
         self.fn = fn
-        self.timeout = timeout
+        self.timeout = seconds("timeout", timeout, example="60")
         self._session = session
         functools.update_wrapper(self, fn)
         self.__name__ = getattr(fn, "__name__", "function")

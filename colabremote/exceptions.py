@@ -4,6 +4,7 @@
 ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
 ├── SessionClosed               the session was closed (or never opened)
+│   └── SessionForked           the session was made in the parent of this forked process
 ├── BlockingCallError           a blocking call inside a running event loop: use the async form
 ├── AuthError                   signing in to Google failed or is needed
 │   ├── SignInRequired          no usable stored credentials: run `colabremote login`
@@ -29,6 +30,9 @@ ColabRemoteError
     ├── RemoteError             the function raised an exception whose type is not importable here
     ├── RemoteTimeout           the call ran longer than its timeout and was interrupted
     └── KernelDied              the kernel died during the call; the session starts a fresh one
+
+UserWarning
+└── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -72,9 +76,11 @@ __all__ = [
     "RemoteTraceback",
     "ResultNotSerializable",
     "RuntimeGone",
+    "RuntimeNotReleasedWarning",
     "SerializationError",
     "ServerError",
     "SessionClosed",
+    "SessionForked",
     "SignInRequired",
     "TooManyRuntimes",
 ]
@@ -100,6 +106,11 @@ class ConfigurationError(ColabRemoteError, ValueError):
 
 class SessionClosed(ColabRemoteError):
     """The session is closed, so it cannot run anything."""
+
+
+class SessionForked(SessionClosed):
+    """The session was made before this process forked: its kernel connection, event loop and
+    runtime belong to the parent. Make a new session in the child; the parent's keeps working."""
 
 
 class BlockingCallError(ColabRemoteError, RuntimeError):
@@ -206,6 +217,12 @@ class AccountBlocked(ColabError):
 
 class RuntimeGone(ColabError):
     """The runtime is no longer assigned to the account (released, or reclaimed when idle)."""
+
+
+class RuntimeNotReleasedWarning(UserWarning):
+    """A Colab runtime this session assigned could not be released at close (the sign-in
+    stopped working, or Colab did not answer): it stays assigned, and billed, until it is
+    released. The message names the endpoint and the command that releases it."""
 
 
 class SerializationError(ColabRemoteError):

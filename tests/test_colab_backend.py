@@ -18,6 +18,7 @@ from colabremote.exceptions import (
     NotEntitled,
     QuotaExceeded,
     RuntimeGone,
+    RuntimeNotReleasedWarning,
     TooManyRuntimes,
 )
 from colabremote.testing import ColabEmulator, emulator_of
@@ -63,9 +64,9 @@ def test_assign_call_and_release(emu: ColabEmulator) -> None:
 
 
 def test_keep_alive_while_a_call_runs(emu: ColabEmulator) -> None:
-    with colab(emu, keep_alive_seconds=0.3) as session:
+    with colab(emu, keep_alive_seconds=1) as session:  # the shortest interval allowed
         endpoint = session.info().details["endpoint"]
-        assert session.remote(slow_double)(2, 1.5) == 4  # kernel traffic is not enough
+        assert session.remote(slow_double)(2, 3.5) == 4  # kernel traffic is not enough
         assert emu.keepalive_count(endpoint) >= 3
         keepalives = [r for r in emu.requests if "keep-alive" in r.path]
         assert all(r.headers.get("X-Colab-Tunnel") == "Google" for r in keepalives)
@@ -217,14 +218,19 @@ def test_a_revoked_token_that_cannot_be_refreshed_fails_at_once(emu: ColabEmulat
     instead of reconnecting until the deadline and reporting a lost connection."""
     from colabremote.exceptions import AuthError
 
-    with colab(emu) as session:
-        f = session.remote(double)
-        assert f(1) == 2
-        emu.revoke_access_tokens()
-        emu.expire_proxy_tokens()
-        emu.drop_websockets()
-        with pytest.raises(AuthError, match="colabremote login"):
-            f(2)
+    session = colab(emu).open()
+    endpoint = session.runtime().endpoint
+    f = session.remote(double)
+    assert f(1) == 2
+    emu.revoke_access_tokens()
+    emu.expire_proxy_tokens()
+    emu.drop_websockets()
+    with pytest.raises(AuthError, match="colabremote login"):
+        f(2)
+    # The same token cannot release the runtime either: that is said, not left silent.
+    with pytest.warns(RuntimeNotReleasedWarning, match="colabremote runtimes release"):
+        session.close()
+    emu.release(endpoint)
 
 
 def mount_drive() -> str:

@@ -5,10 +5,13 @@ The backend keeps what Colab needs while the session is open:
 
 - a keep-alive ping every 60 s (kernel traffic alone does not keep a runtime), a read time-out
   counting as success;
-- a fresh runtime proxy token 5 minutes before the old one expires, and at once when the proxy
-  answers 404 or 401 (which after expiry means "refresh", never "runtime lost");
+- a fresh runtime proxy token 5 minutes before the old one expires (half its lifetime before,
+  for tokens that live less than 10 minutes; never more often than every 5 s), and at once when
+  the proxy answers 404 or 401 (which after expiry means "refresh", never "runtime lost");
+  requests that fail together share one refresh;
 - the release of the runtime when the session closes, unless it attached to a runtime that
-  was already there (``endpoint=``).
+  was already there (``endpoint=``); a runtime that cannot be released is never left behind in
+  silence (:class:`~colabremote.exceptions.RuntimeNotReleasedWarning`).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import warnings
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -28,7 +32,17 @@ from .._colab.models import Assignment, RuntimeProxyInfo
 from .._colab.public_api import PublicApi
 from .._http import TokenSource
 from .._info import RuntimeInfo
-from ..exceptions import ColabError, ConfigurationError, ConnectionLost, RuntimeGone, ServerError
+from .._validation import seconds, text
+from ..exceptions import (
+    AuthError,
+    ColabError,
+    ColabRemoteError,
+    ConfigurationError,
+    ConnectionLost,
+    RuntimeGone,
+    RuntimeNotReleasedWarning,
+    ServerError,
+)
 from .base import Progress
 from .jupyter import JupyterBackend
 
@@ -43,9 +57,35 @@ _WHAT = {
 }
 
 KEEP_ALIVE_SECONDS = 60.0
-#: Refresh the runtime proxy token this long before it expires.
+#: The shortest keep-alive interval a session may ask for: more often only loads Colab.
+MIN_KEEP_ALIVE_SECONDS = 1.0
+#: How long an assign POST may take before it is given up and reconciled (Colab's can be slow).
+ASSIGN_TIMEOUT = 200.0
+#: Refresh the runtime proxy token this long before it expires (at most half its lifetime).
 PROXY_REFRESH_MARGIN = 300.0
+#: Scheduled proxy token refreshes are at least this far apart, however short the lifetime.
+PROXY_REFRESH_MIN_INTERVAL = 5.0
 CLIENT_AGENT = "colabremote"
+
+
+def proxy_refresh_delay(lifetime: float | None, left: float | None) -> float:
+    """Seconds until the scheduled refresh of a proxy token that lived ``lifetime`` seconds when
+    issued and has ``left`` seconds to go (``None``: unknown). The margin is 5 minutes, or half
+    the lifetime when that is shorter, so a short-lived token is not refreshed in a loop."""
+    if left is None:
+        return 600.0
+    margin = PROXY_REFRESH_MARGIN if lifetime is None else min(PROXY_REFRESH_MARGIN, lifetime / 2)
+    return max(PROXY_REFRESH_MIN_INTERVAL, left - margin)
+
+
+@runtime_checkable
+class _WithFallback(Protocol):
+    """Credentials made for this backend alone (``_LazyCredentials``): they know others to try
+    when theirs stop working, and the backend closes them with itself."""
+
+    def fallback(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
 
 
 class ColabBackend(JupyterBackend):
@@ -68,10 +108,34 @@ class ColabBackend(JupyterBackend):
         release: bool | None = None,
         endpoints: ColabEndpoints | None = None,
         keep_alive_seconds: float = KEEP_ALIVE_SECONDS,
+        assign_timeout: float = ASSIGN_TIMEOUT,
         control: ControlPlane | None = None,
         api: str = "v1",
         allow_credentials: Iterable[str] = (),
     ) -> None:
+        text("gpu", gpu, what="a GPU model", example="'T4'", optional=True)
+        text("tpu", tpu, what="a TPU model", example="'V5E1'", optional=True)
+        text(
+            "runtime_version", runtime_version, what="a version", example="'2025.07'", optional=True
+        )
+        text(
+            "endpoint",
+            endpoint,
+            what="a runtime's endpoint",
+            example="'gpu-t4-s-abc'",
+            optional=True,
+        )
+        for name, flag in (("high_memory", high_memory), ("release", release)):
+            if not isinstance(flag, bool) and not (name == "release" and flag is None):
+                raise ConfigurationError(f"{name}={flag!r} is not a bool; pass True or False")
+        keep_alive = seconds(
+            "keep_alive_seconds",
+            keep_alive_seconds,
+            minimum=MIN_KEEP_ALIVE_SECONDS,
+            optional=False,
+            example="60",
+        )
+        assign_limit = seconds("assign_timeout", assign_timeout, optional=False, example="300")
         if gpu and tpu:
             raise ConfigurationError("ask for gpu= or tpu=, not both")
         if isinstance(allow_credentials, str):
@@ -97,20 +161,25 @@ class ColabBackend(JupyterBackend):
         self.endpoint = endpoint
         #: Release the runtime at close: yes for one we assigned, no for one we attached to.
         self.release = (endpoint is None) if release is None else release
-        self.keep_alive_seconds = keep_alive_seconds
+        self.keep_alive_seconds = keep_alive
         # Both clients sign requests with the credentials; after a 401 they drop the cached
         # access token, so the retry signs in with a new one.
         self.control = control or ControlPlane(
-            credentials, endpoints=endpoints or ColabEndpoints.production()
+            credentials,
+            endpoints=endpoints or ColabEndpoints.production(),
+            assign_timeout=assign_limit,
         )
         self.public = PublicApi(credentials, endpoints=self.control.endpoints)
+        self._credentials = credentials
         self.runtime_id: str | None = None
         #: Set when Colab says the runtime is no longer ours (released elsewhere, reclaimed).
         self.gone: RuntimeGone | None = None
         self.assignment: Assignment | None = None
         self._proxy: RuntimeProxyInfo | None = None
+        self._proxy_lifetime: float | None = None  # seconds the current token had when issued
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
+        self._closed = False
         # The Jupyter side is filled in once the runtime's proxy URL is known.
         super().__init__("http://colab.invalid")
 
@@ -198,6 +267,7 @@ class ColabBackend(JupyterBackend):
     def _use_proxy(self, proxy: RuntimeProxyInfo) -> None:
         """Point the Jupyter client at the proxy, with the current token in every request."""
         self._proxy = proxy
+        self._proxy_lifetime = proxy.seconds_left()
         self.url = proxy.url.rstrip("/")
         self._headers = {
             "X-Colab-Runtime-Proxy-Token": proxy.token,
@@ -206,10 +276,13 @@ class ColabBackend(JupyterBackend):
         self._http.base_url = httpx.URL(self.url)
         self._http.headers.update(self._headers)
 
-    async def refresh_proxy(self) -> None:
-        """Get a new runtime proxy token (one refresh at a time)."""
+    async def refresh_proxy(self, stale: str | None = None) -> None:
+        """Get a new runtime proxy token (one refresh at a time). With ``stale``, the token a
+        request failed with: if another refresh replaced it meanwhile, that one is used."""
         assert self.endpoint is not None
         async with self._refresh_lock:
+            if stale is not None and self._proxy is not None and self._proxy.token != stale:
+                return
             if self.runtime_id is not None:
                 proxy = (await self.public.get_runtime(self.runtime_id)).proxy
                 if proxy is None:
@@ -223,8 +296,7 @@ class ColabBackend(JupyterBackend):
         while True:
             proxy = self._proxy
             left = proxy.seconds_left() if proxy is not None else None
-            wait = 600.0 if left is None else max(0.1, left - PROXY_REFRESH_MARGIN)
-            await asyncio.sleep(wait)
+            await asyncio.sleep(proxy_refresh_delay(self._proxy_lifetime, left))
             try:
                 await self.refresh_proxy()
             except RuntimeGone as exc:
@@ -337,12 +409,13 @@ class ColabBackend(JupyterBackend):
 
     async def _request(self, method: str, path: str, doing: str, **kwargs: Any) -> httpx.Response:
         """A request through the proxy; an expired token (404/401) is refreshed once first."""
+        sent = self._proxy.token if self._proxy is not None else None
         try:
             return await super()._request(method, path, doing, **kwargs)
         except ServerError as exc:
             if exc.status not in (401, 404):
                 raise
-        await self.refresh_proxy()
+        await self.refresh_proxy(stale=sent)
         return await super()._request(method, path, doing, **kwargs)
 
     async def is_alive(self) -> bool:
@@ -360,15 +433,19 @@ class ColabBackend(JupyterBackend):
         return bool(state != "dead")
 
     async def connect(self) -> Any:
+        sent = self._proxy.token if self._proxy is not None else None
         try:
             return await super().connect()
         except (ServerError, ConnectionLost) as exc:
             if isinstance(exc, ServerError) and exc.status not in (401, 404):
                 raise
-        await self.refresh_proxy()
+        await self.refresh_proxy(stale=sent)
         return await super().connect()
 
     async def close(self) -> None:
+        if self._closed:
+            return  # a failed start closes at once, and the session's teardown again
+        self._closed = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -378,20 +455,52 @@ class ColabBackend(JupyterBackend):
         endpoint = self.endpoint if self.release and self.assignment is not None else None
         if endpoint is not None:
             self._owns_kernel = False  # releasing the runtime ends its kernel; no DELETE first
+        failure: Exception | None = None
         try:
-            if self.kernel_id is not None and self._proxy is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(super().close(), 15)
+            with contextlib.suppress(Exception):  # the kernel (if any) and the HTTP client
+                await asyncio.wait_for(super().close(), 15)
         finally:
-            if endpoint is not None:
-                with contextlib.suppress(Exception):
-                    if self.runtime_id is not None:
-                        await self.public.delete_runtime(self.runtime_id)
-                    else:
-                        await self.control.unassign(endpoint)
-                    log.info("released Colab runtime %s", endpoint)
-            await self.control.aclose()
-            await self.public.aclose()
+            try:
+                if endpoint is not None:
+                    try:
+                        await self._release(endpoint)
+                    except Exception as exc:  # noqa: BLE001 - said out loud below
+                        failure = exc
+            finally:
+                await self.control.aclose()
+                await self.public.aclose()
+                if isinstance(self._credentials, _WithFallback):
+                    await self._credentials.aclose()
+        if endpoint is not None and failure is not None:
+            _not_released(endpoint, failure)
+
+    async def _release(self, endpoint: str) -> None:
+        """Give the runtime back. A 401 is retried with a fresh access token first (BearerAuth),
+        which recovers every kind of credentials that can be refreshed; when the sign-in still
+        fails (a token from the environment), with the stored sign-in, if there is one."""
+        try:
+            await self._release_with(self.control, self.public, endpoint)
+        except AuthError:
+            credentials = self._credentials
+            fresh = credentials.fallback() if isinstance(credentials, _WithFallback) else None
+            if fresh is None:
+                raise
+            log.info("releasing Colab runtime %s with the stored sign-in", endpoint)
+            control = ControlPlane(fresh, endpoints=self.control.endpoints)
+            public = PublicApi(fresh, endpoints=self.control.endpoints)
+            try:
+                await self._release_with(control, public, endpoint)
+            finally:
+                await control.aclose()
+                await public.aclose()
+                await fresh.aclose()
+        log.info("released Colab runtime %s", endpoint)
+
+    async def _release_with(self, control: ControlPlane, public: PublicApi, endpoint: str) -> None:
+        if self.runtime_id is not None:
+            await public.delete_runtime(self.runtime_id)
+        else:
+            await control.unassign(endpoint)
 
     def runtime_info(self) -> RuntimeInfo:
         d = self.describe()
@@ -427,3 +536,15 @@ class ColabBackend(JupyterBackend):
             "release_on_close": self.release,
             "api": self.api,
         }
+
+
+def _not_released(endpoint: str, exc: BaseException) -> None:
+    """Say, once and loudly, that a runtime we assigned is still assigned (and billed), and how
+    to release it. Our errors' messages are secret-free; others are named by type only."""
+    why = str(exc) if isinstance(exc, ColabRemoteError) else type(exc).__name__
+    message = (
+        f"Colab runtime {endpoint} could not be released ({why}); it stays assigned, and "
+        f"billed, until it is. Release it with: colabremote runtimes release {endpoint}"
+    )
+    log.error("%s", message)
+    warnings.warn(message, RuntimeNotReleasedWarning, stacklevel=2)

@@ -13,7 +13,7 @@ from ..exceptions import ConfigurationError
 from .base import Backend
 
 if TYPE_CHECKING:  # imported when a session opens, not with the package
-    from .._colab.auth import Credentials
+    from .._colab.auth import Credentials, GoogleOAuth
     from .._colab.endpoints import ColabEndpoints
 
 BACKENDS = ("local", "jupyter", "colab", "emulator")
@@ -58,6 +58,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
             "credentials",
             "use_adc",
             "keep_alive_seconds",
+            "assign_timeout",
             "api",
             "allow_credentials",
         }
@@ -104,27 +105,57 @@ class _LazyCredentials:
         self._use_adc = use_adc
         self._endpoints = endpoints
         self._found: Credentials | None = None
+        self._clients: list[GoogleOAuth] = []  # the sign-in clients made here, closed here
 
     def __repr__(self) -> str:
         return f"_LazyCredentials(found={self._found!r})"
 
+    def _oauth(self) -> GoogleOAuth | None:
+        """The sign-in service of a base URL's own origin, with that origin's own token store
+        (None: Google's own)."""
+        if self._endpoints is None:
+            return None
+        from .._colab.auth import GoogleOAuth
+        from .._colab.tokens import TokenStore
+
+        store = TokenStore(origin=self._endpoints.origin)
+        oauth = GoogleOAuth.for_endpoints(self._endpoints, store=store)
+        self._clients.append(oauth)
+        return oauth
+
     async def token(self) -> str:
         if self._found is None:
-            from .._colab.auth import GoogleOAuth, find_credentials
+            from .._colab.auth import find_credentials
 
-            oauth = None
-            if self._endpoints is not None:
-                from .._colab.tokens import TokenStore
-
-                store = TokenStore(origin=self._endpoints.origin)
-                oauth = GoogleOAuth.for_endpoints(self._endpoints, store=store)
-            self._found = find_credentials(oauth=oauth, use_adc=self._use_adc)
+            self._found = find_credentials(oauth=self._oauth(), use_adc=self._use_adc)
         return await self._found.token()
+
+    def fallback(self) -> Credentials | None:
+        """Other credentials for when the environment's token stops working (it cannot be
+        refreshed): the stored sign-in, or ADC when asked for; None when there are none."""
+        if self._found is None or self._found.source != "environment":
+            return None
+        from .._colab.auth import find_credentials
+        from ..exceptions import SignInRequired
+
+        environ = {k: v for k, v in os.environ.items() if k != "COLABREMOTE_ACCESS_TOKEN"}
+        try:
+            return find_credentials(oauth=self._oauth(), use_adc=self._use_adc, environ=environ)
+        except SignInRequired:
+            return None
 
     def invalidate(self) -> None:
         """After a 401: drop the found credentials' access token."""
         if self._found is not None:
             self._found.invalidate()
+
+    async def aclose(self) -> None:
+        """Close what the found credentials and the sign-in clients made here hold open."""
+        if self._found is not None:
+            await self._found.aclose()
+        for oauth in self._clients:
+            await oauth.aclose()
+        self._clients = []
 
 
 def _only(backend: str, options: dict[str, Any], allowed: set[str]) -> None:

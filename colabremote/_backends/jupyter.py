@@ -31,6 +31,10 @@ from .base import Progress as ProgressCallback
 
 #: Bytes per chunk of a chunked Contents API upload (base64 makes each request a third larger).
 UPLOAD_CHUNK = 8 * 1024 * 1024
+#: Kernel creation answers that say "try again" rather than "not like that".
+_START_AGAIN = frozenset({502, 503, 504})
+#: Tries at kernel creation and at the WebSocket upgrade before the open fails.
+OPEN_ATTEMPTS = 4
 
 
 def _check(response: httpx.Response, doing: str) -> httpx.Response:
@@ -55,6 +59,13 @@ def _clean_token(token: str | None) -> str | None:
             "exactly as the server printed it"
         )
     return token
+
+
+def _start_again(exc: BaseException) -> bool:
+    """Whether a kernel start is worth another try: a 502/503/504, or no answer in time."""
+    if isinstance(exc, ServerError):
+        return exc.status in _START_AGAIN
+    return isinstance(exc, ConnectionLost)
 
 
 def _lost(message: str, status: int | None) -> ConnectionLost:
@@ -136,22 +147,69 @@ class JupyterBackend(Backend):
             progress(f"attaching to kernel {self.kernel_id} on {self.url}")
             await self._get(self._kernel_path(), "looking up the kernel")
             return
-        progress(f"starting a kernel on {self.url}")
-        try:
-            body = {"name": self.kernel_name}
-            if self.kernel_path is not None:
-                body["path"] = self.kernel_path  # the kernel's working directory, server-relative
+        body = {"name": self.kernel_name}
+        if self.kernel_path is not None:
+            body["path"] = self.kernel_path  # the kernel's working directory, server-relative
+        tries = 0
+
+        async def create() -> str:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and before is not None:
+                # The failed POST may have started a kernel after all: adopt it, never a second.
+                started = await self._new_idle_kernel(before)
+                if started is not None:
+                    return started
             response = await self._request("POST", "/api/kernels", "starting a kernel", json=body)
+            return str(response.json()["id"])
+
+        try:
+            before = await self._kernel_ids()
+            progress(f"starting a kernel on {self.url}")
+            self.kernel_id = await retrying(
+                create, what="starting a kernel", attempts=OPEN_ATTEMPTS, retry_if=_start_again
+            )
+        except AuthenticationError:
+            raise
         except ServerError as exc:
-            if isinstance(exc, AuthenticationError):
-                raise
+            if exc.status in _START_AGAIN:
+                raise KernelStartError(
+                    f"the server could not start a kernel, {tries} attempts ({exc}); it is "
+                    "overloaded or restarting: try again later"
+                ) from None
             raise KernelStartError(
                 f"the server could not start a {self.kernel_name!r} kernel ({exc}); check "
                 "kernel_name against the server's /api/kernelspecs"
             ) from None
         except ConnectionLost as exc:
-            raise KernelStartError(str(exc)) from None
-        self.kernel_id = str(response.json()["id"])
+            attempts = f" ({tries} attempts to start a kernel)" if tries > 1 else ""
+            raise KernelStartError(f"{exc}{attempts}") from None
+
+    async def _kernel_ids(self) -> set[str] | None:
+        """The ids of the kernels running on the server now (``None``: it would not say)."""
+        try:
+            response = await self._get("/api/kernels", "listing the server's kernels")
+        except AuthenticationError:
+            raise
+        except ServerError:
+            return None
+        listing: Any = response.json()
+        return {str(k["id"]) for k in listing if isinstance(k, dict) and "id" in k}
+
+    async def _new_idle_kernel(self, before: set[str]) -> str | None:
+        """A kernel of ours that a POST without an answer started: one of ``kernel_name`` that
+        was not there ``before`` and that nothing is connected to yet."""
+        response = await self._get("/api/kernels", "listing the server's kernels")
+        listing: Any = response.json()
+        for model in listing:
+            if (
+                isinstance(model, dict)
+                and str(model.get("id")) not in before
+                and model.get("name") == self.kernel_name
+                and not model.get("connections")
+            ):
+                return str(model["id"])
+        return None
 
     async def connect(self) -> Transport:
         parts = urlsplit(self.url)
@@ -159,7 +217,14 @@ class JupyterBackend(Backend):
         path = parts.path + self._kernel_path("/channels")
         query = f"session_id={self._ws_session}"
         url = urlunsplit((scheme, parts.netloc, path, query, ""))
-        return await WebSocketTransport.open(url, headers=self._headers, use_v1=self.use_v1)
+
+        async def upgrade() -> Transport:
+            # The upgrade starts nothing on the server, so it is always safe to try again.
+            return await WebSocketTransport.open(url, headers=self._headers, use_v1=self.use_v1)
+
+        return await retrying(
+            upgrade, what="opening the kernel WebSocket", attempts=OPEN_ATTEMPTS, deadline=60.0
+        )
 
     async def interrupt(self) -> None:
         await self._request("POST", self._kernel_path("/interrupt"), "interrupting the kernel")

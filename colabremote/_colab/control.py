@@ -70,7 +70,7 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
 
 XSSI_PREFIX = b")]}'"
 _NBH = re.compile(r"^[a-zA-Z0-9\-_.]{44}$")
-_RECONCILE_STATUSES = frozenset({502, 503, 504})
+_RECONCILE_STATUSES = frozenset({500, 502, 503, 504})
 _SCOPE_MARKERS = ("SCOPE_NOT_PERMITTED", "insufficient authentication scopes")
 _QUOTA_HINT = (
     "Wait until Colab's usage limits reset, or get compute units or a paid plan at "
@@ -320,7 +320,7 @@ class ControlPlane(OwnsHttpClient):
         """A runtime for ``nbh`` (a new one with a fresh nbh) and whether it was newly assigned.
 
         With ``nbh`` of an existing assignment, that assignment comes back (``False``). A POST
-        that fails in a way that may have succeeded on Colab (no answer, 502/503/504) is
+        that fails in a way that may have succeeded on Colab (no answer, 500/502/503/504) is
         followed by a same-nbh GET that picks the VM up, so one call never assigns two VMs.
         """
         nbh = nbh or new_nbh()
@@ -609,7 +609,7 @@ def _xsrf(body: object, doing: str) -> str:
 
 
 class _Unsettled(ColabError):
-    """An assign POST whose fate is unknown: no answer came, or a 502/503/504 (Colab may have
+    """An assign POST whose fate is unknown: no answer came, or a 500/502/503/504 (Colab may have
     assigned the VM anyway); the next try first looks for it with a same-nbh GET. Never
     escapes :meth:`ControlPlane.assign`."""
 

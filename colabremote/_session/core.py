@@ -12,6 +12,7 @@ import enum
 import functools
 import logging
 import os
+import posixpath
 import sys
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -33,11 +34,13 @@ from .._serialization import (
 )
 from ..exceptions import (
     AuthError,
+    ConfigurationError,
     ConnectionLost,
     KernelDied,
     RemoteCallError,
     RemoteTimeout,
     SessionClosed,
+    SessionForked,
 )
 
 log = logging.getLogger("colabremote")
@@ -98,10 +101,22 @@ class _Core:
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._gpu_info: dict[str, Any] | None = None
+        self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
+
+    def _refuse_if_forked(self) -> None:
+        """A forked child shares the parent's kernel connection and runtime: using them from
+        there would corrupt the parent's session, so the child gets a clear error instead."""
+        if os.getpid() != self._pid:
+            raise SessionForked(
+                "this session was made in the parent of this forked process and cannot be used "
+                "here (sessions do not survive fork); make a new session in the child. The "
+                "parent's session keeps working"
+            )
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        self._refuse_if_forked()
         async with self._gate:
             if self.state is State.OPEN:
                 return
@@ -195,6 +210,8 @@ class _Core:
             return
 
     async def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # the parent owns the kernel and closes it; a child's close leaves it be
         async with self._gate:
             if self.state is State.CLOSED:
                 return
@@ -235,6 +252,7 @@ class _Core:
 
     async def ready_client(self) -> KernelClient:
         """The healthy kernel client, replacing a dead kernel or a dropped connection first."""
+        self._refuse_if_forked()
         if self.state is State.NEW:
             await self.open()
         if self.state is State.CLOSED:
@@ -331,13 +349,22 @@ class _Core:
                 await self._replace_stuck_kernel(self.client)
 
     async def transfer(self, direction: str, source: str, target: str, progress: bool) -> None:
+        """Copy one file. A download to an existing directory lands inside it under the remote
+        file's name, as ``cp`` does."""
         await self.ready_client()
         if direction == "upload":
             if not os.path.isfile(source):
                 raise FileNotFoundError(f"{source} is not a file here")
             await self.backend.upload(source, target, show_progress=progress)
-        else:
-            await self.backend.download(source, target, show_progress=progress)
+            return
+        if os.path.isdir(target):
+            name = posixpath.basename(source.rstrip("/"))
+            if not name:
+                raise ConfigurationError(
+                    f"{source!r} names no file to download; pass the remote file's path"
+                )
+            target = os.path.join(target, name)
+        await self.backend.download(source, target, show_progress=progress)
 
     async def info(self) -> SessionInfo:
         client = await self.ready_client()

@@ -357,11 +357,11 @@ def test_assign_gives_up_after_timeouts_naming_the_nbh() -> None:
 def test_assign_does_not_retry_other_errors() -> None:
     service = Service()
     service.on("GET", "/tun/m/assign", shape_a())
-    service.on("POST", "/tun/m/assign", httpx.Response(500), body(ASSIGNED))
+    service.on("POST", "/tun/m/assign", httpx.Response(501), body(ASSIGNED))
     control, _ = plane(service)
     with pytest.raises(ColabError) as caught:
         run(control.assign())
-    assert caught.value.status == 500
+    assert caught.value.status == 501
     assert len(service.sent("POST")) == 1
 
 

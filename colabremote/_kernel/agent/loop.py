@@ -13,14 +13,16 @@ import io
 import os
 import platform
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cloudpickle
@@ -110,6 +112,8 @@ class Agent:
         self.functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
         self.kept: dict[str, _Outcome] = {}
         self.aborting = False
+        #: Whether SIGINT (an interrupt) arrived during the current call.
+        self.signalled = False
         self.source_dir = tempfile.mkdtemp(prefix="colabremote-src-")
         atexit.register(_remove_in, os.getpid(), self.source_dir)
         self.source_hashes: dict[str, str] = {}
@@ -246,18 +250,42 @@ class Agent:
             return
         status: str = Status.OK
         outcomes: list[tuple[str, Any]] = []
-        for args, kwargs in items:
-            try:
-                outcomes.append((ItemStatus.OK, fn(*args, **kwargs)))
-            except KeyboardInterrupt as exc:
-                # The client interrupted us: everything it queued before saying "resume" is stale.
-                self.aborting = True
-                outcomes.append((ItemStatus.INTERRUPTED, exception_payload(exc)))
-                status = Status.INTERRUPTED
-                break
-            except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the caller's
-                outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
+        with self._noting_interrupts():
+            for args, kwargs in items:
+                try:
+                    outcomes.append((ItemStatus.OK, fn(*args, **kwargs)))
+                except KeyboardInterrupt as exc:
+                    if not self.signalled:
+                        # The function raised it itself: an exception like any other.
+                        outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
+                        continue
+                    # The client interrupted us: all it queued before saying "resume" is stale.
+                    self.aborting = True
+                    outcomes.append((ItemStatus.INTERRUPTED, exception_payload(exc)))
+                    status = Status.INTERRUPTED
+                    break
+                except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the caller's
+                    outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
         self._reply(call_id, status, outcomes, started)
+
+    @contextlib.contextmanager
+    def _noting_interrupts(self) -> Iterator[None]:
+        """While a call runs, SIGINT is noted before it raises KeyboardInterrupt, so that an
+        interrupt is told apart from a KeyboardInterrupt the function raises itself."""
+        self.signalled = False
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread gets signals (and may set their handlers)
+            return
+
+        def interrupted(signum: int, frame: Any) -> None:
+            self.signalled = True
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGINT, interrupted)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     # -- helpers ---------------------------------------------------------------------------
 
