@@ -3,10 +3,15 @@
 ``nodelay=True`` (the default) makes its kernel WebSockets set TCP_NODELAY, as a well-configured
 server does; ``nodelay=False`` is a stock jupyter_server, whose kernel sockets leave Nagle's
 algorithm on.
+
+The token never goes on the server's command line, which every local user can read in
+``/proc/<pid>/cmdline``: it goes in a config file of mode 0600, in a directory of mode 0700,
+removed as soon as the server has read it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import socket
@@ -37,7 +42,7 @@ def free_port() -> int:
 
 
 class JupyterServer:
-    """A jupyter_server subprocess bound to 127.0.0.1 with a random token."""
+    """A jupyter_server subprocess bound to 127.0.0.1 with a random token (never on its argv)."""
 
     def __init__(
         self,
@@ -60,15 +65,40 @@ class JupyterServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log = open(os.path.join(self._tmp.name, "server.log"), "wb")  # noqa: SIM115
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs, else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def _write_token_config(self) -> str:
+        """A config file holding only the token: mode 0600, in a fresh directory of mode 0700
+        outside the server's root (so the contents API cannot list it)."""
+        directory = tempfile.mkdtemp(prefix="colabremote-jupyter-config-")
+        path = os.path.join(directory, "jupyter_server_config.json")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"IdentityProvider": {"token": self.token}}, f)
+        return path
+
     def start(self) -> JupyterServer:
+        config = self._write_token_config()
+        try:
+            return self._start(config)
+        finally:
+            # Read once at start-up; nothing needs it afterwards.
+            os.unlink(config)
+            os.rmdir(os.path.dirname(config))
+
+    def _start(self, config: str) -> JupyterServer:
         args = [
             self.python,
             "-m",
             "jupyter_server",
+            f"--config={config}",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
             "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.log_level=WARN",
@@ -100,9 +130,10 @@ class JupyterServer:
         raise RuntimeError(f"jupyter_server did not start in {self.start_timeout} s")
 
     def log_text(self) -> str:
+        """The server's output so far, with its token redacted."""
         self._log.flush()
         with open(self._log.name, "rb") as f:
-            return f.read().decode(errors="replace")
+            return f.read().decode(errors="replace").replace(self.token, "<redacted>")
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -69,10 +69,6 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         return None
 
-    def _request_summary(self) -> str:
-        # What tornado writes to its logs: no query string, which may hold tokens or codes.
-        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
-
     def on_finish(self) -> None:
         request = self.request
         self.emulator._record(
@@ -181,3 +177,14 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
         if rt is None or rt.released or rt.email != token.email:
             self.error(404, f"no assignment {endpoint}")
         return rt
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path no role serves: a Google-style 404, logged and recorded without its query (in
+    place of tornado's own 404 handler, whose access-log line shows the full URI)."""
+
+    role = "public"
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.error(404, f"no such path: {self.request.path}")
