@@ -132,8 +132,11 @@ class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
         if stream is not None:
             stream.set_nodelay(True)
 
-    def on_finish(self) -> None:
-        self.log_request(self, self.get_status())
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        # Logged before the reply leaves: a client that has its answer finds the request logged.
+        if not self._finished:
+            self.log_request(self, self.get_status())
+        return super().finish(chunk)
 
     def check_xsrf_cookie(self) -> None:
         return None
@@ -229,8 +232,8 @@ class ProxyWebSocketHandler(_ProxyMixin, RedactedLogs, tornado.websocket.WebSock
         refused = fault if fault is not None else self.check_proxy_token(self)
         if refused is not None:
             self.set_status(refused)
-            self.finish(json.dumps({"message": "runtime proxy token refused"}))
             self.log_request(self, refused)
+            self.finish(json.dumps({"message": "runtime proxy token refused"}))
             return
         self.log_request(self, 101)
         await super().get(*args, **kwargs)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 from typing import Any
-
-import httpx
 
 from ..._backends.base import Progress
 from ..._backends.colab import ColabBackend
@@ -52,8 +52,14 @@ class _EmulatorSignIn:
         )
 
         def browser(url: str) -> None:
-            # The emulator approves at once and redirects to our loopback listener.
-            httpx.get(url, follow_redirects=True, timeout=30)
+            # The emulator approves at once and redirects to our loopback listener. urllib plays
+            # the browser, not httpx, which would log the redirect's URL: it carries the code.
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                with opener.open(url, timeout=30) as page:
+                    page.read()
+            except urllib.error.HTTPError as error:  # an error page, as a browser would show
+                error.close()
 
         stored = await oauth.login(open_browser=browser, announce=lambda _text: None, save=False)
         return UserCredentials(oauth, stored, owns_oauth=True)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -69,7 +70,13 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         return None
 
-    def on_finish(self) -> None:
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        # Logged before the reply leaves: a client that has its answer finds the request logged.
+        if not self._finished:
+            self._record_request()
+        return super().finish(chunk)
+
+    def _record_request(self) -> None:
         request = self.request
         self.emulator._record(
             "colab",
