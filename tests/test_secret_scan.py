@@ -26,6 +26,9 @@ from colabremote.testing import ColabEmulator, drop_connection, emulator_of
 
 from .conftest import Output
 
+# Two whole session lives, each with a runtime's jupyter_server to start.
+pytestmark = pytest.mark.timeout(300)
+
 # Everything that logs in a session's process; the root catches the rest.
 LOGGERS = ("colabremote", "websockets", "httpx", "httpcore", "tornado", "asyncio")
 
@@ -177,7 +180,8 @@ def emulator_life(recorder: Recorder, tmp_path: Path) -> Evidence:
     """``backend="emulator"``: sign-in, assign, the life, access tokens revoked and refreshed
     through the refresh token, release on close."""
     evidence = Evidence()
-    session = cr.Session("emulator", gpu="T4", on_output=Output(), progress=False)
+    output = Output()
+    session = cr.Session("emulator", gpu="T4", on_output=output, progress=False)
     emu = emulator_of(session)
     with session:
         live(session, emu, tmp_path, evidence)
@@ -189,6 +193,7 @@ def emulator_life(recorder: Recorder, tmp_path: Path) -> Evidence:
         assert session.remote(shout)("d") == "D"
         endpoint = session.runtime().endpoint
     assert released(emu)
+    assert "shouting a" in output.text() and "exec ran" in output.text()
     # What the life was meant to cover did happen: proxy tokens renewed after each expiry, and
     # the revoked access token replaced through the refresh token (a second token grant).
     assert len(emu.runtime(endpoint).proxy_tokens) >= 3
@@ -235,9 +240,6 @@ def evidence(
     tmp_path = tmp_path_factory.mktemp(request.param)
     life = emulator_life if request.param == "emulator" else colab_life
     return life(debug_logs, tmp_path)
-
-
-pytestmark = pytest.mark.timeout(300)
 
 
 def test_logs_carry_no_secret(evidence: Evidence) -> None:
