@@ -258,8 +258,9 @@ def test_helpers_refuse_sessions_they_do_not_fit() -> None:
 
 
 def test_jupyter_server_token_is_not_on_its_command_line() -> None:
-    """Every local user can read /proc/<pid>/cmdline: the token reaches the server in a config
-    file of mode 0600 instead, gone once the server has read it."""
+    """Every local user can read /proc/<pid>/cmdline: the token reaches the server in a file of
+    mode 0600 instead, gone once the server has read it (and not in its environment, which its
+    kernels inherit)."""
     with JupyterServer() as server:
         assert server.pid is not None
         with open(f"/proc/{server.pid}/cmdline", "rb") as f:
@@ -267,7 +268,7 @@ def test_jupyter_server_token_is_not_on_its_command_line() -> None:
         assert "jupyter_server" in cmdline and server.token not in cmdline
         with open(f"/proc/{server.pid}/environ", "rb") as f:
             assert server.token not in f.read().decode(errors="replace")
-        pattern = os.path.join(tempfile.gettempdir(), "colabremote-jupyter-config-*", "*")
+        pattern = os.path.join(tempfile.gettempdir(), "colabremote-jupyter-token-*", "*")
         for path in glob.glob(pattern):  # other servers' files may come and go meanwhile
             try:
                 with open(path) as f:

@@ -5,13 +5,13 @@ server does; ``nodelay=False`` is a stock jupyter_server, whose kernel sockets l
 algorithm on.
 
 The token never goes on the server's command line, which every local user can read in
-``/proc/<pid>/cmdline``: it goes in a config file of mode 0600, in a directory of mode 0700,
-removed as soon as the server has read it.
+``/proc/<pid>/cmdline``, nor into its environment, which its kernels inherit: it goes in a file of
+mode 0600, in a directory of mode 0700, that ``JUPYTER_TOKEN_FILE`` names and that is removed as
+soon as the server has read it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
@@ -71,31 +71,30 @@ class JupyterServer:
         process = self._process
         return process.pid if process is not None and process.poll() is None else None
 
-    def _write_token_config(self) -> str:
-        """A config file holding only the token: mode 0600, in a fresh directory of mode 0700
-        outside the server's root (so the contents API cannot list it)."""
-        directory = tempfile.mkdtemp(prefix="colabremote-jupyter-config-")
-        path = os.path.join(directory, "jupyter_server_config.json")
+    def _write_token_file(self) -> str:
+        """A file holding only the token: mode 0600, in a fresh directory of mode 0700 outside
+        the server's root (so the contents API cannot list it)."""
+        directory = tempfile.mkdtemp(prefix="colabremote-jupyter-token-")
+        path = os.path.join(directory, "token")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"IdentityProvider": {"token": self.token}}, f)
+            f.write(self.token)  # read as is: no newline
         return path
 
     def start(self) -> JupyterServer:
-        config = self._write_token_config()
+        token_file = self._write_token_file()
         try:
-            return self._start(config)
+            return self._start(token_file)
         finally:
             # Read once at start-up; nothing needs it afterwards.
-            os.unlink(config)
-            os.rmdir(os.path.dirname(config))
+            os.unlink(token_file)
+            os.rmdir(os.path.dirname(token_file))
 
-    def _start(self, config: str) -> JupyterServer:
+    def _start(self, token_file: str) -> JupyterServer:
         args = [
             self.python,
             "-m",
             "jupyter_server",
-            f"--config={config}",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
@@ -110,7 +109,8 @@ class JupyterServer:
                 "--ServerApp.kernel_websocket_connection_class="
                 "colabremote.testing._jupyter.NoDelayConnection"
             )
-        env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+        env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", JUPYTER_TOKEN_FILE=token_file)
+        env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
         self._process = subprocess.Popen(
             args, stdout=self._log, stderr=self._log, env=env, cwd=self.root_dir
