@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import secrets
 import struct
 import time
@@ -1106,3 +1107,69 @@ def test_server_logs_have_no_secrets(
     query = {"endpoint": runtime["endpoint"], "port": "8080"}
     fresh = unxssi(http.get("/v1/runtime-proxy-token", params=query, headers=auth))
     runtime["runtimeProxyInfo"] = {**runtime["runtimeProxyInfo"], "token": fresh["token"]}
+
+
+def test_proxy_and_handler_logs_have_no_secrets_after_websocket_traffic(
+    emu: ColabEmulator,
+    http: httpx.Client,
+    token: str,
+    runtime: dict[str, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Tokens in query strings, on the proxy's WebSocket path and on the main origin, reach no
+    log line: not tornado's access log, not its error log for a request that fails to decode (a
+    malformed token argument is quoted there by default), not a 404 for an unknown path."""
+    caplog.set_level(logging.DEBUG)
+    proxy_token = runtime["runtimeProxyInfo"]["token"]
+    by_query = (
+        ws_url(runtime, "q")
+        + "&"
+        + urllib.parse.urlencode({"colab-runtime-proxy-token": proxy_token})
+    )
+    messages, _ = asyncio.run(run_cell(by_query, {}, "print('via query')"))
+    assert stdout(messages) == "via query\n"
+
+    async def connect(url: str) -> None:
+        async with websockets.connect(url):
+            pass
+
+    malformed = ws_url(runtime, "u") + f"&colab-runtime-proxy-token={proxy_token}%FF"
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        asyncio.run(connect(malformed))
+    assert refused.value.response.status_code == 400
+    assert http.get(f"/tokeninfo?access_token={token}%FF").status_code == 400
+    assert http.get("/no/such/path", params={"access_token": token}).status_code == 404
+    emu.tick()  # tornado logs a request just after its reply leaves: wait for the loop
+    server_logs = [
+        r.getMessage() + (logging.Formatter().formatException(r.exc_info) if r.exc_info else "")
+        for r in caplog.records
+        if r.name.startswith(("tornado", "colabremote"))
+    ]
+    assert any("400 GET /api/kernels/" in line for line in server_logs)  # the path did run
+    assert any("404 GET /no/such/path" in line for line in server_logs)
+    assert not [line for line in server_logs if proxy_token in line or token in line]
+    records = emu.requests
+    assert any(r.path == "/no/such/path" and r.status == 404 for r in records)
+    assert token not in repr(records) and proxy_token not in repr(records)
+
+
+def test_no_secret_on_a_command_line(emu: ColabEmulator, runtime: dict[str, Any]) -> None:
+    """The runtimes' jupyter_servers got their tokens without argv, which every local user can
+    read in /proc/<pid>/cmdline."""
+    secrets_now = emu.issued_secrets()
+    assert any(rt.jupyter_token in secrets_now for rt in emu.runtimes if rt.jupyter_token)
+    leaks = [pid for pid, cmdline in command_lines() if any(s in cmdline for s in secrets_now)]
+    assert leaks == []
+
+
+def command_lines() -> list[tuple[str, str]]:
+    """(pid, command line) of every process this user can see."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found.append((entry, f.read().replace(b"\0", b" ").decode(errors="replace")))
+            except OSError:  # the process ended while we looked
+                continue
+    return found

@@ -1,9 +1,12 @@
 """colabremote.testing's helpers: the emulator's manual clock, tick() and assigned_endpoints(),
-and the session faults emulator_of() and drop_connection()."""
+the session faults emulator_of() and drop_connection(), and JupyterServer's token handling."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -249,3 +252,32 @@ def test_helpers_refuse_sessions_they_do_not_fit() -> None:
         local.exec("pass")
         with pytest.raises(TypeError, match="no kernel WebSocket"):
             drop_connection(local)
+
+
+# --- JupyterServer ----------------------------------------------------------------------------
+
+
+def test_jupyter_server_token_is_not_on_its_command_line() -> None:
+    """Every local user can read /proc/<pid>/cmdline: the token reaches the server in a file of
+    mode 0600 instead, gone once the server has read it (and not in its environment, which its
+    kernels inherit)."""
+    with JupyterServer() as server:
+        assert server.pid is not None
+        with open(f"/proc/{server.pid}/cmdline", "rb") as f:
+            cmdline = f.read().decode(errors="replace")
+        assert "jupyter_server" in cmdline and server.token not in cmdline
+        with open(f"/proc/{server.pid}/environ", "rb") as f:
+            assert server.token not in f.read().decode(errors="replace")
+        pattern = os.path.join(tempfile.gettempdir(), "colabremote-jupyter-token-*", "*")
+        for path in glob.glob(pattern):  # other servers' files may come and go meanwhile
+            try:
+                with open(path) as f:
+                    assert server.token not in f.read()
+            except FileNotFoundError:
+                continue
+        status = httpx.get(f"{server.url}/api/status", headers={"Authorization": "token nope"})
+        assert status.status_code == 403
+        authorized = {"Authorization": f"token {server.token}"}
+        assert httpx.get(f"{server.url}/api/status", headers=authorized).is_success
+        assert server.token not in repr(server) and server.token not in server.log_text()
+    assert server.pid is None

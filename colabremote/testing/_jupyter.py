@@ -3,6 +3,11 @@
 ``nodelay=True`` (the default) makes its kernel WebSockets set TCP_NODELAY, as a well-configured
 server does; ``nodelay=False`` is a stock jupyter_server, whose kernel sockets leave Nagle's
 algorithm on.
+
+The token never goes on the server's command line, which every local user can read in
+``/proc/<pid>/cmdline``, nor into its environment, which its kernels inherit: it goes in a file of
+mode 0600, in a directory of mode 0700, that ``JUPYTER_TOKEN_FILE`` names and that is removed as
+soon as the server has read it.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def free_port() -> int:
 
 
 class JupyterServer:
-    """A jupyter_server subprocess bound to 127.0.0.1 with a random token."""
+    """A jupyter_server subprocess bound to 127.0.0.1 with a random token (never on its argv)."""
 
     def __init__(
         self,
@@ -60,7 +65,32 @@ class JupyterServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log = open(os.path.join(self._tmp.name, "server.log"), "wb")  # noqa: SIM115
 
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs, else None."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def _write_token_file(self) -> str:
+        """A file holding only the token: mode 0600, in a fresh directory of mode 0700 outside
+        the server's root (so the contents API cannot list it)."""
+        directory = tempfile.mkdtemp(prefix="colabremote-jupyter-token-")
+        path = os.path.join(directory, "token")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.token)  # read as is: no newline
+        return path
+
     def start(self) -> JupyterServer:
+        token_file = self._write_token_file()
+        try:
+            return self._start(token_file)
+        finally:
+            # Read once at start-up; nothing needs it afterwards.
+            os.unlink(token_file)
+            os.rmdir(os.path.dirname(token_file))
+
+    def _start(self, token_file: str) -> JupyterServer:
         args = [
             self.python,
             "-m",
@@ -68,7 +98,6 @@ class JupyterServer:
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={self.token}",
             "--ServerApp.open_browser=False",
             f"--ServerApp.root_dir={self.root_dir}",
             "--ServerApp.log_level=WARN",
@@ -80,7 +109,8 @@ class JupyterServer:
                 "--ServerApp.kernel_websocket_connection_class="
                 "colabremote.testing._jupyter.NoDelayConnection"
             )
-        env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+        env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", JUPYTER_TOKEN_FILE=token_file)
+        env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
         self._process = subprocess.Popen(
             args, stdout=self._log, stderr=self._log, env=env, cwd=self.root_dir
@@ -100,9 +130,10 @@ class JupyterServer:
         raise RuntimeError(f"jupyter_server did not start in {self.start_timeout} s")
 
     def log_text(self) -> str:
+        """The server's output so far, with its token redacted."""
         self._log.flush()
         with open(self._log.name, "rb") as f:
-            return f.read().decode(errors="replace")
+            return f.read().decode(errors="replace").replace(self.token, "<redacted>")
 
     def stop(self) -> None:
         process, self._process = self._process, None

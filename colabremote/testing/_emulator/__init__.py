@@ -55,8 +55,6 @@ import threading
 from types import TracebackType
 from typing import Any
 
-import tornado.web
-
 from .._jupyter import JupyterServer
 from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
@@ -75,7 +73,7 @@ from ._model import (
 )
 from ._proxy import RuntimeProxy
 from ._server import ServerThread
-from .handlers import routes
+from .handlers import application
 
 __all__ = ["Clock", "ColabEmulator", "Faults", "ManualClock", "RequestRecord", "Runtime"]
 
@@ -173,7 +171,7 @@ class ColabEmulator:
             self._ticker = loop.create_task(self._tick())
 
         try:
-            self._server.start(lambda: tornado.web.Application(routes(self)), start_ticker)
+            self._server.start(lambda: application(self), start_ticker)
         except BaseException:
             self._tmp.cleanup()
             self._tmp = None
@@ -294,6 +292,24 @@ class ColabEmulator:
         """The user behind ``email``: the configured test user, or one named after the address."""
         name = self.user_name if email == self.user_email else email.partition("@")[0]
         return self.accounts.user(email, name)
+
+    def issued_secrets(self) -> frozenset[str]:
+        """Every secret the emulator has issued so far: OAuth client secrets, authorization codes,
+        access and refresh tokens, runtime proxy tokens and each runtime's Jupyter token (spent,
+        expired, revoked and released ones included).
+
+        For tests that check no secret reaches a log line, an exception message or a repr.
+        """
+
+        def collect() -> frozenset[str]:
+            found = self.accounts.secrets()
+            for rt in self._runtimes:
+                found.update(rt.proxy_tokens)
+                if rt.jupyter_token:
+                    found.add(rt.jupyter_token)
+            return frozenset(found)
+
+        return self._server.on_loop(collect)
 
     # --- runtimes -----------------------------------------------------------------------------
 
@@ -468,6 +484,7 @@ class ColabEmulator:
                 f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
             ),
         )
+        rt.jupyter_token = server.token
         server.start()
         with self._jupyter_lock:
             self._jupyters.append(server)

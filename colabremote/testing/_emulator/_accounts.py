@@ -23,6 +23,8 @@ class Accounts:
         self.clients: dict[str, OAuthClient] = {self.client.client_id: self.client}
         self.users: dict[str, User] = {}
         self.codes: dict[str, AuthCode] = {}
+        #: Codes already exchanged, kept so that :meth:`secrets` still knows them.
+        self.spent_codes: set[str] = set()
         self.access_tokens: dict[str, AccessToken] = {}
         self.refresh_tokens: dict[str, RefreshToken] = {}
         #: Scopes a user has granted a client, for ``include_granted_scopes``.
@@ -53,6 +55,20 @@ class Accounts:
         )
         self.access_tokens[token.token] = token
         return token
+
+    def redeem(self, value: str) -> AuthCode | None:
+        """The authorization code ``value`` names, taken out of use (codes are single-use)."""
+        code = self.codes.pop(value, None)
+        if code is not None:
+            self.spent_codes.add(value)
+        return code
+
+    def secrets(self) -> set[str]:
+        """Every credential issued so far: client secrets, authorization codes, access and
+        refresh tokens (revoked, expired and spent ones included)."""
+        found = {client.client_secret for client in self.clients.values()}
+        found.update(self.codes, self.spent_codes, self.access_tokens, self.refresh_tokens)
+        return found
 
     def valid_token(self, value: str) -> AccessToken | None:
         """The access token ``value`` names, if it is neither revoked nor expired now."""

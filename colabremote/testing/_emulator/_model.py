@@ -133,6 +133,7 @@ class Runtime:
     last_alive: float
     url: str = ""  # the runtime proxy's address, once it listens
     proxy_tokens: dict[str, float] = field(default_factory=dict, repr=False)
+    jupyter_token: str = field(default="", repr=False)  # its jupyter_server's, once started
     released: bool = False
     release_reason: str = ""
     idle_timeout: float | None = None  # overrides the emulator's idle_timeout for this runtime

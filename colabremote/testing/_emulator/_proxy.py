@@ -68,11 +68,6 @@ class _ProxyMixin:
         self.runtime = proxy.runtime
         self.emulator = proxy.emulator
 
-    def _request_summary(self) -> str:
-        # What tornado writes to its logs: no query string, which may hold the proxy token.
-        request = self.request  # type: ignore[attr-defined]
-        return f"{request.method} {collapse(request.path)} ({request.remote_ip})"
-
     def check_proxy_token(self, handler: tornado.web.RequestHandler) -> int | None:
         """The status to refuse this request with, or None when it may pass."""
         rt = self.runtime
@@ -107,6 +102,9 @@ class _ProxyMixin:
     def upstream_url(
         self, handler: tornado.web.RequestHandler, scheme: str, path: str | None = None
     ) -> str:
+        """The runtime's jupyter_server URL for this request, without the proxy token or any
+        token the client sent: the Jupyter token goes in the Authorization header only, so it
+        is in no URL that an error or a log line could show."""
         request = handler.request
         query = [
             (k, v.decode(errors="replace"))
@@ -114,9 +112,7 @@ class _ProxyMixin:
             if k not in (_TOKEN_PARAM, "token")
             for v in values
         ]
-        jupyter = self.runtime_jupyter()
-        query.append(("token", jupyter.token))
-        base = jupyter.url.replace("http://", scheme + "://", 1)
+        base = self.runtime_jupyter().url.replace("http://", scheme + "://", 1)
         path = collapse(request.path) if path is None else path
         return f"{base}{path}?{urllib.parse.urlencode(query)}"
 
@@ -136,8 +132,11 @@ class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
         if stream is not None:
             stream.set_nodelay(True)
 
-    def on_finish(self) -> None:
-        self.log_request(self, self.get_status())
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        # Logged before the reply leaves: a client that has its answer finds the request logged.
+        if not self._finished:
+            self.log_request(self, self.get_status())
+        return super().finish(chunk)
 
     def check_xsrf_cookie(self) -> None:
         return None
@@ -221,7 +220,7 @@ class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
         await self._handle()
 
 
-class ProxyWebSocketHandler(_ProxyMixin, tornado.websocket.WebSocketHandler):
+class ProxyWebSocketHandler(_ProxyMixin, RedactedLogs, tornado.websocket.WebSocketHandler):
     """``/api/kernels/{id}/channels``: relays frames to the real kernel WebSocket and back."""
 
     upstream: tornado.websocket.WebSocketClientConnection | None = None
@@ -233,8 +232,8 @@ class ProxyWebSocketHandler(_ProxyMixin, tornado.websocket.WebSocketHandler):
         refused = fault if fault is not None else self.check_proxy_token(self)
         if refused is not None:
             self.set_status(refused)
-            self.finish(json.dumps({"message": "runtime proxy token refused"}))
             self.log_request(self, refused)
+            self.finish(json.dumps({"message": "runtime proxy token refused"}))
             return
         self.log_request(self, 101)
         await super().get(*args, **kwargs)

@@ -1,8 +1,11 @@
 """Keeping secrets out of what the emulator records and logs.
 
 The request log (:class:`~._model.RequestRecord`) gets headers and query parameters with every
-secret replaced by ``<redacted>``; tornado's handlers log an uncaught exception by the request's
-method and path only, since the full URI may carry a token or an authorization code.
+secret replaced by ``<redacted>``. Every handler of the emulator, the runtime proxies' included,
+mixes in :class:`RedactedLogs`, so that tornado's access log and its uncaught-exception log name
+a request by method, path and peer only: the full URI may carry a token or an authorization code,
+and tornado's own exception log also writes ``repr(request)`` and its argument-decoding errors
+write the argument's value.
 """
 
 from __future__ import annotations
@@ -61,14 +64,19 @@ def log_uncaught(summary: str, error: BaseException | None) -> None:
 
 
 class RedactedLogs:
-    """For tornado handlers: log an uncaught exception by the request's summary only.
+    """For tornado handlers (HTTP and WebSocket): what tornado logs about a request names it by
+    method, path and peer, never by the query string or headers.
 
-    tornado's own ``log_exception`` also logs ``repr(request)``, whose URI may carry tokens.
+    ``_request_summary`` feeds tornado's access log. ``log_exception`` replaces tornado's, which
+    writes ``repr(request)`` (the URI with its query) for an uncaught exception, and for an
+    ``HTTPError`` its message, which may quote a secret argument (``Invalid unicode in token:
+    b'...'``); the status alone reaches the access log.
     """
 
     def _request_summary(self) -> str:
         request: Any = getattr(self, "request", None)
-        return f"{getattr(request, 'method', '?')} {getattr(request, 'path', '?')}"
+        method = getattr(request, "method", "?")
+        return f"{method} {getattr(request, 'path', '?')} ({getattr(request, 'remote_ip', '?')})"
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         if not isinstance(value, tornado.web.HTTPError):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import urllib.error
+import urllib.request
 from typing import Any
-
-import httpx
 
 from ..._backends.base import Progress
 from ..._backends.colab import ColabBackend
@@ -49,8 +49,14 @@ class _EmulatorSignIn:
 
         def browser(url: str) -> None:
             # Our listener's start page sends it to the emulator, which approves at once and
-            # redirects back to the listener.
-            httpx.get(url, follow_redirects=True, timeout=30)
+            # redirects back to the listener. urllib plays the browser, not httpx, which would log
+            # the redirect's URL: it carries the code.
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            try:
+                with opener.open(url, timeout=30) as page:
+                    page.read()
+            except urllib.error.HTTPError as error:  # an error page, as a browser would show
+                error.close()
 
         stored = await oauth.login(open_browser=browser, announce=lambda _text: None, save=False)
         return UserCredentials(oauth, stored, owns_oauth=True)

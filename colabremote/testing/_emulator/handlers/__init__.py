@@ -8,14 +8,18 @@ The paths of the four roles do not collide, so one server serves them all:
 - OAuth (``oauth.py``): authorization, token, revocation, userinfo and tokeninfo endpoints.
 
 ``common.py`` holds what they share: auth checks, JSON and XSSI, Google-style errors, the request
-log and fault injection. Runtime proxies are separate servers (``_proxy.py``).
+log and fault injection, and the 404 for every other path. Runtime proxies are separate servers
+(``_proxy.py``).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import tornado.web
+
 from . import colab, gapi, oauth, public_api
+from .common import NotFoundHandler
 
 if TYPE_CHECKING:
     from .. import ColabEmulator
@@ -31,4 +35,13 @@ def routes(emulator: ColabEmulator) -> list[Any]:
     ]
 
 
-__all__ = ["routes"]
+def application(emulator: ColabEmulator) -> tornado.web.Application:
+    """The main origin: every role's routes, and a 404 of our own for any other path."""
+    return tornado.web.Application(
+        routes(emulator),
+        default_handler_class=NotFoundHandler,
+        default_handler_args={"emulator": emulator},
+    )
+
+
+__all__ = ["application", "routes"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -69,11 +70,13 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
     def check_xsrf_cookie(self) -> None:
         return None
 
-    def _request_summary(self) -> str:
-        # What tornado writes to its logs: no query string, which may hold tokens or codes.
-        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+    def finish(self, chunk: str | bytes | dict[str, Any] | None = None) -> asyncio.Future[None]:
+        # Logged before the reply leaves: a client that has its answer finds the request logged.
+        if not self._finished:
+            self._record_request()
+        return super().finish(chunk)
 
-    def on_finish(self) -> None:
+    def _record_request(self) -> None:
         request = self.request
         self.emulator._record(
             "colab",
@@ -181,3 +184,14 @@ class BaseHandler(RedactedLogs, tornado.web.RequestHandler):
         if rt is None or rt.released or rt.email != token.email:
             self.error(404, f"no assignment {endpoint}")
         return rt
+
+
+class NotFoundHandler(BaseHandler):
+    """Any path no role serves: a Google-style 404, logged and recorded without its query (in
+    place of tornado's own 404 handler, whose access-log line shows the full URI)."""
+
+    role = "public"
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        self.error(404, f"no such path: {self.request.path}")

@@ -129,7 +129,7 @@ class TokenHandler(OAuthHandler):
 
     def _code_grant(self, form: dict[str, str], client_id: str) -> None:
         emu = self.emulator
-        code = emu.accounts.codes.pop(form.get("code", ""), None)
+        code = emu.accounts.redeem(form.get("code", ""))
         now = emu.clock.time()
         if code is None or code.client_id != client_id or now > code.expires:
             self.oauth_error(400, "invalid_grant", "Malformed auth code.")
