@@ -281,3 +281,20 @@ def test_jupyter_server_token_is_not_on_its_command_line() -> None:
         assert httpx.get(f"{server.url}/api/status", headers=authorized).is_success
         assert server.token not in repr(server) and server.token not in server.log_text()
     assert server.pid is None
+
+
+def test_jupyter_server_moves_to_another_port_when_its_port_is_taken() -> None:
+    """Another process may bind the chosen free port before the server does (many servers start
+    at once in a test run): the server starts on another port instead of failing."""
+    import socket
+
+    server = JupyterServer()
+    taken = server.port
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", taken))
+        blocker.listen()
+        with server:
+            assert server.port != taken
+            assert server.url == f"http://127.0.0.1:{server.port}"
+            auth = {"Authorization": f"token {server.token}"}
+            assert httpx.get(f"{server.url}/api/status", headers=auth).is_success

@@ -34,6 +34,10 @@ class NoDelayConnection(ZMQChannelsWebsocketConnection):
         return super().connect()
 
 
+class _PortTaken(Exception):
+    """The port chosen for the server was taken before it could bind it."""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -81,10 +85,28 @@ class JupyterServer:
             f.write(self.token)  # read as is: no newline
         return path
 
+    #: How many ports to try: a free port can be taken by another process before the server
+    #: binds it (many servers start at once in a test run).
+    PORT_ATTEMPTS = 5
+
     def start(self) -> JupyterServer:
         token_file = self._write_token_file()
         try:
-            return self._start(token_file)
+            attempt = 1
+            while True:
+                try:
+                    return self._start(token_file)
+                except _PortTaken:
+                    if attempt == self.PORT_ATTEMPTS:
+                        raise RuntimeError(
+                            f"jupyter_server found no free port in {attempt} tries"
+                        ) from None
+                attempt += 1
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+        except BaseException:
+            self.stop()  # nothing half-started is left: no process, no open log, no temp dir
+            raise
         finally:
             # Read once at start-up; nothing needs it afterwards.
             os.unlink(token_file)
@@ -119,7 +141,11 @@ class JupyterServer:
         headers = {"Authorization": f"token {self.token}"}
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"jupyter_server exited:\n{self.log_text()}")
+                log = self.log_text()
+                if f"port {self.port} is not available" in log:
+                    self._process = None
+                    raise _PortTaken(self.port)
+                raise RuntimeError(f"jupyter_server exited:\n{log}")
             try:
                 if httpx.get(f"{self.url}/api/status", headers=headers, timeout=2).is_success:
                     return self
