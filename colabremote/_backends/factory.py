@@ -65,7 +65,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         options = dict(options)
         endpoints = _endpoints(options.pop("base_url", None))
         given = options.pop("credentials", None)
-        use_adc = options.pop("use_adc", False)
+        use_adc = options.pop("use_adc", None)
         credentials = given if given is not None else _LazyCredentials(use_adc, endpoints)
         return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
@@ -98,15 +98,17 @@ class _LazyCredentials:
     """Google credentials found on first use (when the session opens, not when it is made),
     for the origin of ``endpoints`` (``None``: Google's)."""
 
-    source = "lazy"
-
-    def __init__(self, use_adc: bool, endpoints: ColabEndpoints | None) -> None:
+    def __init__(self, use_adc: bool | None, endpoints: ColabEndpoints | None) -> None:
         self._use_adc = use_adc
         self._endpoints = endpoints
         self._found: Credentials | None = None
 
     def __repr__(self) -> str:
         return f"_LazyCredentials(found={self._found!r})"
+
+    @property
+    def source(self) -> str:
+        return self._found.source if self._found is not None else "lazy"
 
     async def token(self) -> str:
         if self._found is None:

@@ -12,9 +12,12 @@ import abc
 import asyncio
 import importlib
 import logging
+import os
+import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from ..._http import clean_token
@@ -36,8 +39,12 @@ __all__ = [
     "Credentials",
     "EnvironmentToken",
     "UserCredentials",
+    "adc_file",
+    "adc_installed",
     "load_adc",
 ]
+
+ADC_EXTRA = 'pip install "colabremote[adc]"'  # google-auth and requests
 
 log = logging.getLogger("colabremote.auth")
 
@@ -294,12 +301,45 @@ class AdcCredentials(Credentials):
             await self._owned.aclose()
 
 
+def adc_installed() -> bool:
+    """Whether google-auth (the ``[adc]`` extra) can be imported."""
+    try:
+        importlib.import_module("google.auth")
+        importlib.import_module("google.auth.transport.requests")
+    except ImportError:
+        return False
+    return True
+
+
+def adc_file(environ: Mapping[str, str]) -> Path | None:
+    """The ADC file on this machine: ``GOOGLE_APPLICATION_CREDENTIALS``, else the one
+    ``gcloud auth application-default login`` writes (``None``: neither exists).
+
+    Looking for the file, not calling ``google.auth.default()``, keeps a lookup from probing
+    the GCE metadata server: on a laptop that probe is seconds of timeouts.
+    """
+    named = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    config = environ.get("CLOUDSDK_CONFIG")
+    if not config:
+        appdata = environ.get("APPDATA")
+        if sys.platform == "win32" and appdata:
+            config = os.path.join(appdata, "gcloud")
+        else:
+            config = os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+    found = Path(config) / "application_default_credentials.json"
+    return found if found.is_file() else None
+
+
 def load_adc(
     scopes: Iterable[str] = ADC_SCOPES,
     *,
     scope_lookup: Callable[[str], Any] | None = None,
+    path: Path | None = None,
 ) -> AdcCredentials:
-    """Application Default Credentials through google-auth (imported only now).
+    """Application Default Credentials through google-auth (imported only now): from ``path``,
+    else wherever ``google.auth.default()`` finds them.
 
     ``scope_lookup`` (async, token -> scopes) answers for tokens that do not say their scopes.
     """
@@ -308,15 +348,19 @@ def load_adc(
         transport = importlib.import_module("google.auth.transport.requests")
     except ImportError:
         raise ConfigurationError(
-            "Application Default Credentials need google-auth and requests: "
-            "pip install google-auth requests"
+            f"Application Default Credentials need google-auth and requests: {ADC_EXTRA}"
         ) from None
     wanted = list(normalize_scopes(scopes))
     try:
         with warnings.catch_warnings():
             # User ADC without a quota project warns on every call; irrelevant to Colab.
             warnings.filterwarnings("ignore", message=".*quota project.*")
-            credentials, _project = google_auth.default(scopes=wanted)
+            if path is not None:
+                credentials, _project = google_auth.load_credentials_from_file(
+                    str(path), scopes=wanted
+                )
+            else:
+                credentials, _project = google_auth.default(scopes=wanted)
     except Exception as exc:  # noqa: BLE001 - DefaultCredentialsError and friends
         raise SignInRequired(
             f"no Application Default Credentials found ({type(exc).__name__}); "
