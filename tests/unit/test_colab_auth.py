@@ -860,7 +860,7 @@ def test_adc_granted_scopes_outrank_requested(google: FakeGoogle) -> None:
 
 def test_adc_needs_google_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "google.auth", None)
-    with pytest.raises(ConfigurationError, match="pip install google-auth"):
+    with pytest.raises(ConfigurationError, match=r"pip install \"colabremote\[adc\]\""):
         auth.load_adc()
 
 
@@ -923,7 +923,9 @@ def test_find_credentials_order(
     # The tokeninfo lookup is wired to the OAuth endpoints given (here the fake).
     oauth = make_oauth(google)
     monkeypatch.setattr(
-        lookup, "load_adc", lambda **kwargs: AdcCredentials(FakeAdc(None), None, **kwargs)
+        lookup,
+        "load_adc",
+        lambda scope_lookup, path: AdcCredentials(FakeAdc(None), None, scope_lookup=scope_lookup),
     )
     via_oauth = find_credentials(store=store, oauth=oauth, environ={}, use_adc=True)
     assert run(via_oauth.token()) == "ya29.adc-token"
