@@ -8,9 +8,9 @@
     colabremote emulator
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
-uses), then checks the token with Colab. Global options (``--base-url``) go before or after the
-command. ``--base-url URL`` (or ``COLABREMOTE_BASE_URL``) points every command at a Colab emulator. Its
-sign-in is kept apart from the Google one; plain http is accepted only to a loopback address.
+uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BASE_URL``), before
+or after the command, points every command at a Colab emulator. Its sign-in is kept apart from
+the Google one; plain http is accepted only to a loopback address.
 """
 
 from __future__ import annotations
