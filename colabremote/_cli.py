@@ -98,22 +98,24 @@ async def _login_adc(args: argparse.Namespace) -> int:
     code = await asyncio.to_thread(subprocess.call, [gcloud, *command.split()[1:]])
     if code != 0:
         raise SignInRequired(f"gcloud did not sign in (exit status {code}); run: {command}")
-    account, balance = await check_adc()
+    from ._colab.auth import GoogleOAuth, adc_file, load_adc
+    from ._colab.endpoints import ColabEndpoints
+
+    oauth = GoogleOAuth()
+    adc = load_adc(path=adc_file(os.environ), scope_lookup=oauth.token_scopes)
+    account, balance = await check_adc(adc, ColabEndpoints.production(), oauth)
     print(f"Signed in as {account or 'an unknown account'} with Application Default Credentials.")
     print(f"Colab accepts them (compute units: {balance:g}); sessions find them by default.")
     return 0
 
 
-async def check_adc(endpoints: Any = None, oauth: Any = None) -> tuple[str | None, float]:
-    """The ADC account and its compute-unit balance: one authenticated Colab call (``/tun/m``,
-    which takes gcloud's tokens) proves the credentials and their scopes work."""
-    from ._colab.auth import GoogleOAuth, adc_file, load_adc
+async def check_adc(adc: Any, endpoints: Any, oauth: Any) -> tuple[str | None, float]:
+    """The account of ``adc`` and its compute-unit balance: one authenticated Colab call
+    (``/tun/m``, which takes gcloud's tokens) proves the credentials and their scopes work.
+    Closes ``adc`` and ``oauth``."""
     from ._colab.control import ControlPlane
-    from ._colab.endpoints import ColabEndpoints
 
-    oauth = oauth or GoogleOAuth()
-    adc = load_adc(path=adc_file(os.environ), scope_lookup=oauth.token_scopes)
-    control = ControlPlane(adc, endpoints=endpoints or ColabEndpoints.production())
+    control = ControlPlane(adc, endpoints=endpoints)
     try:
         usage = await control.ccu_info()
         info = await oauth.userinfo(await adc.token())
