@@ -98,11 +98,11 @@ async def _login_adc(args: argparse.Namespace) -> int:
     code = await asyncio.to_thread(subprocess.call, [gcloud, *command.split()[1:]])
     if code != 0:
         raise SignInRequired(f"gcloud did not sign in (exit status {code}); run: {command}")
-    from ._colab.auth import GoogleOAuth, adc_file, load_adc
+    from ._colab.auth import GoogleOAuth, load_adc
     from ._colab.endpoints import ColabEndpoints
 
     oauth = GoogleOAuth()
-    adc = load_adc(path=adc_file(os.environ), scope_lookup=oauth.token_scopes)
+    adc = load_adc(scope_lookup=oauth.token_scopes)
     account, balance = await check_adc(adc, ColabEndpoints.production(), oauth)
     print(f"Signed in as {account or 'an unknown account'} with Application Default Credentials.")
     print(f"Colab accepts them (compute units: {balance:g}); sessions find them by default.")

@@ -923,9 +923,7 @@ def test_find_credentials_order(
     # The tokeninfo lookup is wired to the OAuth endpoints given (here the fake).
     oauth = make_oauth(google)
     monkeypatch.setattr(
-        lookup,
-        "load_adc",
-        lambda scope_lookup, path: AdcCredentials(FakeAdc(None), None, scope_lookup=scope_lookup),
+        lookup, "load_adc", lambda **kwargs: AdcCredentials(FakeAdc(None), None, **kwargs)
     )
     via_oauth = find_credentials(store=store, oauth=oauth, environ={}, use_adc=True)
     assert run(via_oauth.token()) == "ya29.adc-token"

@@ -315,8 +315,8 @@ def adc_file(environ: Mapping[str, str]) -> Path | None:
     """The ADC file on this machine: ``GOOGLE_APPLICATION_CREDENTIALS``, else the one
     ``gcloud auth application-default login`` writes (``None``: neither exists).
 
-    Looking for the file, not calling ``google.auth.default()``, keeps a lookup from probing
-    the GCE metadata server: on a laptop that probe is seconds of timeouts.
+    ``google.auth.default()`` reads this file first when it exists; when it does not, default()
+    would go on to probe the GCE metadata server: on a laptop, seconds of timeouts.
     """
     named = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if named:
@@ -336,10 +336,8 @@ def load_adc(
     scopes: Iterable[str] = ADC_SCOPES,
     *,
     scope_lookup: Callable[[str], Any] | None = None,
-    path: Path | None = None,
 ) -> AdcCredentials:
-    """Application Default Credentials through google-auth (imported only now): from ``path``,
-    else wherever ``google.auth.default()`` finds them.
+    """Application Default Credentials through google-auth (imported only now).
 
     ``scope_lookup`` (async, token -> scopes) answers for tokens that do not say their scopes.
     """
@@ -355,12 +353,7 @@ def load_adc(
         with warnings.catch_warnings():
             # User ADC without a quota project warns on every call; irrelevant to Colab.
             warnings.filterwarnings("ignore", message=".*quota project.*")
-            if path is not None:
-                credentials, _project = google_auth.load_credentials_from_file(
-                    str(path), scopes=wanted
-                )
-            else:
-                credentials, _project = google_auth.default(scopes=wanted)
+            credentials, _project = google_auth.default(scopes=wanted)
     except Exception as exc:  # noqa: BLE001 - DefaultCredentialsError and friends
         raise SignInRequired(
             f"no Application Default Credentials found ({type(exc).__name__}); "

@@ -62,15 +62,13 @@ def _from_store(lookup: _Lookup) -> Credentials | None:
 def _from_adc(lookup: _Lookup) -> Credentials | None:
     if lookup.use_adc is False or not lookup.origin.is_production:
         return None  # ADC are Google's: never sent to another origin
-    path = None
-    if lookup.use_adc is None:  # by default only a file, so nothing probes the network
-        path = adc_file(lookup.environ)
-        if path is None:
+    if lookup.use_adc is None:  # by default only gcloud's file, so nothing probes the network
+        if adc_file(lookup.environ) is None:
             return None
         if not adc_installed():
             return None  # the final SignInRequired names the [adc] extra
     scope_lookup = lookup.oauth.token_scopes if lookup.oauth is not None else None
-    adc = load_adc(scope_lookup=scope_lookup, path=path)
+    adc = load_adc(scope_lookup=scope_lookup)
     if lookup.oauth is None:
         adc.use_tokeninfo(GoogleOAuth(environ=lookup.environ))  # tokeninfo needs no OAuth client
     return adc
