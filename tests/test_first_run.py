@@ -115,9 +115,8 @@ def test_a_refused_environment_token_names_the_variable(
 def test_login_adc_check_with_google_auths_own_credentials(emu: ColabEmulator) -> None:
     """The check `colabremote login --adc` runs after gcloud, with google-auth's user
     credentials refreshed at the emulator's token endpoint (never Google's)."""
-    pytest.importorskip("google.auth")
-    from google.auth.transport.requests import Request
-    from google.oauth2.credentials import Credentials as GoogleCredentials
+    oauth2 = pytest.importorskip("google.oauth2.credentials")
+    transport = pytest.importorskip("google.auth.transport.requests")
 
     endpoints = ColabEndpoints.at(emu.url)
     client = ClientConfig.from_mapping(emu.client_config(), source="the emulator")
@@ -131,14 +130,14 @@ def test_login_adc_check_with_google_auths_own_credentials(emu: ColabEmulator) -
         return stored.refresh_token
 
     refresh_token = asyncio.run(sign_in())
-    google = GoogleCredentials(
+    google = oauth2.Credentials(
         token=None,
         refresh_token=refresh_token,
         token_uri=f"{emu.url}/token",
         client_id=emu.client_id,
         client_secret=emu.client_secret,
     )
-    adc = AdcCredentials(google, Request())
+    adc = AdcCredentials(google, transport.Request())
     oauth = GoogleOAuth.for_endpoints(endpoints, client)
     account, balance = asyncio.run(check_adc(adc, endpoints, oauth))
     assert account == emu.user_email

@@ -127,10 +127,8 @@ def test_default_lookup_never_asks_google_auth_without_a_file(
 
 def test_adc_lacking_the_colab_scope_say_how_to_sign_in_again() -> None:
     """google-auth's own user credentials, holding a token granted without the colab scope."""
-    pytest.importorskip("google.auth")
-    from google.oauth2.credentials import Credentials as GoogleCredentials
-
-    google = GoogleCredentials(
+    oauth2 = pytest.importorskip("google.oauth2.credentials")
+    google = oauth2.Credentials(
         token="ya29.adc",
         granted_scopes=["openid", "https://www.googleapis.com/auth/userinfo.email"],
     )
