@@ -121,13 +121,21 @@ class EnvironmentToken(Credentials):
     ConfigurationError that does not show the token.
     """
 
-    source = "environment"
+    source = "given"  # "environment" when read from the variable: errors then name it
 
-    def __init__(self, token: str, *, what: str = "COLABREMOTE_ACCESS_TOKEN") -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        what: str = "COLABREMOTE_ACCESS_TOKEN",
+        from_environment: bool = False,
+    ) -> None:
         given = clean_token(token, what=what)
         if not given:
             raise ConfigurationError(f"{what} is empty")
         super().__init__()
+        if from_environment:
+            self.source = "environment"
         self._given = given
         self._token = self._given
 

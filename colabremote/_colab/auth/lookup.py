@@ -44,7 +44,7 @@ class _Lookup:
 
 def _from_environment(lookup: _Lookup) -> Credentials | None:
     token = lookup.environ.get("COLABREMOTE_ACCESS_TOKEN")
-    return EnvironmentToken(token) if token else None
+    return EnvironmentToken(token, from_environment=True) if token else None
 
 
 def _from_store(lookup: _Lookup) -> Credentials | None:
