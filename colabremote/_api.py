@@ -87,7 +87,7 @@ class _SessionBase:
         release: bool | None = None,
         base_url: str | None = None,
         credentials: TokenSource | None = None,
-        use_adc: bool = False,
+        use_adc: bool | None = None,
         keep_alive_seconds: float = 60.0,
         assign_timeout: float = 200.0,
         api: Literal["v1", "v1beta"] = "v1",

@@ -1,14 +1,16 @@
 """``colabremote``: sign in, see who you are, list and release runtimes, run an emulator.
 
-    colabremote login [--no-browser | --adc] [--client-secrets FILE]
+    colabremote login [--adc | --no-browser] [--client-secrets FILE]
     colabremote logout
     colabremote whoami
     colabremote runtimes
     colabremote runtimes release ENDPOINT | --all
     colabremote emulator
 
-``--base-url URL`` (or ``COLABREMOTE_BASE_URL``) points every command at a Colab emulator. Its
-sign-in is kept apart from the Google one; plain http is accepted only to a loopback address.
+``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
+uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BASE_URL``), before
+or after the command, points every command at a Colab emulator. Its sign-in is kept apart from
+the Google one; plain http is accepted only to a loopback address.
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
-from .exceptions import ColabRemoteError, ConfigurationError
+from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignInRequired
+
+_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, run an emulator.
+
+Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
+route), or `colabremote login --client-secrets FILE` with your own OAuth client.
+--base-url URL (or COLABREMOTE_BASE_URL) points every command at a Colab emulator; its
+sign-in is kept apart from the Google one."""
 
 
 def _endpoints(args: argparse.Namespace) -> Any:
@@ -58,23 +70,66 @@ def _credentials(args: argparse.Namespace) -> Any:
     from ._colab.auth import find_credentials
 
     store = _store(args)
-    return find_credentials(store=store, oauth=_oauth(args, store), use_adc=args.adc)
+    return find_credentials(store=store, oauth=_oauth(args, store))
+
+
+async def _login_adc(args: argparse.Namespace) -> int:
+    """Run gcloud's ADC sign-in with the Colab scopes (or print it), then check it with Colab."""
+    from ._colab.auth import ADC_EXTRA, adc_installed, gcloud_adc_command
+
+    if args.base_url:
+        raise ConfigurationError(
+            f"--adc checks Application Default Credentials with Google; they are never sent "
+            f"to another origin ({args.base_url_setting} is set)"
+        )
+    command = gcloud_adc_command()
+    if not adc_installed():
+        raise ConfigurationError(
+            f"Application Default Credentials need google-auth: {ADC_EXTRA}; then run "
+            "`colabremote login --adc` again"
+        )
+    gcloud = shutil.which("gcloud")
+    if gcloud is None:
+        print("gcloud is not on PATH. Install the Google Cloud CLI, then sign in with:")
+        print(f"  {command}")
+        print("and check the result with `colabremote login --adc`.")
+        return 1
+    print(f"Running: {command}", flush=True)
+    code = await asyncio.to_thread(subprocess.call, [gcloud, *command.split()[1:]])
+    if code != 0:
+        raise SignInRequired(f"gcloud did not sign in (exit status {code}); run: {command}")
+    from ._colab.auth import GoogleOAuth, load_adc
+    from ._colab.endpoints import ColabEndpoints
+
+    oauth = GoogleOAuth()
+    adc = load_adc(scope_lookup=oauth.token_scopes)
+    account, balance = await check_adc(adc, ColabEndpoints.production(), oauth)
+    print(f"Signed in as {account or 'an unknown account'} with Application Default Credentials.")
+    print(f"Colab accepts them (compute units: {balance:g}); sessions find them by default.")
+    return 0
+
+
+async def check_adc(adc: Any, endpoints: Any, oauth: Any) -> tuple[str | None, float]:
+    """The account of ``adc`` and its compute-unit balance: one authenticated Colab call
+    (``/tun/m``, which takes gcloud's tokens) proves the credentials and their scopes work.
+    Closes ``adc`` and ``oauth``."""
+    from ._colab.control import ControlPlane
+
+    control = ControlPlane(adc, endpoints=endpoints)
+    try:
+        usage = await control.ccu_info()
+        info = await oauth.userinfo(await adc.token())
+    finally:
+        await control.aclose()
+        await adc.aclose()
+        await oauth.aclose()
+    email = info.get("email")
+    return (email if isinstance(email, str) else None), usage.current_balance
 
 
 async def _login(args: argparse.Namespace) -> int:
     if args.adc:
-        from ._colab.auth import GoogleOAuth, load_adc
-
-        if args.base_url:
-            raise ConfigurationError(
-                f"--adc checks Application Default Credentials with Google; they are never sent "
-                f"to another origin ({args.base_url_setting} is set)"
-            )
-        adc = load_adc()
-        adc.use_tokeninfo(GoogleOAuth())
-        await adc.token()  # checks the scopes; MissingScopes carries the gcloud command
-        print("Application Default Credentials work; sessions use them with use_adc=True.")
-        return 0
+        return await _login_adc(args)
     store = _store(args)
     client = None
     if args.client_secrets:
@@ -121,14 +176,29 @@ async def _logout(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _account(args: argparse.Namespace, credentials: Any) -> str | None:
+    """The signed-in account: the stored one, else Google's userinfo for the token (an
+    environment token or ADC carry no account name)."""
+    account = getattr(credentials, "account", None)
+    if isinstance(account, str) and account:
+        return account
+    async with _oauth(args, _store(args)) as oauth:
+        try:
+            info = await oauth.userinfo(await credentials.token())
+        except ColabRemoteError:
+            return None  # the Colab call already worked; the name is a nicety
+    email = info.get("email")
+    return email if isinstance(email, str) else None
+
+
 async def _whoami(args: argparse.Namespace) -> int:
     credentials = _credentials(args)
     control = _control(args, credentials)
     try:
         info = await control.user_info(consumption=True)
+        account = await _account(args, credentials) or "(account not known)"
     finally:
         await control.aclose()
-    account = getattr(credentials, "account", None) or "(account not known)"
     print(f"account:       {account}")
     print(f"subscription:  {info.subscription_tier.value}")
     if info.paid_compute_units_balance is not None:
@@ -149,6 +219,8 @@ async def _runtimes(args: argparse.Namespace) -> int:
             if not args.all and not args.endpoint:
                 raise ConfigurationError("say which runtime: ENDPOINT, or --all")
             targets = [a.endpoint for a in assignments] if args.all else [args.endpoint]
+            if not targets:
+                print("No Colab runtimes are assigned to this account; nothing to release.")
             for endpoint in targets:
                 released = await control.unassign(endpoint)
                 print(f"{'released' if released else 'already gone'}: {endpoint}")
@@ -186,52 +258,110 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _reachable(args: argparse.Namespace) -> None:
+    """Fail at once, naming the address, when nothing listens at the base URL (instead of
+    retrying each call against a closed port)."""
+    if not args.base_url:
+        return
+    origin = _endpoints(args).origin
+    parts = urlsplit(origin.url)
+    assert parts.hostname is not None and parts.port is not None  # Origin.of checked both
+    try:
+        _reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(parts.hostname, parts.port), timeout=10
+        )
+    except (OSError, TimeoutError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+        raise ColabError(
+            f"cannot reach {origin.url} ({args.base_url_setting}): {reason}. Is the emulator "
+            "running (`colabremote emulator`)?"
+        ) from None
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+def _version() -> str:
+    from . import __version__
+
+    return f"colabremote {__version__}"
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="colabremote", description=__doc__.split("\n\n")[0])
-    top.add_argument(
+    # The global options live in a parent parser shared by every command, so they are accepted
+    # before or after the command name (SUPPRESS: a later one does not reset an earlier one).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
         "--base-url",
+        default=argparse.SUPPRESS,
         help="a Colab emulator's address (default: $COLABREMOTE_BASE_URL, else Google's)",
     )
-    commands = top.add_subparsers(dest="command", required=True)
-    login = commands.add_parser("login", help="sign in to Google")
+    top = argparse.ArgumentParser(
+        prog="colabremote",
+        description=_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    top.add_argument("--version", action="version", version=_version())
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    login = commands.add_parser(
+        "login", parents=[common], help="sign in to Google", description="Sign in to Google."
+    )
     mode = login.add_mutually_exclusive_group()
     mode.add_argument("--no-browser", action="store_true", help="print a URL, paste the code")
-    mode.add_argument("--adc", action="store_true", help="use Application Default Credentials")
+    mode.add_argument(
+        "--adc",
+        action="store_true",
+        help="sign in with gcloud's Application Default Credentials (needs colabremote[adc])",
+    )
     login.add_argument("--client-secrets", help="your OAuth client JSON (Desktop app)")
-    commands.add_parser("logout", help="revoke and forget the stored sign-in")
-    commands.add_parser("whoami", help="account, subscription and compute units")
-    runtimes = commands.add_parser("runtimes", help="list (or release) assigned runtimes")
+    simple = {
+        "logout": "revoke and forget the stored sign-in",
+        "whoami": "account, subscription and compute units",
+    }
+    for name, text in simple.items():
+        commands.add_parser(name, parents=[common], help=text, description=text.capitalize())
+    runtimes = commands.add_parser(
+        "runtimes",
+        parents=[common],
+        help="list (or release) assigned runtimes",
+        description="List the runtimes assigned to this account, or release them.",
+    )
     runtimes.add_argument("action", nargs="?", choices=["release"], help="release runtimes")
     runtimes.add_argument("endpoint", nargs="?", help="the runtime to release")
     runtimes.add_argument("--all", action="store_true", help="release every runtime")
-    emulator = commands.add_parser("emulator", help="run a Colab emulator in the foreground")
-    emulator.add_argument("--write-client-secrets", metavar="FILE", help="for `login` tests")
-    for sub in (commands.choices["logout"], commands.choices["whoami"], runtimes):
-        sub.set_defaults(adc=False, client_secrets=None)
+    emulator = commands.add_parser(
+        "emulator",
+        parents=[common],
+        help="run a Colab emulator in the foreground",
+        description="Run a Colab emulator on 127.0.0.1 until Ctrl-C.",
+    )
+    emulator.add_argument(
+        "--write-client-secrets", metavar="FILE", help="an OAuth client file for login tests"
+    )
     return top
+
+
+async def _run(args: argparse.Namespace) -> int:
+    commands = {"login": _login, "logout": _logout, "whoami": _whoami, "runtimes": _runtimes}
+    await _reachable(args)
+    return await commands[args.command](args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.base_url = getattr(args, "base_url", None)
     args.base_url_setting = "--base-url"
     if args.base_url is None:
         args.base_url = os.environ.get("COLABREMOTE_BASE_URL") or None
         args.base_url_setting = "COLABREMOTE_BASE_URL"
-    if not hasattr(args, "adc"):
-        args.adc = False
-    if not hasattr(args, "client_secrets"):
-        args.client_secrets = None
-    commands = {
-        "login": _login,
-        "logout": _logout,
-        "whoami": _whoami,
-        "runtimes": _runtimes,
-    }
+    for name in ("adc", "no_browser"):
+        setattr(args, name, getattr(args, name, False))
+    args.client_secrets = getattr(args, "client_secrets", None)
     try:
         if args.command == "emulator":
             return _emulator(args)
-        result: int = asyncio.run(commands[args.command](args))
-        return result
+        return asyncio.run(_run(args))
     except ColabRemoteError as exc:
         print(f"colabremote: {exc}", file=sys.stderr)
         return 1

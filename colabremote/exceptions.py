@@ -7,7 +7,7 @@ ColabRemoteError
 │   └── SessionForked           the session was made in the parent of this forked process
 ├── BlockingCallError           a blocking call inside a running event loop: use the async form
 ├── AuthError                   signing in to Google failed or is needed
-│   ├── SignInRequired          no usable stored credentials: run `colabremote login`
+│   ├── SignInRequired          no usable credentials: `colabremote login --adc` (gcloud)
 │   ├── MissingScopes           the credentials lack scopes Colab needs (the fix is in the message)
 │   └── OAuthError              the sign-in service refused (bad code or state, revoked token, ...)
 ├── BackendError                where kernels come from failed

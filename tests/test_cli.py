@@ -165,3 +165,125 @@ def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
     text = first + "".join(lines)
     assert "export" not in text
     assert "apart from your Google sign-in" in " ".join(text.split())
+
+
+# -- the first run: version, help, options after the command, ADC through gcloud -------------
+
+
+def test_version_and_help_in_plain_text(env: dict[str, str]) -> None:
+    import colabremote
+
+    version = run(env, "--version")
+    assert (
+        version.returncode == 0
+        and version.stdout.strip() == f"colabremote {colabremote.__version__}"
+    )
+    for args in (("--help",), ("login", "--help"), ("runtimes", "--help")):
+        shown = run(env, *args)
+        assert shown.returncode == 0, shown.stderr
+        assert "``" not in shown.stdout and ":func:" not in shown.stdout
+    assert "login --adc" in run(env, "--help").stdout
+
+
+def test_global_options_after_the_command(emu: ColabEmulator, env: dict[str, str]) -> None:
+    env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
+    del env["COLABREMOTE_BASE_URL"]
+    whoami = run(env, "whoami", "--base-url", emu.url)
+    assert whoami.returncode == 0, whoami.stderr
+    assert "subscription:" in whoami.stdout
+
+
+def test_whoami_with_an_environment_token_shows_the_account(
+    emu: ColabEmulator, env: dict[str, str]
+) -> None:
+    env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
+    whoami = run(env, "whoami")
+    assert whoami.returncode == 0, whoami.stderr
+    assert f"account:       {emu.user_email}" in whoami.stdout
+
+
+def test_release_all_with_nothing_assigned_says_so(emu: ColabEmulator, env: dict[str, str]) -> None:
+    env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token(email="idle@example.com"))
+    released = run(env, "runtimes", "release", "--all")
+    assert released.returncode == 0, released.stderr
+    assert "nothing to release" in released.stdout
+
+
+def test_an_unreachable_base_url_fails_fast_with_the_address(env: dict[str, str]) -> None:
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"http://127.0.0.1:{port}"
+    env = dict(env, COLABREMOTE_BASE_URL=address, COLABREMOTE_ACCESS_TOKEN="ya29.unused")
+    started = time.monotonic()
+    whoami = run(env, "whoami")
+    assert time.monotonic() - started < 8  # no retries against a closed port
+    assert whoami.returncode == 1
+    assert f"cannot reach {address}" in whoami.stderr
+
+
+def fake_gcloud(directory: Path, exit_status: int) -> Path:
+    """A `gcloud` that records its arguments and exits; placed first on PATH by the test."""
+    directory.mkdir()
+    recorded = directory / "argv.txt"
+    script = directory / "gcloud"
+    script.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{recorded}"\nexit {exit_status}\n')
+    script.chmod(0o755)
+    return recorded
+
+
+def adc_env(env: dict[str, str], path: str) -> dict[str, str]:
+    env = dict(env, PATH=path)
+    del env["COLABREMOTE_BASE_URL"]  # ADC are Google's: no base URL
+    return env
+
+
+def test_login_adc_runs_gcloud_with_the_colab_scopes(env: dict[str, str], tmp_path: Path) -> None:
+    """The fake gcloud fails, so nothing is checked with Google afterwards."""
+    pytest.importorskip("google.auth")
+    from colabremote._colab.auth import ADC_SCOPES
+
+    recorded = fake_gcloud(tmp_path / "bin", exit_status=3)
+    env = adc_env(env, f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}")
+    login = run(env, "login", "--adc")
+    assert recorded.read_text().split() == [
+        "auth",
+        "application-default",
+        "login",
+        "--scopes=" + ",".join(ADC_SCOPES),
+    ]
+    assert login.returncode == 1
+    assert "exit status 3" in login.stderr
+
+
+def test_login_adc_without_gcloud_prints_the_command(env: dict[str, str], tmp_path: Path) -> None:
+    pytest.importorskip("google.auth")
+    from colabremote._colab.auth import gcloud_adc_command
+
+    (tmp_path / "empty").mkdir()
+    login = run(adc_env(env, str(tmp_path / "empty")), "login", "--adc")
+    assert login.returncode == 1
+    assert "gcloud is not on PATH" in login.stdout
+    assert gcloud_adc_command() in login.stdout
+
+
+def test_login_adc_names_the_adc_extra(env: dict[str, str], tmp_path: Path) -> None:
+    recorded = fake_gcloud(tmp_path / "bin", exit_status=0)
+    env = adc_env(env, f"{tmp_path / 'bin'}{os.pathsep}{env['PATH']}")
+    without_google_auth = (
+        "import sys; sys.modules['google.auth'] = None; "
+        "from colabremote._cli import main; sys.exit(main(['login', '--adc']))"
+    )
+    login = subprocess.run(
+        [sys.executable, "-c", without_google_auth],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert login.returncode == 1
+    assert 'pip install "colabremote[adc]"' in login.stderr
+    assert not recorded.exists()  # told before gcloud runs, so the sign-in is not wasted

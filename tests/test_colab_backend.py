@@ -234,7 +234,7 @@ def test_a_revoked_token_that_cannot_be_refreshed_fails_at_once(emu: ColabEmulat
 
 
 def mount_drive() -> str:
-    from google.colab import drive  # type: ignore[import-not-found]  # on the runtime only
+    from google.colab import drive  # on the runtime only
 
     drive.mount("/content/drive")
     return "mounted"

@@ -31,7 +31,7 @@ def colab(emu: ColabEmulator, **options: Any) -> cr.Session:
 
 
 def mount_drive() -> str:
-    from google.colab import drive  # type: ignore[import-not-found]  # on the runtime only
+    from google.colab import drive  # on the runtime only
 
     drive.mount("/content/drive")
     return "mounted"

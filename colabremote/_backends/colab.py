@@ -28,7 +28,7 @@ import httpx
 
 from .._colab.control import ControlPlane
 from .._colab.endpoints import ColabEndpoints
-from .._colab.models import Assignment, RuntimeProxyInfo
+from .._colab.models import Assignment, RuntimeProxyInfo, check_accelerator
 from .._colab.public_api import PublicApi
 from .._http import TokenSource
 from .._info import RuntimeInfo
@@ -136,8 +136,7 @@ class ColabBackend(JupyterBackend):
             example="60",
         )
         assign_limit = seconds("assign_timeout", assign_timeout, optional=False, example="300")
-        if gpu and tpu:
-            raise ConfigurationError("ask for gpu= or tpu=, not both")
+        gpu, tpu = check_accelerator(gpu, tpu)  # a typo fails here, not after assigning
         if isinstance(allow_credentials, str):
             allow_credentials = (allow_credentials,)
         unknown = sorted(set(allow_credentials) - set(CREDENTIAL_KINDS))
@@ -191,6 +190,7 @@ class ColabBackend(JupyterBackend):
 
     async def start(self, progress: Progress) -> None:
         self.public.endpoints = self.control.endpoints
+        await self.control.sign_in()  # no sign-in: one SignInRequired, before any request
         if self.api == "v1beta":
             await self._start_v1beta(progress)
         elif self.endpoint is not None:

@@ -66,7 +66,7 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         options = dict(options)
         endpoints = _endpoints(options.pop("base_url", None))
         given = options.pop("credentials", None)
-        use_adc = options.pop("use_adc", False)
+        use_adc = options.pop("use_adc", None)
         credentials = given if given is not None else _LazyCredentials(use_adc, endpoints)
         return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
@@ -99,9 +99,7 @@ class _LazyCredentials:
     """Google credentials found on first use (when the session opens, not when it is made),
     for the origin of ``endpoints`` (``None``: Google's)."""
 
-    source = "lazy"
-
-    def __init__(self, use_adc: bool, endpoints: ColabEndpoints | None) -> None:
+    def __init__(self, use_adc: bool | None, endpoints: ColabEndpoints | None) -> None:
         self._use_adc = use_adc
         self._endpoints = endpoints
         self._found: Credentials | None = None
@@ -122,6 +120,10 @@ class _LazyCredentials:
         oauth = GoogleOAuth.for_endpoints(self._endpoints, store=store)
         self._clients.append(oauth)
         return oauth
+
+    @property
+    def source(self) -> str:
+        return self._found.source if self._found is not None else "lazy"
 
     async def token(self) -> str:
         if self._found is None:

@@ -4,7 +4,7 @@ error that HTTP failures become."""
 from __future__ import annotations
 
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -39,3 +39,14 @@ class OwnsHttpClient:
 def colab_error(message: str, status: int | None) -> ColabError:
     """The error an HTTP failure talking to Colab becomes (for ``mapped_errors``)."""
     return ColabError(message, status=status)
+
+
+def sign_in_again(credentials: Any, needs: str) -> str:
+    """What to do when Colab refuses the access token: replace COLABREMOTE_ACCESS_TOKEN when
+    the token came from it (signing in again would not help), else sign in again."""
+    if getattr(credentials, "source", None) == "environment":
+        return (
+            "The token is COLABREMOTE_ACCESS_TOKEN's: it is expired or revoked, or lacks "
+            f"{needs}. Set a fresh token there, or unset it to use your sign-in."
+        )
+    return f"Sign in again (`colabremote login`); the token needs {needs}."

@@ -37,7 +37,7 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ._http import OwnsHttpClient, colab_error
+from ._http import OwnsHttpClient, colab_error, sign_in_again
 from .endpoints import ColabEndpoints
 from .models import (
     HIGH_MEMORY_ONLY,
@@ -201,6 +201,7 @@ class ControlPlane(OwnsHttpClient):
         verify: bool = True,
     ) -> None:
         self.endpoints = endpoints or ColabEndpoints.production()
+        self._credentials = credentials
         self._auth = BearerAuth(credentials)
         self._owns_http = client is None
         self._http = client or httpx.AsyncClient(
@@ -264,8 +265,7 @@ class ControlPlane(OwnsHttpClient):
         if status == 401:
             raise AuthError(
                 f"{doing}: Colab did not accept the sign-in (HTTP 401), even with a fresh access "
-                "token. Sign in again (`colabremote login`); the token needs the "
-                "userinfo.email scope."
+                "token. " + sign_in_again(self._credentials, "the userinfo.email scope")
             )
         if status == 403 and any(marker in body for marker in _SCOPE_MARKERS):
             raise MissingScopes(
@@ -437,7 +437,8 @@ class ControlPlane(OwnsHttpClient):
             raise TooManyRuntimes(
                 f"{doing}: Colab refused a new runtime (HTTP 412): the account has too many "
                 "runtimes assigned, or hit a temporary usage or capacity limit. Release one "
-                "(ControlPlane.unassign, or Runtime > Manage sessions in Colab) and try again.",
+                "(`colabremote runtimes release`, or Runtime > Manage sessions in Colab) and "
+                "try again.",
                 status=412,
             )
         if status == 400 and (label != "default" or high_memory):
@@ -546,6 +547,11 @@ class ControlPlane(OwnsHttpClient):
             f"{doing}: Colab no longer lists runtime {endpoint!r}; it was released or reclaimed "
             "when idle. Start a new one."
         )
+
+    async def sign_in(self) -> None:
+        """Get an access token before any call, so a missing sign-in is one plain
+        SignInRequired rather than an error raised inside a request and its retries."""
+        await self._credentials.token()
 
     async def user_info(self, *, consumption: bool = False) -> UserInfo:
         """The account's plan and eligible accelerators (and compute-unit use with ``consumption``).

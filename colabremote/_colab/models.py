@@ -8,6 +8,7 @@ and keeps accelerators as upper-cased strings. Secrets (proxy tokens) never appe
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from enum import Enum, IntEnum
 from typing import Any
 
-from ..exceptions import ColabError
+from ..exceptions import ColabError, ConfigurationError
 
 __all__ = [
     "HIGH_MEMORY_ONLY",
@@ -34,6 +35,7 @@ __all__ = [
     "SubscriptionTier",
     "UserInfo",
     "Variant",
+    "check_accelerator",
     "parse_duration",
 ]
 
@@ -100,6 +102,44 @@ class Accelerator(str, Enum):
         if self in (Accelerator.V28, Accelerator.V5E1, Accelerator.V6E1):
             return Variant.TPU
         return Variant.GPU
+
+
+def _models(variant: Variant) -> list[str]:
+    return sorted(a.value for a in Accelerator if a.variant is variant)
+
+
+def check_accelerator(gpu: str | None, tpu: str | None) -> tuple[str | None, str | None]:
+    """``gpu=`` and ``tpu=`` upper-cased, each checked against the models Colab offers (in any
+    case): a typo names the closest model, a model of the other kind names its option."""
+    if gpu and tpu:
+        raise ConfigurationError("ask for gpu= or tpu=, not both")
+    option, name = ("gpu", gpu) if gpu else ("tpu", tpu)
+    if not name:
+        return None, None
+    wanted = Variant.GPU if option == "gpu" else Variant.TPU
+    model = name.strip().upper()
+    known = _models(wanted)
+    if model in known:
+        return (model, None) if option == "gpu" else (None, model)
+    listing = f"{wanted.value}s: {', '.join(known)}"
+    if model in ("CPU", "NONE", "DEFAULT", ""):
+        raise ConfigurationError(
+            f"{option}={name!r} is not a {wanted.value}; for a CPU-only runtime leave out gpu= "
+            f"and tpu= ({listing})"
+        )
+    if model in Accelerator.__members__:
+        other = "tpu" if option == "gpu" else "gpu"
+        raise ConfigurationError(
+            f"{model} is a {Accelerator(model).variant.value}: ask for it with {other}={model!r}, "
+            f"not {option}="
+        )
+    close = difflib.get_close_matches(model, known, n=1, cutoff=0.5)
+    hint = f"did you mean {option}={close[0]!r}? " if close else ""
+    other, others = ("tpu", Variant.TPU) if option == "gpu" else ("gpu", Variant.GPU)
+    raise ConfigurationError(
+        f"{option}={name!r} is not a Colab {wanted.value}; {hint}{listing} "
+        f"(with {other}=: {', '.join(_models(others))})"
+    )
 
 
 class MachineShape(str, Enum):

@@ -28,7 +28,7 @@ from ..exceptions import (
     RuntimeGone,
     TooManyRuntimes,
 )
-from ._http import OwnsHttpClient, colab_error
+from ._http import OwnsHttpClient, colab_error, sign_in_again
 from .control import resolve_kind
 from .endpoints import ColabEndpoints
 from .models import Accelerator, Runtime, RuntimeSpec, SubscriptionTier, Variant
@@ -55,7 +55,7 @@ def operation_error(status: Mapping[str, Any], accelerator: str, doing: str) -> 
     if reason == "TOO_MANY_ACTIVE_RUNTIMES":
         return TooManyRuntimes(
             f"{doing}: Colab refused a new runtime: {message or 'too many are active'}. "
-            "Release one (PublicApi.delete_runtime) and try again."
+            "Release one (`colabremote runtimes release`) and try again."
         )
     if reason == "DENYLISTED":
         return AccountBlocked(
@@ -92,6 +92,7 @@ class PublicApi(OwnsHttpClient):
         verify: bool = True,
     ) -> None:
         self.endpoints = endpoints or ColabEndpoints.production()
+        self._credentials = credentials
         self._auth = BearerAuth(credentials, retry_on_401=False)
         self._owns_http = client is None
         self._http = client or httpx.AsyncClient(
@@ -127,9 +128,10 @@ class PublicApi(OwnsHttpClient):
         status = response.status_code
         if status == 401:
             raise AuthError(
-                f"{doing}: Colab did not accept the sign-in (HTTP 401). Sign in again "
-                "(`colabremote login`); the v1beta API needs the colaboratory scope and an "
-                "allowlisted account."
+                f"{doing}: Colab did not accept the sign-in (HTTP 401). "
+                + sign_in_again(
+                    self._credentials, "the colaboratory scope (and v1beta an allowlisted account)"
+                )
             )
         if status == 404 and runtime is not None:
             raise RuntimeGone(f"{doing}: Colab has no runtime {runtime!r} (HTTP 404).", status=404)

@@ -860,7 +860,7 @@ def test_adc_granted_scopes_outrank_requested(google: FakeGoogle) -> None:
 
 def test_adc_needs_google_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "google.auth", None)
-    with pytest.raises(ConfigurationError, match="pip install google-auth"):
+    with pytest.raises(ConfigurationError, match=r"pip install \"colabremote\[adc\]\""):
         auth.load_adc()
 
 

@@ -9,7 +9,8 @@ Where credentials come from, in order (:func:`find_credentials`, in the style of
 
 1. ``COLABREMOTE_ACCESS_TOKEN``: an access token for CI, used as it is and never stored;
 2. the record ``colabremote login`` stored (:mod:`..tokens`), refreshed when it nears expiry;
-3. Application Default Credentials (google-auth), only when asked for (``use_adc=True``).
+3. Application Default Credentials (google-auth, the ``[adc]`` extra): gcloud's file by default,
+   wherever google-auth looks with ``use_adc=True``, never with ``use_adc=False``.
 
 Everything is per origin (:mod:`..origin`): for a base URL other than Google's only that
 origin's own stored sign-in and OAuth client are used, never Google's, never ADC, and nothing it
@@ -35,11 +36,14 @@ from __future__ import annotations
 
 from .client_config import ClientConfig, keep_client_file
 from .credentials import (
+    ADC_EXTRA,
     REFRESH_MARGIN,
     AdcCredentials,
     Credentials,
     EnvironmentToken,
     UserCredentials,
+    adc_file,
+    adc_installed,
     load_adc,
 )
 from .flow import AuthorizationRequest, make_pkce_pair, parse_pasted_code
@@ -67,6 +71,7 @@ from .scopes import (
 )
 
 __all__ = [
+    "ADC_EXTRA",
     "ADC_SCOPES",
     "DEFAULT_AUTHORIZE_URL",
     "DEFAULT_PASTE_REDIRECT_URI",
@@ -92,6 +97,8 @@ __all__ = [
     "GoogleOAuth",
     "SignOut",
     "UserCredentials",
+    "adc_file",
+    "adc_installed",
     "find_credentials",
     "gcloud_adc_command",
     "keep_client_file",

@@ -12,9 +12,12 @@ import abc
 import asyncio
 import importlib
 import logging
+import os
+import sys
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from ..._http import clean_token
@@ -36,8 +39,12 @@ __all__ = [
     "Credentials",
     "EnvironmentToken",
     "UserCredentials",
+    "adc_file",
+    "adc_installed",
     "load_adc",
 ]
+
+ADC_EXTRA = 'pip install "colabremote[adc]"'  # google-auth and requests
 
 log = logging.getLogger("colabremote.auth")
 
@@ -114,13 +121,21 @@ class EnvironmentToken(Credentials):
     ConfigurationError that does not show the token.
     """
 
-    source = "environment"
+    source = "given"  # "environment" when read from the variable: errors then name it
 
-    def __init__(self, token: str, *, what: str = "COLABREMOTE_ACCESS_TOKEN") -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        what: str = "COLABREMOTE_ACCESS_TOKEN",
+        from_environment: bool = False,
+    ) -> None:
         given = clean_token(token, what=what)
         if not given:
             raise ConfigurationError(f"{what} is empty")
         super().__init__()
+        if from_environment:
+            self.source = "environment"
         self._given = given
         self._token = self._given
 
@@ -294,6 +309,37 @@ class AdcCredentials(Credentials):
             await self._owned.aclose()
 
 
+def adc_installed() -> bool:
+    """Whether google-auth (the ``[adc]`` extra) can be imported."""
+    try:
+        importlib.import_module("google.auth")
+        importlib.import_module("google.auth.transport.requests")
+    except ImportError:
+        return False
+    return True
+
+
+def adc_file(environ: Mapping[str, str]) -> Path | None:
+    """The ADC file on this machine: ``GOOGLE_APPLICATION_CREDENTIALS``, else the one
+    ``gcloud auth application-default login`` writes (``None``: neither exists).
+
+    ``google.auth.default()`` reads this file first when it exists; when it does not, default()
+    would go on to probe the GCE metadata server: on a laptop, seconds of timeouts.
+    """
+    named = environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if named:
+        return Path(named) if Path(named).is_file() else None
+    config = environ.get("CLOUDSDK_CONFIG")
+    if not config:
+        appdata = environ.get("APPDATA")
+        if sys.platform == "win32" and appdata:
+            config = os.path.join(appdata, "gcloud")
+        else:
+            config = os.path.join(os.path.expanduser("~"), ".config", "gcloud")
+    found = Path(config) / "application_default_credentials.json"
+    return found if found.is_file() else None
+
+
 def load_adc(
     scopes: Iterable[str] = ADC_SCOPES,
     *,
@@ -308,8 +354,7 @@ def load_adc(
         transport = importlib.import_module("google.auth.transport.requests")
     except ImportError:
         raise ConfigurationError(
-            "Application Default Credentials need google-auth and requests: "
-            "pip install google-auth requests"
+            f"Application Default Credentials need google-auth and requests: {ADC_EXTRA}"
         ) from None
     wanted = list(normalize_scopes(scopes))
     try:

@@ -1,5 +1,5 @@
 """Where credentials come from, in order, each source a small function (google-auth's
-``_default.py`` style): the environment, the stored sign-in, then ADC when asked for.
+``_default.py`` style): the environment, the stored sign-in, then ADC (gcloud's file by default).
 
 Per origin: Google's stored sign-in and ADC are only ever used for Google's own services. For
 any other base URL only that origin's own stored sign-in is read. ``COLABREMOTE_ACCESS_TOKEN`` is
@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from ...exceptions import ConfigurationError, SignInRequired
 from ..origin import PRODUCTION, Origin
 from ..tokens import TokenStore
-from .credentials import Credentials, EnvironmentToken, UserCredentials, load_adc
+from .credentials import (
+    ADC_EXTRA,
+    Credentials,
+    EnvironmentToken,
+    UserCredentials,
+    adc_file,
+    adc_installed,
+    load_adc,
+)
 from .oauth import GoogleOAuth
 from .scopes import gcloud_adc_command
 
@@ -30,13 +38,13 @@ class _Lookup:
     environ: Mapping[str, str]
     store: TokenStore | None
     oauth: GoogleOAuth | None
-    use_adc: bool
+    use_adc: bool | None
     origin: Origin
 
 
 def _from_environment(lookup: _Lookup) -> Credentials | None:
     token = lookup.environ.get("COLABREMOTE_ACCESS_TOKEN")
-    return EnvironmentToken(token) if token else None
+    return EnvironmentToken(token, from_environment=True) if token else None
 
 
 def _from_store(lookup: _Lookup) -> Credentials | None:
@@ -52,12 +60,17 @@ def _from_store(lookup: _Lookup) -> Credentials | None:
 
 
 def _from_adc(lookup: _Lookup) -> Credentials | None:
-    if not lookup.use_adc or not lookup.origin.is_production:
+    if lookup.use_adc is False or not lookup.origin.is_production:
         return None  # ADC are Google's: never sent to another origin
-    if lookup.oauth is not None:
-        return load_adc(scope_lookup=lookup.oauth.token_scopes)
-    adc = load_adc()
-    adc.use_tokeninfo(GoogleOAuth(environ=lookup.environ))  # tokeninfo needs no OAuth client
+    if lookup.use_adc is None:  # by default only gcloud's file, so nothing probes the network
+        if adc_file(lookup.environ) is None:
+            return None
+        if not adc_installed():
+            return None  # the final SignInRequired names the [adc] extra
+    scope_lookup = lookup.oauth.token_scopes if lookup.oauth is not None else None
+    adc = load_adc(scope_lookup=scope_lookup)
+    if lookup.oauth is None:
+        adc.use_tokeninfo(GoogleOAuth(environ=lookup.environ))  # tokeninfo needs no OAuth client
     return adc
 
 
@@ -83,12 +96,16 @@ def find_credentials(
     *,
     store: TokenStore | None = None,
     oauth: GoogleOAuth | None = None,
-    use_adc: bool = False,
+    use_adc: bool | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Credentials:
-    """The first available of: ``COLABREMOTE_ACCESS_TOKEN``, the stored sign-in, ADC (when
-    ``use_adc``), for the origin of ``oauth`` / ``store`` (Google's by default; for another
-    origin never Google's stored sign-in nor ADC). Raises SignInRequired when there is none."""
+    """The first available of: ``COLABREMOTE_ACCESS_TOKEN``, the stored sign-in, ADC, for the
+    origin of ``oauth`` / ``store`` (Google's by default; for another origin never Google's
+    stored sign-in nor ADC). Raises SignInRequired when there is none.
+
+    ``use_adc``: ``None`` looks for gcloud's ADC file (or ``GOOGLE_APPLICATION_CREDENTIALS``);
+    ``True`` asks google-auth wherever it looks (the GCE metadata server too); ``False`` never.
+    """
     origin = _origin_of(store, oauth)
     lookup = _Lookup(os.environ if environ is None else environ, store, oauth, use_adc, origin)
     for checker in _CHECKERS:
@@ -102,7 +119,10 @@ def find_credentials(
             "(or set COLABREMOTE_ACCESS_TOKEN). Your Google sign-in and Application Default "
             "Credentials are never sent to another origin"
         )
+    extra = "" if adc_installed() else f"\n  (first {ADC_EXTRA}, for google-auth)"
     raise SignInRequired(
-        "not signed in to Google: run `colabremote login` (or set COLABREMOTE_ACCESS_TOKEN, or "
-        f"use Application Default Credentials after: {gcloud_adc_command()})"
+        "not signed in to Google. Sign in with gcloud's Application Default Credentials:\n"
+        f"  {gcloud_adc_command()}{extra}\n"
+        "or run `colabremote login` with your own OAuth client (--client-secrets), or set "
+        "COLABREMOTE_ACCESS_TOKEN. See docs/auth.md"
     )
