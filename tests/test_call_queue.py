@@ -43,6 +43,7 @@ class ScriptedKernel(Transport):
         self.deaf = False  # ignores interrupts, like a call stuck in native code
         self.too_late = False  # an interrupt lands just after the running call finished
         self.stubborn = False  # refuses every call as aborted, whatever the client says
+        self._parent: dict[str, Any] = {}  # the header of the message being handled
         self._task = asyncio.get_running_loop().create_task(self._handle_forever())
 
     # -- the test's side ----------------------------------------------------------------------
@@ -91,19 +92,24 @@ class ScriptedKernel(Transport):
             "status": "ok",
             "user_expressions": {"hello": {"status": "ok", "data": {"text/plain": repr(hello)}}},
         }
-        self._put("shell", "execute_reply", content, parent=request.msg_id)
+        self._put("shell", "execute_reply", content, parent=request.header)
 
-    def _put(self, channel: str, msg_type: str, content: dict[str, Any], parent: str) -> None:
+    def _put(
+        self, channel: str, msg_type: str, content: dict[str, Any], parent: dict[str, Any]
+    ) -> None:
         header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type}
-        self._outbox.put_nowait(Message(channel, header, {"msg_id": parent}, {}, content))
+        self._outbox.put_nowait(Message(channel, header, dict(parent), {}, content))
 
     def _reply(self, fields: dict[str, Any]) -> None:
+        """Answer on the agent's comm; like a real kernel, the parent is the message in hand."""
         data = {**fields, "nparts": 0, "chunked": []}
-        self._put("iopub", "comm_msg", {"comm_id": self._comm_id, "data": data}, parent="")
+        self._put("iopub", "comm_msg", {"comm_id": self._comm_id, "data": data}, self._parent)
 
     async def _handle_forever(self) -> None:
         while True:
-            data = (await self._inbox.get()).content["data"]
+            msg = await self._inbox.get()
+            self._parent = msg.header
+            data = msg.content["data"]
             if data["op"] == Op.RESUME:
                 self.aborting = self.stubborn
                 self._reply({"op": Op.RESUMED, "id": data["id"]})
