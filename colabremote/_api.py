@@ -49,6 +49,7 @@ class _SessionBase:
         cwd: str | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -63,6 +64,7 @@ class _SessionBase:
         headers: Mapping[str, str] | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -84,6 +86,7 @@ class _SessionBase:
         allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -99,6 +102,7 @@ class _SessionBase:
         allow_credentials: Iterable[CredentialKind] = (),
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -108,6 +112,7 @@ class _SessionBase:
         *,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -116,6 +121,7 @@ class _SessionBase:
         *,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
+        trust_kernel: bool = True,
         **options: Any,
     ) -> None:
         progress_fn: Callable[[str], None] | None
@@ -126,7 +132,10 @@ class _SessionBase:
         else:
             progress_fn = progress
         self._core = _Core(
-            make_backend(backend, options), on_output=on_output, progress=progress_fn
+            make_backend(backend, options),
+            on_output=on_output,
+            progress=progress_fn,
+            trust_kernel=trust_kernel,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -181,6 +190,8 @@ class AsyncSession(_SessionBase):
     interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
     The kernel starts on first use or on ``async with``; ``close()`` releases it.
+    ``trust_kernel=False``, for a kernel others can run code in, rebuilds results only as plain
+    data and exceptions only from their type name and text, never arbitrary objects.
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 
