@@ -100,6 +100,7 @@ class KernelClient:
         # The last comm_msg of each logical message -> the reply ids that may answer it (a fetch
         # is answered under the ids it asks for); replies to anything else are refused.
         self._answers: dict[str, frozenset[str]] = {}
+        self._calls_sent: dict[str, str] = {}  # the last comm_msg of a call -> the call's id
         self._busy: set[str] = set()  # messages the kernel reported busy with, not yet idle
         self._receiving: dict[str, Progress] = {}
         #: Show progress bars for large arguments and results (on terminals only).
@@ -209,10 +210,12 @@ class KernelClient:
             await old.close()
         self._assembler = Assembler()
         self._final_ids.clear()
-        self._busy.clear()
+        # What the kernel was doing for us goes on: a reply published while the connection was
+        # down may still be replayed, and a call still running may still send colab_requests.
         waiting = set(self._waiters)
-        # A reply published while the connection was down may still be replayed by the server.
         self._answers = {k: ids for k, ids in self._answers.items() if ids & waiting}
+        self._calls_sent = {k: i for k, i in self._calls_sent.items() if i in waiting}
+        self._busy = {b for b in self._busy if b in self._calls_sent or b in self._idle}
         self._receiving.clear()
         self.start()
         self._connected.set()
@@ -373,6 +376,8 @@ class KernelClient:
                     # kernel reports idle for this message after the agent has replied to it.
                     self._final_ids[msg.msg_id] = str(fields["id"])
                     self._answers[msg.msg_id] = _answered_by(fields)
+                    if fields.get("op") == Op.CALL:
+                        self._calls_sent[msg.msg_id] = str(fields["id"])
                 await self._send(msg)
                 if progress is not None:
                     progress.advance(sum(b.nbytes for b in buffers))
@@ -477,6 +482,7 @@ class KernelClient:
             elif state == "idle" and parent is not None:
                 self._busy.discard(parent)
                 self._answers.pop(parent, None)
+                self._calls_sent.pop(parent, None)
                 idle = self._idle.get(parent)
                 if idle is not None and not idle.done():
                     idle.set_result(None)
@@ -515,9 +521,8 @@ class KernelClient:
         whose answer has not come yet."""
         if msg_id in self._idle:
             return True
-        logical = self._final_ids.get(msg_id)
-        waiter = self._waiters.get(logical) if logical is not None else None
-        return waiter is not None and waiter.is_call
+        call_id = self._calls_sent.get(msg_id)
+        return call_id is not None and call_id in self._waiters
 
     def _asked_by_ours(self, msg: Message) -> bool:
         """Whether a ``colab_request`` comes from one of our calls or executes.

@@ -16,7 +16,7 @@ import secrets
 import socket
 import struct
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -60,7 +60,13 @@ def secret_values(headers: Mapping[str, str]) -> list[str]:
     return sorted((v for v in found if v), key=len, reverse=True)
 
 
-class RedactingLogger(logging.LoggerAdapter[logging.Logger]):
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # subscriptable at run time only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class RedactingLogger(_LoggerAdapter):
     """A logger for websockets that blanks our credentials out of every message it logs.
 
     websockets logs each handshake header at DEBUG; this is passed as the connection's logger,
