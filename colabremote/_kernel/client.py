@@ -372,9 +372,7 @@ class KernelClient:
             for data, buffers in split_message(fields, parts, self.transport.max_message_bytes):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
                 if data.get("op") != Op.CHUNK:
-                    # Registered before sending: the reply may come before the send returns. The
-                    # kernel reports idle for this message after the agent has replied to it.
-                    self._final_ids[msg.msg_id] = str(fields["id"])
+                    # Registered before sending: the reply may come before the send returns.
                     self._answers[msg.msg_id] = _answered_by(fields)
                     if fields.get("op") == Op.CALL:
                         self._calls_sent[msg.msg_id] = str(fields["id"])
@@ -383,6 +381,8 @@ class KernelClient:
                     progress.advance(sum(b.nbytes for b in buffers))
             if progress is not None:
                 progress.done()
+            # The kernel reports idle for this message after the agent has replied to it.
+            self._final_ids[msg.msg_id] = str(fields["id"])
 
     def _sent(self, msg_id: str, task: asyncio.Task[None]) -> None:
         if task.cancelled():
