@@ -57,6 +57,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -72,6 +73,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -95,6 +97,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -111,6 +114,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
     ) -> None: ...
 
     @overload
@@ -121,6 +125,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
     ) -> None: ...
 
     def __init__(
@@ -130,6 +135,7 @@ class _SessionBase:
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
+        trust_kernel: bool = True,
         **options: Any,
     ) -> None:
         if on_output is not None and not callable(on_output):
@@ -153,6 +159,7 @@ class _SessionBase:
             on_output=on_output,
             progress=progress_fn,
             exclude_modules=exclude_modules,
+            trust_kernel=trust_kernel,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -208,6 +215,8 @@ class AsyncSession(_SessionBase):
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
     The kernel starts on first use or on ``async with``; ``close()`` releases it. Your own
     modules that a called function reaches are sent to the kernel, except ``exclude_modules=``.
+    ``trust_kernel=False``, for a kernel others can run code in, rebuilds results only as plain
+    data and exceptions only from their type name and text, never arbitrary objects.
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 

@@ -11,6 +11,8 @@
 - The user's own modules (files outside site-packages and the standard library) that a call
   can reach are shipped as source and imported on the kernel, so imports inside remote
   functions work; modules it cannot reach, or that the session excludes, stay here.
+- Results from a kernel the user does not trust (``trust_kernel=False``) are rebuilt only as plain
+  data by :class:`PlainUnpickler`, and remote exceptions only from their type name and text.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .exceptions import (
     PythonVersionMismatch,
     RemoteTraceback,
     ResultNotSerializable,
+    ResultRefused,
     SerializationError,
 )
 
@@ -54,6 +57,7 @@ __all__ = [
     "FunctionPayload",
     "LocalModules",
     "ModuleExclusions",
+    "PlainUnpickler",
     "SourceFile",
     "imported_names",
     "pack_arguments",
@@ -267,7 +271,11 @@ def _explain_argument_failure(items: Sequence[Item], exc: Exception) -> Argument
 
 
 def rebuild_exception(payload: dict[str, Any]) -> BaseException:
-    """The remote exception as itself when it can be rebuilt here, else a RemoteError."""
+    """The remote exception as itself when it can be rebuilt here, else a RemoteError.
+
+    A payload without its pickle (``trust_kernel=False`` drops it) comes back as a builtin
+    exception type or a RemoteError, from its type name, text and traceback text alone.
+    """
     type_name = str(payload.get("etype", "Exception"))
     value = str(payload.get("evalue", ""))
     text = str(payload.get("traceback", ""))
@@ -287,17 +295,96 @@ def rebuild_exception(payload: dict[str, Any]) -> BaseException:
     return rebuild_remote_error(type_name, value, text)
 
 
-def unpack_outcomes(parts: Sequence[memoryview]) -> list[tuple[str, Any]]:
-    """``[(status, value or exception payload), ...]`` from a result message."""
+#: What a plain-data pickle may name besides the builtin exception types. numpy arrays and
+#: scalars pickle through these functions (``numpy.core`` before numpy 2, ``numpy._core`` since).
+_PLAIN_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("builtins", "complex"),
+        ("builtins", "bytearray"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("collections", "OrderedDict"),
+        ("datetime", "date"),
+        ("datetime", "datetime"),
+        ("datetime", "time"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
+        ("decimal", "Decimal"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        *(
+            (f"numpy.{core}.{module}", name)
+            for core in ("core", "_core")
+            for module, name in (
+                ("multiarray", "_reconstruct"),
+                ("multiarray", "scalar"),
+                ("numeric", "_frombuffer"),
+            )
+        ),
+    }
+)
+
+
+class PlainUnpickler(pickle.Unpickler):
+    """Rebuilds only plain data: None, bools, numbers, strings, bytes, containers, datetimes,
+    decimals, numpy arrays and scalars, builtin exceptions. Any other name in the pickle raises
+    :class:`ResultRefused` before anything it names is imported or called."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _PLAIN_GLOBALS or _is_builtin_exception(module, name):
+            return super().find_class(module, name)
+        raise ResultRefused(
+            f"the result holds a {module}.{name}, which a session with trust_kernel=False does "
+            "not rebuild; it rebuilds only plain data (numbers, strings, bytes, lists, dicts, "
+            "sets, datetimes, numpy arrays) and builtin exceptions. Nothing of the result ran "
+            "here; return plain data, or trust the kernel.",
+            type_name=f"{module}.{name}",
+        )
+
+
+def _is_builtin_exception(module: str, name: str) -> bool:
+    import builtins
+
+    candidate = getattr(builtins, name, None) if module == "builtins" else None
+    return isinstance(candidate, type) and issubclass(candidate, BaseException)
+
+
+def _plain_loads(parts: Sequence[memoryview]) -> Any:
+    buffers = [bytearray(b) if b.readonly else b for b in parts[1:]]
+    return PlainUnpickler(io.BytesIO(parts[0]), buffers=buffers).load()
+
+
+def _without_pickles(outcome: tuple[str, Any]) -> tuple[str, Any]:
+    """An outcome whose exception payload keeps its description but not its pickle."""
+    status, value = outcome
+    if status != wire.ItemStatus.OK and isinstance(value, dict):
+        return status, {**value, "pickled": None}
+    return status, value
+
+
+def unpack_outcomes(parts: Sequence[memoryview], *, trusted: bool = True) -> list[tuple[str, Any]]:
+    """``[(status, value or exception payload), ...]`` from a result message.
+
+    Untrusted (``trusted=False``), only plain data is rebuilt (see :class:`PlainUnpickler`) and
+    exceptions lose their pickles, so they are rebuilt from their type name and text.
+    """
     try:
-        outcomes = shipping.loads(parts)
+        outcomes = shipping.loads(parts) if trusted else _plain_loads(parts)
+    except ResultRefused:
+        raise
     except Exception as exc:
         raise ResultNotSerializable(
             f"the result arrived but cannot be rebuilt here ({type(exc).__name__}: {exc}); "
             "return plain data (numbers, strings, lists, dicts, numpy arrays) or types that "
             "are importable on this machine"
         ) from exc
-    return list(outcomes)
+    if trusted:
+        return list(outcomes)
+    if not isinstance(outcomes, list) or not all(
+        isinstance(o, tuple) and len(o) == 2 for o in outcomes
+    ):
+        raise ResultNotSerializable("the kernel's reply is not a list of outcomes")
+    return [_without_pickles(o) for o in outcomes]
 
 
 # -- local modules -----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ ColabRemoteError
 ├── SerializationError          something could not cross the wire
 │   ├── ArgumentNotSerializable an argument cannot be pickled (nothing was sent)
 │   ├── ResultNotSerializable   the result cannot be pickled on the kernel, or rebuilt here
+│   │   └── ResultRefused       an untrusted kernel's result holds a type that is not plain data
 │   └── PythonVersionMismatch   bytecode-only code, and the kernel runs another Python version
 └── RemoteCallError             the call itself did not complete
     ├── RemoteError             the function raised an exception whose type is not importable here
@@ -75,6 +76,7 @@ __all__ = [
     "RemoteTimeout",
     "RemoteTraceback",
     "ResultNotSerializable",
+    "ResultRefused",
     "RuntimeGone",
     "RuntimeNotReleasedWarning",
     "SerializationError",
@@ -235,6 +237,18 @@ class ArgumentNotSerializable(SerializationError, TypeError):
 
 class ResultNotSerializable(SerializationError):
     """The function's result could not be pickled on the kernel or rebuilt here."""
+
+
+class ResultRefused(ResultNotSerializable):
+    """A session with ``trust_kernel=False`` refused a result holding more than plain data.
+
+    ``type_name`` is the refused type (``module.qualname``); nothing of the result was rebuilt,
+    so nothing it names ran here. The session carries on.
+    """
+
+    def __init__(self, message: str, *, type_name: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
 
 
 class PythonVersionMismatch(SerializationError):

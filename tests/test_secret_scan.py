@@ -269,10 +269,5 @@ def test_the_emulator_request_log_carries_no_secret(evidence: Evidence) -> None:
     assert evidence.leaks([evidence.request_log]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="websockets' client logs its handshake headers at DEBUG, the runtime proxy token "
-    "among them (colabremote/_kernel/websocket.py, fixed in parallel)",
-)
 def test_websockets_debug_log_carries_no_secret(evidence: Evidence) -> None:
     assert evidence.log_leaks(websockets=True) == []

@@ -5,6 +5,11 @@ the session's output handler as it arrives, the agent's comm messages (reassembl
 the requests waiting for them. Each agent request is delivered once across dropped connections:
 a call is fetched, never sent twice blindly. Which calls run when, and their timeouts, are the
 client's :class:`~.calls.CallQueue`. Everything here runs on the session's event loop.
+
+The kernel is a trust boundary: anything running in it (a dependency, a second client of the same
+kernel) can put messages on iopub. An agent reply is taken only when its parent header names this
+client's session and one of its own requests that the reply's id answers, and a ``colab_request``
+only while one of this client's calls or executes runs; anything else is dropped with a warning.
 """
 
 from __future__ import annotations
@@ -92,6 +97,11 @@ class KernelClient:
         self._assembler = Assembler()
         self._waiters: dict[str, _Inflight] = {}
         self._final_ids: dict[str, str] = {}  # last comm_msg id of a logical message -> its id
+        # The last comm_msg of each logical message -> the reply ids that may answer it (a fetch
+        # is answered under the ids it asks for); replies to anything else are refused.
+        self._answers: dict[str, frozenset[str]] = {}
+        self._calls_sent: dict[str, str] = {}  # the last comm_msg of a call -> the call's id
+        self._busy: set[str] = set()  # messages the kernel reported busy with, not yet idle
         self._receiving: dict[str, Progress] = {}
         #: Show progress bars for large arguments and results (on terminals only).
         self.show_progress = True
@@ -200,6 +210,12 @@ class KernelClient:
             await old.close()
         self._assembler = Assembler()
         self._final_ids.clear()
+        # What the kernel was doing for us goes on: a reply published while the connection was
+        # down may still be replayed, and a call still running may still send colab_requests.
+        waiting = set(self._waiters)
+        self._answers = {k: ids for k, ids in self._answers.items() if ids & waiting}
+        self._calls_sent = {k: i for k, i in self._calls_sent.items() if i in waiting}
+        self._busy = {b for b in self._busy if b in self._calls_sent or b in self._idle}
         self._receiving.clear()
         self.start()
         self._connected.set()
@@ -355,6 +371,11 @@ class KernelClient:
         async with self._send_lock:
             for data, buffers in split_message(fields, parts, self.transport.max_message_bytes):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
+                if data.get("op") != Op.CHUNK:
+                    # Registered before sending: the reply may come before the send returns.
+                    self._answers[msg.msg_id] = _answered_by(fields)
+                    if fields.get("op") == Op.CALL:
+                        self._calls_sent[msg.msg_id] = str(fields["id"])
                 await self._send(msg)
                 if progress is not None:
                     progress.advance(sum(b.nbytes for b in buffers))
@@ -433,7 +454,13 @@ class KernelClient:
             return
         if msg_type == "comm_msg":
             if msg.content.get("comm_id") == self._agent_comm:
-                self._from_agent(msg)
+                if self._answers_ours(msg):
+                    self._from_agent(msg)
+                else:
+                    log.warning(
+                        "dropped a message on the agent's comm that answers no request of this "
+                        "client (sent by other code in the kernel, or for another client)"
+                    )
             return
         if msg_type == "stream":
             if parent not in self._quiet:
@@ -450,7 +477,12 @@ class KernelClient:
             return
         if msg_type == "status":
             state = msg.content.get("execution_state")
-            if state == "idle" and parent is not None:
+            if state == "busy" and parent is not None:
+                self._busy.add(parent)
+            elif state == "idle" and parent is not None:
+                self._busy.discard(parent)
+                self._answers.pop(parent, None)
+                self._calls_sent.pop(parent, None)
                 idle = self._idle.get(parent)
                 if idle is not None and not idle.done():
                     idle.set_result(None)
@@ -462,11 +494,49 @@ class KernelClient:
             self.fail_all(KernelDied("the colabremote agent in the kernel went away"))
             return
         if msg_type == "colab_request":
-            asyncio.get_running_loop().create_task(self._answer_colab_request(msg))
+            if self._asked_by_ours(msg):
+                asyncio.get_running_loop().create_task(self._answer_colab_request(msg))
+            else:
+                log.warning(
+                    "did not answer a colab_request that came from none of this client's calls "
+                    "(sent by other code in the kernel, or for another client)"
+                )
             return
         if msg_type == "input_request":
             # Remote calls run with allow_stdin off; answer anything else so nothing hangs.
             self._reply_input("")
+
+    def _answers_ours(self, msg: Message) -> bool:
+        """Whether an agent comm message answers a request this client sent, by its parent header
+        (our session, one of our agent messages) and its id (one that message is answered by)."""
+        parent = msg.parent_header or {}
+        if parent.get("session") != self.session_id:
+            return False
+        answers = self._answers.get(str(parent.get("msg_id")))
+        data = msg.content.get("data")
+        return answers is not None and isinstance(data, dict) and str(data.get("id")) in answers
+
+    def _running_ours(self, msg_id: str) -> bool:
+        """Whether ``msg_id`` is one of our executes, or the last message of one of our calls,
+        whose answer has not come yet."""
+        if msg_id in self._idle:
+            return True
+        call_id = self._calls_sent.get(msg_id)
+        return call_id is not None and call_id in self._waiters
+
+    def _asked_by_ours(self, msg: Message) -> bool:
+        """Whether a ``colab_request`` comes from one of our calls or executes.
+
+        Colab's own ``google.colab._message`` puts only the session in the parent header, so
+        without a parent id the request must arrive while the kernel is busy with ours.
+        """
+        parent = msg.parent_header or {}
+        if parent.get("session") != self.session_id:
+            return False
+        parent_id = parent.get("msg_id")
+        if parent_id is not None:
+            return self._running_ours(str(parent_id))
+        return any(self._running_ours(busy) for busy in self._busy)
 
     def _check_replied(self, comm_msg_id: str) -> None:
         """The kernel finished a message of ours: if its reply never came, ask for it again.
@@ -549,6 +619,13 @@ class KernelClient:
     def _reply_input(self, value: str) -> None:
         reply = self._message("input_reply", {"value": value}, channel="stdin")
         asyncio.get_running_loop().create_task(self._send(reply)).add_done_callback(_consume)
+
+
+def _answered_by(fields: dict[str, Any]) -> frozenset[str]:
+    """The reply ids that may answer a logical message: a fetch's ids, else its own."""
+    if fields.get("op") == Op.FETCH:
+        return frozenset(str(i) for i in fields.get("ids", ()))
+    return frozenset({str(fields["id"])})
 
 
 def _settle(future: asyncio.Future[AgentReply], sent: asyncio.Task[None]) -> None:

@@ -2,15 +2,21 @@
 
 Speaks the v1 binary subprotocol when the server offers it, otherwise the legacy JSON protocol
 (text frames, binary frames for messages with buffers), which is what Colab's proxy speaks.
+
+The connection's headers carry credentials (the server's token, Colab's proxy token): a redirect
+is refused rather than followed, so they never travel to another address, and websockets' own
+DEBUG log of the handshake shows them redacted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import socket
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,6 +40,57 @@ except ImportError:  # pragma: no cover - a build without the C extension
 
 _QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux only
 _OP_BINARY = 0x2
+#: Headers whose values are credentials; so is any header whose name contains one of _SECRET_WORDS.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+_SECRET_WORDS = ("token", "secret", "key", "auth", "session")
+_REDACTED = "[redacted]"
+
+
+def secret_values(headers: Mapping[str, str]) -> list[str]:
+    """The credential values in ``headers`` (and the credential after an auth scheme), longest
+    first, to be blanked out of anything logged."""
+    found: set[str] = set()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if value and (lowered in _SECRET_HEADERS or any(w in lowered for w in _SECRET_WORDS)):
+            found.add(value)
+            scheme, _, credential = value.partition(" ")
+            if credential and scheme.isalpha():
+                found.add(credential.strip())
+    return sorted((v for v in found if v), key=len, reverse=True)
+
+
+if TYPE_CHECKING:
+    _LoggerAdapter = logging.LoggerAdapter[logging.Logger]
+else:  # subscriptable at run time only from Python 3.11
+    _LoggerAdapter = logging.LoggerAdapter
+
+
+class RedactingLogger(_LoggerAdapter):
+    """A logger for websockets that blanks our credentials out of every message it logs.
+
+    websockets logs each handshake header at DEBUG; this is passed as the connection's logger,
+    so whatever level the user turns on, the token and Authorization values never reach a log.
+    """
+
+    def __init__(self, logger: logging.Logger, secret_texts: Iterable[str]) -> None:
+        super().__init__(logger, {})
+        self._secrets = tuple(secret_texts)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        if not self.isEnabledFor(level):
+            return
+        text = str(msg) % args if args else str(msg)
+        for secret in self._secrets:
+            text = text.replace(secret, _REDACTED)
+        self.logger.log(level, "%s", text, **kwargs)
+
+
+class _ConnectWithoutRedirects(connect):
+    """websockets' ``connect``, answering a redirect with an error instead of following it."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
 
 
 def masked_frame(pieces: Sequence[Buffer], mask: bytes) -> list[bytes]:
@@ -83,9 +140,11 @@ class WebSocketTransport(Transport):
         use_v1: bool = True,
         open_timeout: float = 30.0,
     ) -> WebSocketTransport:
+        logger = RedactingLogger(logging.getLogger("websockets.client"), secret_values(headers))
         try:
-            connection = await connect(
+            connection = await _ConnectWithoutRedirects(
                 url,
+                logger=logger,
                 additional_headers=dict(headers),
                 subprotocols=[websockets.Subprotocol(V1_SUBPROTOCOL)] if use_v1 else None,
                 max_size=None,  # results arrive in chunks well under any limit we would pick
@@ -97,6 +156,13 @@ class WebSocketTransport(Transport):
             )
         except websockets.InvalidStatus as exc:
             status = exc.response.status_code
+            if 300 <= status < 400:
+                raise ServerError(
+                    f"the server answered the kernel WebSocket with a redirect (HTTP {status}); "
+                    "colabremote does not follow it, which would send the connection's "
+                    "credentials to another address. Use the server's final URL.",
+                    status=status,
+                ) from None
             if status in (401, 403):
                 raise AuthenticationError(
                     f"the server refused the kernel WebSocket (HTTP {status}): check the token",

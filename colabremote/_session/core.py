@@ -89,8 +89,11 @@ class _Core:
         on_output: OutputHandler | None,
         progress: Callable[[str], None] | None,
         exclude_modules: Iterable[str | os.PathLike[str]] = (),
+        trust_kernel: bool = True,
     ) -> None:
         self.backend = backend
+        #: False: results and exceptions from the kernel are rebuilt as plain data only.
+        self.trust_kernel = trust_kernel
         self.on_output = on_output or _default_output
         self.progress = progress or _default_progress
         self.show_progress = progress is not _silent  # progress=False also hides transfer bars
@@ -304,7 +307,7 @@ class _Core:
             grace=INTERRUPT_GRACE,
         )
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
-        outcomes = unpack_outcomes(reply.parts) if reply.parts else []
+        outcomes = unpack_outcomes(reply.parts, trusted=self.trust_kernel) if reply.parts else []
         return self.modules.explain_excluded(outcomes), float(reply.fields.get("seconds", 0.0))
 
     def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:

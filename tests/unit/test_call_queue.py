@@ -43,6 +43,7 @@ class ScriptedKernel(Transport):
         self.deaf = False  # ignores interrupts, like a call stuck in native code
         self.too_late = False  # an interrupt lands just after the running call finished
         self.stubborn = False  # refuses every call as aborted, whatever the client says
+        self._parent: dict[str, Any] = {}  # the header of the message being handled
         self._task = asyncio.get_running_loop().create_task(self._handle_forever())
 
     # -- the test's side ----------------------------------------------------------------------
@@ -91,24 +92,47 @@ class ScriptedKernel(Transport):
             "status": "ok",
             "user_expressions": {"hello": {"status": "ok", "data": {"text/plain": repr(hello)}}},
         }
-        self._put("shell", "execute_reply", content, parent=request.msg_id)
+        self._put("shell", "execute_reply", content, parent=request.header)
 
-    def _put(self, channel: str, msg_type: str, content: dict[str, Any], parent: str) -> None:
+    def _put(
+        self, channel: str, msg_type: str, content: dict[str, Any], parent: dict[str, Any]
+    ) -> None:
         header = {"msg_id": uuid.uuid4().hex, "msg_type": msg_type}
-        self._outbox.put_nowait(Message(channel, header, {"msg_id": parent}, {}, content))
+        self._outbox.put_nowait(Message(channel, header, dict(parent), {}, content))
 
     def _reply(self, fields: dict[str, Any]) -> None:
+        """Answer on the agent's comm; like a real kernel, the parent is the message in hand."""
         data = {**fields, "nparts": 0, "chunked": []}
-        self._put("iopub", "comm_msg", {"comm_id": self._comm_id, "data": data}, parent="")
+        self._put("iopub", "comm_msg", {"comm_id": self._comm_id, "data": data}, self._parent)
+
+    def colab_request(self, session: str, who: str) -> None:
+        """Code in the kernel asks the frontend for something, as ``google.colab`` does: the
+        parent header holds only the session of the message the kernel is handling."""
+        header = {"msg_id": uuid.uuid4().hex, "msg_type": "colab_request"}
+        metadata = {"colab_msg_id": 1, "colab_request_type": "request_auth"}
+        content = {"request": {"who": who}}
+        self._outbox.put_nowait(Message("iopub", header, {"session": session}, metadata, content))
+
+    def _status(self, state: str) -> None:
+        self._put("iopub", "status", {"execution_state": state}, self._parent)
 
     async def _handle_forever(self) -> None:
         while True:
-            data = (await self._inbox.get()).content["data"]
-            if data["op"] == Op.RESUME:
-                self.aborting = self.stubborn
-                self._reply({"op": Op.RESUMED, "id": data["id"]})
-            elif data["op"] == Op.CALL:
-                await self._call(data)
+            msg = await self._inbox.get()
+            self._parent = msg.header
+            self._status("busy")
+            try:
+                await self._handle(msg)
+            finally:
+                self._status("idle")
+
+    async def _handle(self, msg: Message) -> None:
+        data = msg.content["data"]
+        if data["op"] == Op.RESUME:
+            self.aborting = self.stubborn
+            self._reply({"op": Op.RESUMED, "id": data["id"]})
+        elif data["op"] == Op.CALL:
+            await self._call(data)
 
     async def _call(self, data: dict[str, Any]) -> None:
         fn = str(data["fn"])
@@ -289,5 +313,38 @@ def test_a_call_refused_every_time_is_given_up() -> None:
             await h.result(h.submit("refused"))
         assert len(h.kernel.received) == MAX_SENDS
         assert h.kernel.ran == []
+
+    run(test)
+
+
+def test_colab_requests_are_answered_only_while_one_of_our_calls_runs() -> None:
+    """A request from another session, or from code left running after our call ended, is not
+    answered; one made while our call runs is. The reader handles messages in order, so once a
+    later request is answered, the earlier ones have been dropped."""
+
+    async def test(h: Harness) -> None:
+        asked: asyncio.Queue[str] = asyncio.Queue()
+
+        async def answer(msg: Message) -> dict[str, Any]:
+            asked.put_nowait(msg.content["request"]["who"])
+            return {}
+
+        h.client.on_colab_request = answer
+        ours = h.client.session_id
+        running = h.result(h.submit("first"))
+        assert await h.kernel.started.get() == "first"
+        h.kernel.colab_request("another-session", "a second client")
+        h.kernel.colab_request(ours, "our call")
+        assert await asked.get() == "our call"
+        h.kernel.finish()
+        await running
+        h.kernel.colab_request(ours, "a thread our call left behind")
+        again = h.result(h.submit("second"))
+        assert await h.kernel.started.get() == "second"
+        h.kernel.colab_request(ours, "our next call")
+        assert await asked.get() == "our next call"
+        h.kernel.finish()
+        await again
+        assert asked.empty()
 
     run(test)
