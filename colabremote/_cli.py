@@ -237,6 +237,9 @@ async def _runtimes(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
+    from .testing._extra import require_emulator_extra
+
+    require_emulator_extra("`colabremote emulator`")
     from .testing._emulator import ColabEmulator
 
     with ColabEmulator() as emulator:

@@ -70,6 +70,9 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         credentials = given if given is not None else _LazyCredentials(use_adc, endpoints)
         return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
+        from ..testing._extra import require_emulator_extra
+
+        require_emulator_extra('backend="emulator"')
         from ..testing._emulator.backend import EmulatorBackend
 
         _only(
