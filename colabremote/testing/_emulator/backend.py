@@ -80,12 +80,16 @@ class EmulatorBackend(ColabBackend):
 
     async def start(self, progress: Progress) -> None:
         progress("starting a Colab emulator on 127.0.0.1")
-        await asyncio.to_thread(self.emulator.start)
-        self.control.endpoints = ColabEndpoints.at(self.emulator.url)
-        self.public.endpoints = self.control.endpoints
+        starting = asyncio.ensure_future(asyncio.to_thread(self.emulator.start))
         try:
+            await asyncio.shield(starting)
+            self.control.endpoints = ColabEndpoints.at(self.emulator.url)
+            self.public.endpoints = self.control.endpoints
             await super().start(progress)
         except BaseException:
+            # Interrupted while the emulator starts in its thread: stop it once it has started.
+            with contextlib.suppress(BaseException):
+                await starting
             self.emulator.stop()
             raise
 
