@@ -16,6 +16,7 @@ import time
 import venv
 from pathlib import Path
 
+import httpx
 import pytest
 
 import colabremote as cr
@@ -268,3 +269,44 @@ def test_async_eval() -> None:
             return await session.eval("y * 2")
 
     assert asyncio.run(main()) == [1, 2, 1, 2]
+
+
+# -- the emulator as users meet it -----------------------------------------------------------
+
+
+def _serve(temp: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``colabremote emulator`` in a subprocess, and its URL once it serves."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "colabremote", "emulator", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(temp)),
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    assert "is serving at http://127.0.0.1:" in first, first
+    return process, first.split("serving at ")[1].split()[0]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_emulator_command_is_quiet_and_stops_on_sigterm(tmp_path: Path, verbose: bool) -> None:
+    """No access log on the user's stderr unless ``--verbose``; SIGTERM stops it as Ctrl-C
+    does, leaving no temp folder."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    process, url = _serve(temp, *(["--verbose"] if verbose else []))
+    try:
+        with httpx.Client(trust_env=False) as client:
+            assert client.get(f"{url}/no/such/page").status_code == 404
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert "Traceback" not in err
+    assert ("404 GET /no/such/page" in err) is verbose, err
+    assert [p.name for p in temp.iterdir() if p.name.startswith("colabremote-")] == []
