@@ -110,6 +110,7 @@ class _SessionBase:
         runtime_version: str | None = None,
         api: Literal["v1", "v1beta"] = "v1",
         allow_credentials: Iterable[CredentialKind] = (),
+        python: str | os.PathLike[str] | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),

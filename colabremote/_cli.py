@@ -250,7 +250,7 @@ def _emulator(args: argparse.Namespace) -> int:
     # and kernels stopped, temp folders removed.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _serve_emulator(ColabEmulator(verbose=args.verbose), args)
+        return _serve_emulator(ColabEmulator(verbose=args.verbose, python=args.python), args)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -363,6 +363,11 @@ def parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument(
         "--verbose", action="store_true", help="log every request it serves on stderr"
+    )
+    emulator.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the runtimes' kernel interpreter, with ipykernel (default: this Python)",
     )
     return top
 

@@ -20,8 +20,10 @@ import httpx
 import pytest
 
 import colabremote as cr
-from colabremote.exceptions import KernelStartError, SessionClosed
+from colabremote.exceptions import KernelStartError, PythonVersionMismatch, SessionClosed
 from colabremote.testing import JupyterServer, emulator_of
+
+from .conftest import other_pythons
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,3 +312,26 @@ def test_emulator_command_is_quiet_and_stops_on_sigterm(tmp_path: Path, verbose:
     assert "Traceback" not in err
     assert ("404 GET /no/such/page" in err) is verbose, err
     assert [p.name for p in temp.iterdir() if p.name.startswith("colabremote-")] == []
+
+
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.mark.crossversion
+@pytest.mark.parametrize("version", sorted(other_pythons()) or ["none"])
+def test_emulator_runtime_in_another_python(version: str) -> None:
+    """``python=`` runs the runtime's kernels in another interpreter, as Colab's Python differs
+    from the user's: functions from files travel as source, one typed at a prompt is refused."""
+    if version == "none":
+        pytest.skip("no other Python versions configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
+    with cr.Session("emulator", python=other_pythons()[version], progress=False) as session:
+        assert session.info().python.rsplit(".", 1)[0] == version
+        assert session.remote(_double)(21) == 42
+        namespace: dict[str, object] = {}
+        exec("def typed_at_a_prompt(x):\n    return x + 1\n", namespace)
+        typed = namespace["typed_at_a_prompt"]
+        assert callable(typed)
+        if version != f"{sys.version_info[0]}.{sys.version_info[1]}":
+            with pytest.raises(PythonVersionMismatch):
+                session.remote(typed)(1)

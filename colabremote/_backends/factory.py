@@ -78,7 +78,15 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         _only(
             backend,
             options,
-            {"gpu", "tpu", "high_memory", "runtime_version", "api", "allow_credentials"},
+            {
+                "gpu",
+                "tpu",
+                "high_memory",
+                "runtime_version",
+                "api",
+                "allow_credentials",
+                "python",
+            },
         )
         return EmulatorBackend(**options)
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")

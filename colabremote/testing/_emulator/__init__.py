@@ -23,7 +23,9 @@ one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` t
 secrets out of logs, ``_clock.py`` the clock; ``backend.py`` is ``Session(backend="emulator")``.
 
 ``ColabEmulator(verbose=True)`` logs every request it serves, and request errors, on stderr;
-by default it is quiet.
+by default it is quiet. ``ColabEmulator(python="/path/to/python3.13")`` runs the runtimes' kernels
+in that interpreter (it needs ipykernel and cloudpickle), as Colab's own Python version differs
+from yours.
 
 Settings (plain attributes; change them at any time):
 
@@ -97,9 +99,12 @@ class ColabEmulator:
         subscription_tier: str = "PRO",
         clock: Clock | None = None,
         verbose: bool = False,
+        python: str | None = None,
     ) -> None:
         #: The access log and request errors on stderr (quiet by default).
         self.verbose = verbose
+        #: The runtimes' kernel interpreter (it needs ipykernel); None: this one.
+        self.python = python
         self._verbose_logs = VerboseLogs()
         #: What every expiry, TTL and idle decision reads (a ManualClock in tests).
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -494,6 +499,11 @@ class ColabEmulator:
                 "--ServerApp.kernel_spec_manager_class="
                 "colabremote.testing._emulator._kernelspec.ColabSiteKernelSpecManager",
                 f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
+                *(
+                    [f"--ColabSiteKernelSpecManager.kernel_python={self.python}"]
+                    if self.python
+                    else []
+                ),
             ),
         )
         rt.jupyter_token = server.token

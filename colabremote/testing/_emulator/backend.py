@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -71,10 +72,10 @@ class EmulatorBackend(ColabBackend):
 
     name = "emulator"
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, python: str | os.PathLike[str] | None = None, **options: Any) -> None:
         from . import ColabEmulator
 
-        self.emulator = ColabEmulator()
+        self.emulator = ColabEmulator(python=None if python is None else os.fspath(python))
         self._sign_in = _EmulatorSignIn(self.emulator)
         super().__init__(credentials=self._sign_in, **options)
 
