@@ -9,8 +9,10 @@ lives in one place.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import functools
 import os
+import types
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
@@ -21,7 +23,7 @@ from ._info import RuntimeInfo, SessionInfo
 from ._kernel.client import OutputHandler
 from ._loop import loop_thread
 from ._remote import RemoteFunction, remote
-from ._session.core import State, _Core, _silent
+from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
 from ._validation import seconds, text
 from .exceptions import ConfigurationError
@@ -111,6 +113,7 @@ class _SessionBase:
         runtime_version: str | None = None,
         api: Literal["v1", "v1beta"] = "v1",
         allow_credentials: Iterable[CredentialKind] = (),
+        python: str | os.PathLike[str] | None = None,
         on_output: OutputHandler | None = None,
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
@@ -156,6 +159,7 @@ class _SessionBase:
             progress_fn = progress
         self._core = _Core(
             make_backend(backend, options),
+            remake_backend=lambda: make_backend(backend, options),
             on_output=on_output,
             progress=progress_fn,
             exclude_modules=exclude_modules,
@@ -241,6 +245,17 @@ class AsyncSession(_SessionBase):
         text("code", code, what="Python source code", example="'print(1)'")
         await self._run(self._core.exec(code, seconds("timeout", timeout, example="60")))
 
+    async def eval(self, expression: str, *, timeout: float | None = None) -> Any:
+        """The value of a Python expression, evaluated in the kernel's namespace (where
+        :meth:`exec` ran), sent back by value like a remote function's result; what the
+        expression raises is raised here."""
+        text("expression", expression, what="a Python expression", example="'x + 1'")
+        limit = seconds("timeout", timeout, example="60")
+        outcomes, _seconds = await self._run(
+            self._core.run(_EVALUATE, [((expression,), {})], timeout=limit, name="eval")
+        )
+        return outcome_value(outcomes[0], "eval")
+
     async def info(self) -> SessionInfo:
         """Python version, platform, hostname, GPUs and backend of the kernel."""
         return await self._run(self._core.info())
@@ -263,6 +278,28 @@ class AsyncSession(_SessionBase):
         """Copy a file from the kernel's machine here; the local file appears whole or not at
         all."""
         await self._run(self._core.transfer("download", remote, os.fspath(local), progress))
+
+
+def _evaluate(expression: str) -> Any:
+    """Runs in the kernel: ``expression`` evaluated in the namespace the kernel's code runs in
+    (IPython's user namespace; ``__main__`` in a plain interpreter)."""
+    import __main__
+
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    namespace = shell.user_ns if shell is not None else vars(__main__)
+    return eval(expression, namespace)  # noqa: S307 - evaluating the caller's code is the point
+
+
+#: ``_evaluate`` as a function of no importable module, so that it is sent to the kernel by value
+#: (the kernel need not have colabremote installed).
+_EVALUATE = types.FunctionType(
+    _evaluate.__code__, {"__name__": "colabremote-eval", "__builtins__": builtins}, "_evaluate"
+)
 
 
 def _blocking(
@@ -304,6 +341,7 @@ class Session(_SessionBase):
         self.close()
 
     exec = _blocking(AsyncSession.exec)
+    eval = _blocking(AsyncSession.eval)
     info = _blocking(AsyncSession.info)
     runtime = _blocking(AsyncSession.runtime)
     upload = _blocking(AsyncSession.upload)

@@ -20,14 +20,18 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignInRequired
+
+if TYPE_CHECKING:
+    from .testing._emulator import ColabEmulator
 
 _DESCRIPTION = """Sign in to Google Colab, list and release runtimes, run an emulator.
 
@@ -237,9 +241,27 @@ async def _runtimes(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
+    from .testing._extra import require_emulator_extra
+
+    require_emulator_extra("`colabremote emulator`")
     from .testing._emulator import ColabEmulator
 
-    with ColabEmulator() as emulator:
+    # SIGTERM (a service manager, `kill`) stops it as Ctrl-C does: runtimes released, servers
+    # and kernels stopped, temp folders removed.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _serve_emulator(ColabEmulator(verbose=args.verbose, python=args.python), args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _serve_emulator(emulator: ColabEmulator, args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM."""
+    with emulator:
         token = emulator.mint_access_token(ttl=24 * 3600)
         print(f"A Colab emulator is serving at {emulator.url} (Ctrl-C stops it).")
         print("Run a script against it (the settings hold for that one command only):")
@@ -334,10 +356,18 @@ def parser() -> argparse.ArgumentParser:
         "emulator",
         parents=[common],
         help="run a Colab emulator in the foreground",
-        description="Run a Colab emulator on 127.0.0.1 until Ctrl-C.",
+        description="Run a Colab emulator on 127.0.0.1 until Ctrl-C (or SIGTERM).",
     )
     emulator.add_argument(
         "--write-client-secrets", metavar="FILE", help="an OAuth client file for login tests"
+    )
+    emulator.add_argument(
+        "--verbose", action="store_true", help="log every request it serves on stderr"
+    )
+    emulator.add_argument(
+        "--python",
+        metavar="PATH",
+        help="the runtimes' kernel interpreter, with ipykernel (default: this Python)",
     )
     return top
 

@@ -70,12 +70,23 @@ def make_backend(backend: str | Backend, options: dict[str, Any]) -> Backend:
         credentials = given if given is not None else _LazyCredentials(use_adc, endpoints)
         return ColabBackend(credentials=credentials, endpoints=endpoints, **options)
     if backend == "emulator":
+        from ..testing._extra import require_emulator_extra
+
+        require_emulator_extra('backend="emulator"')
         from ..testing._emulator.backend import EmulatorBackend
 
         _only(
             backend,
             options,
-            {"gpu", "tpu", "high_memory", "runtime_version", "api", "allow_credentials"},
+            {
+                "gpu",
+                "tpu",
+                "high_memory",
+                "runtime_version",
+                "api",
+                "allow_credentials",
+                "python",
+            },
         )
         return EmulatorBackend(**options)
     raise ConfigurationError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")

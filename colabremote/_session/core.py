@@ -86,6 +86,7 @@ class _Core:
         self,
         backend: Backend,
         *,
+        remake_backend: Callable[[], Backend],
         on_output: OutputHandler | None,
         progress: Callable[[str], None] | None,
         exclude_modules: Iterable[str | os.PathLike[str]] = (),
@@ -94,6 +95,7 @@ class _Core:
         self.backend = backend
         #: False: results and exceptions from the kernel are rebuilt as plain data only.
         self.trust_kernel = trust_kernel
+        self._remake_backend = remake_backend  # a closed backend is not reused: a fresh one
         self.on_output = on_output or _default_output
         self.progress = progress or _default_progress
         self.show_progress = progress is not _silent  # progress=False also hides transfer bars
@@ -104,6 +106,7 @@ class _Core:
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._gpu_info: dict[str, Any] | None = None
+        self._start_failure: BaseException | None = None  # why the last start failed
         self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
 
     def _refuse_if_forked(self) -> None:
@@ -124,17 +127,35 @@ class _Core:
             if self.state is State.OPEN:
                 return
             if self.state is State.CLOSED:
-                raise SessionClosed("this session is closed; create a new one")
+                raise self._closed_error()
             try:
                 await self.backend.start(self.progress)
                 await self._connect()
-            except BaseException:
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                # Interrupted (Ctrl-C), not failed: release what was got and stay NEW, so the
+                # next call starts again, with a fresh backend.
+                await asyncio.shield(self._teardown())
+                self.backend = self._remake_backend()
+                raise
+            except BaseException as error:
                 await self._teardown()
                 self.state = State.CLOSED
+                self._start_failure = error
                 raise
+            self._start_failure = None
             self.state = State.OPEN
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
             _open_cores.add(self)
+
+    def _closed_error(self) -> SessionClosed:
+        """SessionClosed, saying why the session's start failed when that is what closed it."""
+        failure = self._start_failure
+        if failure is None:
+            return SessionClosed("this session is closed; create a new one")
+        why = type(failure).__name__
+        if str(failure):
+            why = f"{why}: {failure}"
+        return SessionClosed(f"this session is closed: its start failed ({why}); create a new one")
 
     async def _connect(self) -> None:
         transport = await self.backend.connect()
@@ -259,7 +280,7 @@ class _Core:
         if self.state is State.NEW:
             await self.open()
         if self.state is State.CLOSED:
-            raise SessionClosed("this session is closed; create a new one")
+            raise self._closed_error()
         client = self.client
         if client is not None and client.failure is None:
             return client

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures.thread  # noqa: F401 - its exit hook must be registered before ours
 import contextlib
 import signal
 import threading
@@ -36,7 +37,6 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
-@atexit.register
 def _close_all_at_exit() -> None:
     """Sessions still open when the interpreter exits (the default session among them) release
     their kernels."""
@@ -49,3 +49,22 @@ def _close_all_at_exit() -> None:
 
     with contextlib.suppress(Exception):
         loop_thread().submit(close_all()).result(timeout=CLOSE_AT_EXIT_SECONDS)
+
+
+def _register_exit_hook() -> None:
+    """Run the exit hook before Python shuts its thread pools at exit.
+
+    Closing a session resolves addresses and stops servers in worker threads (asyncio's, and the
+    emulator's tornado loop); from a plain ``atexit`` hook those pools are already shut and the
+    close fails with "cannot schedule new futures after shutdown", leaving servers and kernels
+    running. The threading module's exit hooks run earlier, newest first: registered after the
+    thread pools' own hook (imported above), ours runs before it.
+    """
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # an interpreter without the hook: the plain one is the best there is
+        atexit.register(_close_all_at_exit)
+    else:
+        register(_close_all_at_exit)
+
+
+_register_exit_hook()

@@ -12,9 +12,15 @@
 
 from __future__ import annotations
 
-from ._emulator import Clock, ColabEmulator, ManualClock
-from ._jupyter import JupyterServer, NoDelayConnection
-from ._sessions import drop_connection, emulator_of
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._extra import require_emulator_extra
+
+if TYPE_CHECKING:
+    from ._emulator import Clock, ColabEmulator, ManualClock
+    from ._jupyter import JupyterServer, NoDelayConnection
+    from ._sessions import drop_connection, emulator_of
 
 __all__ = [
     "Clock",
@@ -25,3 +31,27 @@ __all__ = [
     "drop_connection",
     "emulator_of",
 ]
+
+#: Where each name lives. Imported on first use: the pytest plugin loads this package in every
+#: test run, also where only the base dependencies are installed (no jupyter_server, no tornado).
+_HOMES = {
+    "Clock": "._emulator",
+    "ColabEmulator": "._emulator",
+    "ManualClock": "._emulator",
+    "JupyterServer": "._jupyter",
+    "NoDelayConnection": "._jupyter",
+    "drop_connection": "._sessions",
+    "emulator_of": "._sessions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    require_emulator_extra(f"colabremote.testing.{name}")
+    return getattr(importlib.import_module(home, __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

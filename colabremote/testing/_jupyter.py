@@ -134,8 +134,17 @@ class JupyterServer:
         env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", JUPYTER_TOKEN_FILE=token_file)
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
+        # Its own session and no terminal stdin: a Ctrl-C typed at the user's terminal (a
+        # REPL's) reaches only the user's process, and the server never prompts on that
+        # terminal ("Shut down this Jupyter server (y/[n])?") nor reads the user's next line.
         self._process = subprocess.Popen(
-            args, stdout=self._log, stderr=self._log, env=env, cwd=self.root_dir
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+            env=env,
+            cwd=self.root_dir,
+            start_new_session=True,
         )
         deadline = time.monotonic() + self.start_timeout
         headers = {"Authorization": f"token {self.token}"}

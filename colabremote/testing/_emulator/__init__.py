@@ -22,6 +22,11 @@ one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` t
 ``_accounts.py`` the sign-in state, ``_faults.py`` the fault switches, ``_redact.py`` what keeps
 secrets out of logs, ``_clock.py`` the clock; ``backend.py`` is ``Session(backend="emulator")``.
 
+``ColabEmulator(verbose=True)`` logs every request it serves, and request errors, on stderr;
+by default it is quiet. ``ColabEmulator(python="/path/to/python3.13")`` runs the runtimes' kernels
+in that interpreter (it needs ipykernel and cloudpickle), as Colab's own Python version differs
+from yours.
+
 Settings (plain attributes; change them at any time):
 
 - ``access_token_ttl``: lifetime of OAuth access tokens, seconds.
@@ -60,6 +65,7 @@ from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
 from ._faults import Faults
 from ._kernel_site import write_kernel_site
+from ._logs import VerboseLogs
 from ._model import (
     HIGH_MEM_ONLY,
     AccessToken,
@@ -92,7 +98,14 @@ class ColabEmulator:
         max_assignments: int = 3,
         subscription_tier: str = "PRO",
         clock: Clock | None = None,
+        verbose: bool = False,
+        python: str | None = None,
     ) -> None:
+        #: The access log and request errors on stderr (quiet by default).
+        self.verbose = verbose
+        #: The runtimes' kernel interpreter (it needs ipykernel); None: this one.
+        self.python = python
+        self._verbose_logs = VerboseLogs()
         #: What every expiry, TTL and idle decision reads (a ManualClock in tests).
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.user_email = user_email
@@ -166,6 +179,8 @@ class ColabEmulator:
             return self
         self._tmp = tempfile.TemporaryDirectory(prefix="colabremote-emulator-")
         self._site_dir = write_kernel_site(self._tmp.name)
+        if self.verbose:
+            self._verbose_logs.attach()
 
         def start_ticker(loop: asyncio.AbstractEventLoop) -> None:
             self._ticker = loop.create_task(self._tick())
@@ -173,6 +188,7 @@ class ColabEmulator:
         try:
             self._server.start(lambda: application(self), start_ticker)
         except BaseException:
+            self._verbose_logs.detach()
             self._tmp.cleanup()
             self._tmp = None
             raise
@@ -192,6 +208,7 @@ class ColabEmulator:
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
+            self._verbose_logs.detach()
 
     async def _shutdown(self) -> None:
         if self._ticker is not None:
@@ -482,6 +499,11 @@ class ColabEmulator:
                 "--ServerApp.kernel_spec_manager_class="
                 "colabremote.testing._emulator._kernelspec.ColabSiteKernelSpecManager",
                 f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
+                *(
+                    [f"--ColabSiteKernelSpecManager.kernel_python={self.python}"]
+                    if self.python
+                    else []
+                ),
             ),
         )
         rt.jupyter_token = server.token

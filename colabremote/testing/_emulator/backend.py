@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import urllib.error
 import urllib.request
 from typing import Any
@@ -71,21 +72,25 @@ class EmulatorBackend(ColabBackend):
 
     name = "emulator"
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, python: str | os.PathLike[str] | None = None, **options: Any) -> None:
         from . import ColabEmulator
 
-        self.emulator = ColabEmulator()
+        self.emulator = ColabEmulator(python=None if python is None else os.fspath(python))
         self._sign_in = _EmulatorSignIn(self.emulator)
         super().__init__(credentials=self._sign_in, **options)
 
     async def start(self, progress: Progress) -> None:
         progress("starting a Colab emulator on 127.0.0.1")
-        await asyncio.to_thread(self.emulator.start)
-        self.control.endpoints = ColabEndpoints.at(self.emulator.url)
-        self.public.endpoints = self.control.endpoints
+        starting = asyncio.ensure_future(asyncio.to_thread(self.emulator.start))
         try:
+            await asyncio.shield(starting)
+            self.control.endpoints = ColabEndpoints.at(self.emulator.url)
+            self.public.endpoints = self.control.endpoints
             await super().start(progress)
         except BaseException:
+            # Interrupted while the emulator starts in its thread: stop it once it has started.
+            with contextlib.suppress(BaseException):
+                await starting
             self.emulator.stop()
             raise
 
