@@ -6,14 +6,21 @@ Each remote function appends a line to a file in ``tmp_path`` per run, so the te
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 import colabremote as cr
-from colabremote.exceptions import ConnectionLost, ResultNotSerializable
+from colabremote.exceptions import ConnectionLost, KernelRestarted, ResultNotSerializable
+from colabremote.testing import JupyterServer
+
+from .conftest import wait_for_path
 
 
 class UnprintableError(Exception):
@@ -85,3 +92,107 @@ def test_user_code_breaking_the_agent_serializer_runs_once(
     with pytest.raises(ResultNotSerializable, match="could not be packed"):
         fresh_session.remote(breaks_agent_serializer)(str(log))
     assert runs(log) == 1
+
+
+def deletes_agent_module() -> None:
+    del sys.modules["_colabremote_agent"]
+
+
+def test_deleted_agent_module_is_put_back(session: cr.Session) -> None:
+    session.remote(deletes_agent_module)()
+    assert session.remote(sorted)([3, 1, 2]) == [1, 2, 3]
+    assert session.remote(runs)(Path(__file__)) == 0
+
+
+def test_broken_agent_serializer_is_repaired_for_the_next_call(
+    fresh_session: cr.Session, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs"
+    with pytest.raises(ResultNotSerializable):
+        fresh_session.remote(breaks_agent_serializer)(str(log))
+    assert fresh_session.remote(sorted)([3, 1, 2]) == [1, 2, 3]
+
+
+# -- a kernel restarted from elsewhere (the jupyter server's restart, as JupyterLab sends it) --
+
+
+def remember(value: int) -> None:
+    import builtins
+
+    builtins.colabremote_test_value = value  # type: ignore[attr-defined]
+
+
+def recall() -> int | None:
+    import builtins
+
+    return getattr(builtins, "colabremote_test_value", None)
+
+
+def deaf_until(started: str, release: str) -> None:
+    """Ignore interrupts (so only the restart ends this), say "started", wait for ``release``."""
+    import signal
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    note_run(started)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+Restart = Callable[[], None]
+
+
+@pytest.fixture
+def jupyter_session(
+    jupyter_server: JupyterServer,
+) -> Iterator[tuple[cr.Session, Restart]]:
+    """A session on the test Jupyter server, and a way to restart its kernel from outside."""
+    with cr.Session(
+        "jupyter", url=jupyter_server.url, token=jupyter_server.token, progress=False
+    ) as s:
+        kernel_id = s.info().details["kernel_id"]
+
+        def restart() -> None:
+            response = httpx.post(
+                f"{jupyter_server.url}/api/kernels/{kernel_id}/restart",
+                headers={"Authorization": f"token {jupyter_server.token}"},
+                timeout=120,
+            )
+            response.raise_for_status()
+
+        yield s, restart
+
+
+def test_restart_from_elsewhere_fails_the_call_at_once_and_the_next_call_works(
+    jupyter_session: tuple[cr.Session, Restart], tmp_path: Path
+) -> None:
+    session, restart = jupyter_session
+    session.remote(remember)(7)
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    def restart_once_started() -> None:
+        wait_for_path(started)
+        restart()
+
+    restarter = threading.Thread(target=restart_once_started, daemon=True)
+    restarter.start()
+    try:
+        with pytest.raises(KernelRestarted):
+            session.remote(deaf_until, timeout=120)(str(started), str(release))
+    finally:
+        release.touch()
+        restarter.join(120)
+    assert runs(started) == 1
+    assert session.remote(recall)() is None  # a fresh kernel, with the agent installed again
+    assert session.remote(sorted)([2, 1]) == [1, 2]
+
+
+def test_restart_from_elsewhere_between_calls(
+    jupyter_session: tuple[cr.Session, Restart],
+) -> None:
+    session, restart = jupyter_session
+    session.remote(remember)(7)
+    restart()
+    assert session.remote(recall)() is None
+    assert session.remote(sorted)([2, 1]) == [1, 2]

@@ -27,7 +27,15 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import AGENT_VERSION, DEFAULT_CHUNK_SIZE, TARGET_NAME, ItemStatus, Op, Status
+from ..wire import (
+    AGENT_MODULE,
+    AGENT_VERSION,
+    DEFAULT_CHUNK_SIZE,
+    TARGET_NAME,
+    ItemStatus,
+    Op,
+    Status,
+)
 from .framing import Assembler, Buffer, split_message
 from .shipping import SourcePickler, dumps, loads
 
@@ -146,6 +154,7 @@ class Agent:
             self.comm.send(data=data, buffers=buffers)
 
     def on_msg(self, msg: dict[str, Any]) -> None:
+        _repair()
         self._watch_idle_interrupts()
         try:
             self._on_msg(msg)
@@ -386,6 +395,19 @@ def _picklable_outcome(outcome: tuple[str, Any]) -> tuple[str, Any]:
 
 
 _AGENTS: dict[str, Agent] = {}
+#: The agent's top-level names and module as installed: user code that deletes or replaces them
+#: (``del sys.modules["_colabremote_agent"]``, a patched helper) is undone before each message.
+_PRISTINE: dict[str, Any] = {}
+_HOME: list[types.ModuleType] = []
+
+
+def _repair() -> None:
+    namespace = globals()
+    for name, value in _PRISTINE.items():
+        if namespace.get(name) is not value:
+            namespace[name] = value
+    if _HOME and sys.modules.get(AGENT_MODULE) is not _HOME[0]:
+        sys.modules[AGENT_MODULE] = _HOME[0]
 
 
 def _install_shim() -> None:
@@ -463,6 +485,11 @@ def install(comm_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
     """Create the agent on a new comm. Installing again (a new client) adds another agent."""
     from IPython import get_ipython
 
+    if not _PRISTINE:
+        _PRISTINE.update(globals())
+        home = sys.modules.get(__name__)
+        if __name__ == AGENT_MODULE and home is not None:
+            _HOME.append(home)
     kernel = getattr(get_ipython(), "kernel", None)
     comm = _create_comm(comm_id)
     _AGENTS[comm_id] = Agent(comm, chunk_size, kernel)
