@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,13 @@ import httpx
 import pytest
 
 import colabremote as cr
-from colabremote.exceptions import ConnectionLost, KernelRestarted, ResultNotSerializable
+from colabremote._session.core import CLOSE_WAIT_SECONDS
+from colabremote.exceptions import (
+    ConnectionLost,
+    KernelRestarted,
+    ResultNotSerializable,
+    SessionClosed,
+)
 from colabremote.testing import JupyterServer
 
 from .conftest import wait_for_path
@@ -196,3 +203,46 @@ def test_restart_from_elsewhere_between_calls(
     restart()
     assert session.remote(recall)() is None
     assert session.remote(sorted)([2, 1]) == [1, 2]
+
+
+# -- close() in bounded time, whatever the connection is doing ---------------------------------
+
+
+def test_close_finishes_while_the_kernel_never_answers_the_connect(
+    jupyter_server: JupyterServer, tmp_path: Path
+) -> None:
+    url, token = jupyter_server.url, jupyter_server.token
+    started, release = tmp_path / "started", tmp_path / "release"
+    with cr.Session("jupyter", url=url, token=token, progress=False) as busy:
+        kernel_id = busy.info().details["kernel_id"]
+        blocker = threading.Thread(
+            target=busy.remote(deaf_until), args=(str(started), str(release)), daemon=True
+        )
+        blocker.start()
+        try:
+            wait_for_path(started)  # the kernel is busy: it answers nobody's connect
+            stuck = cr.Session("jupyter", url=url, token=token, kernel_id=kernel_id, progress=False)
+            failures: list[BaseException] = []
+
+            def open_it() -> None:
+                try:
+                    stuck.open()
+                except BaseException as exc:
+                    failures.append(exc)
+
+            opener = threading.Thread(target=open_it, daemon=True)
+            opener.start()
+            core = stuck._core
+            deadline = time.monotonic() + 60
+            while core._connecting is None and opener.is_alive():
+                assert time.monotonic() < deadline, "the second session never began connecting"
+                time.sleep(0.01)
+            begun = time.monotonic()
+            stuck.close()
+            assert time.monotonic() - begun < CLOSE_WAIT_SECONDS
+            opener.join(30)
+            assert not opener.is_alive()
+            assert [type(f) for f in failures] == [SessionClosed]
+        finally:
+            release.touch()
+            blocker.join(60)

@@ -55,6 +55,9 @@ _ACK_DELAY = 0.05
 #: Transfers at least this large get a progress bar on a terminal.
 PROGRESS_THRESHOLD = 64 * 1024 * 1024
 _MAX_FETCHES = 5
+#: How long the agent's install may take (it runs first in the kernel, so it is quick unless the
+#: kernel went away, or was restarted, under it).
+INSTALL_TIMEOUT = 120.0
 
 
 def strip_ansi(text: str) -> str:
@@ -149,6 +152,7 @@ class KernelClient:
         """Fail every request still waiting; later requests fail the same way."""
         if self._failure is None:
             self._failure = exc
+        self._connected.set()  # senders waiting for a reconnection wake, and fail with ``exc``
         waiting: list[asyncio.Future[Any]] = [
             *self._replies.values(),
             *self._idle.values(),
@@ -316,7 +320,11 @@ class KernelClient:
         )
         self._quiet.add(install.msg_id)
         try:
-            reply = await self.request(install)
+            reply = await self.request(install, timeout=INSTALL_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"the kernel did not answer the agent's install within {INSTALL_TIMEOUT:g} s"
+            ) from None
         finally:
             self._quiet.discard(install.msg_id)
         content = reply.content
