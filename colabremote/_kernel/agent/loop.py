@@ -406,7 +406,8 @@ def _repair() -> None:
     for name, value in _PRISTINE.items():
         if namespace.get(name) is not value:
             namespace[name] = value
-    if _HOME and sys.modules.get(AGENT_MODULE) is not _HOME[0]:
+    if _HOME and AGENT_MODULE not in sys.modules:
+        # Only when missing: a newer agent installed by another client owns the name then.
         sys.modules[AGENT_MODULE] = _HOME[0]
 
 
