@@ -31,6 +31,7 @@ ColabRemoteError
     ├── RemoteError             the function raised an exception whose type is not importable here
     ├── RemoteTimeout           the call ran longer than its timeout and was interrupted
     └── KernelDied              the kernel died during the call; the session starts a fresh one
+        └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
 
 UserWarning
 └── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
@@ -65,6 +66,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionLost",
     "KernelDied",
+    "KernelRestarted",
     "KernelStartError",
     "MissingScopes",
     "NotEntitled",
@@ -295,6 +297,14 @@ class KernelDied(RemoteCallError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class KernelRestarted(KernelDied):
+    """The kernel was restarted from outside this session (a notebook's or editor's "restart").
+
+    Calls in flight fail with it at once; the next call installs colabremote's agent again in
+    the fresh kernel. State kept in the old kernel is gone.
+    """
 
 
 class RemoteTraceback(Exception):

@@ -72,7 +72,10 @@ def test_many_calls_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -
     futures = [f.submit(str(log), f"call {i}", 0.1) for i in range(15)]
     assert [fut.result(timeout=60) for fut in futures] == [f"call {i}" for i in range(15)]
     cutter.join()
-    assert log.read_text().splitlines() == [f"call {i}" for i in range(15)]  # exactly once
+    ran = log.read_text().splitlines()
+    # Exactly once each. Not necessarily in order: a call caught in transit by the drop is sent
+    # again after the reconnection, behind calls made later (docs/reliability.md).
+    assert sorted(ran, key=lambda line: int(line.split()[1])) == [f"call {i}" for i in range(15)]
 
 
 def test_large_result_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..exceptions import ConnectionLost, KernelDied, RemoteTimeout
+from ..exceptions import ConnectionLost, KernelDied, RemoteTimeout, ResultNotSerializable
 from .messages import AgentReply, Buffer
 from .wire import NEVER_RAN, Op, Status
 
@@ -127,6 +127,12 @@ class CallQueue:
             self._client.acknowledge(str(reply.fields["id"]))
             if status == Status.UNKNOWN:
                 raise ConnectionLost(f"the kernel no longer has the result of {call.name}")
+            if status == Status.NO_OUTCOME:
+                # It started, so it is never sent again: what it did stays done.
+                raise ResultNotSerializable(
+                    f"{call.name} ran on the kernel, but its outcome could not be sent back: "
+                    f"{reply.fields.get('evalue') or 'no reason given'}"
+                )
             return reply
 
     async def resume(self) -> None:

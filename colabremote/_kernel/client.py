@@ -27,7 +27,13 @@ from typing import Any
 from jupyter_client.session import Session as MessageFactory
 
 from .._progress import Progress
-from ..exceptions import ConnectionLost, KernelDied, KernelStartError, RemoteError
+from ..exceptions import (
+    ConnectionLost,
+    KernelDied,
+    KernelRestarted,
+    KernelStartError,
+    RemoteError,
+)
 from .agent import HELLO_EXPRESSION, install_code
 from .agent.framing import Assembler, split_message
 from .calls import CallQueue
@@ -49,6 +55,9 @@ _ACK_DELAY = 0.05
 #: Transfers at least this large get a progress bar on a terminal.
 PROGRESS_THRESHOLD = 64 * 1024 * 1024
 _MAX_FETCHES = 5
+#: How long the agent's install may take (it runs first in the kernel, so it is quick unless the
+#: kernel went away, or was restarted, under it).
+INSTALL_TIMEOUT = 120.0
 
 
 def strip_ansi(text: str) -> str:
@@ -143,6 +152,7 @@ class KernelClient:
         """Fail every request still waiting; later requests fail the same way."""
         if self._failure is None:
             self._failure = exc
+        self._connected.set()  # senders waiting for a reconnection wake, and fail with ``exc``
         waiting: list[asyncio.Future[Any]] = [
             *self._replies.values(),
             *self._idle.values(),
@@ -310,7 +320,11 @@ class KernelClient:
         )
         self._quiet.add(install.msg_id)
         try:
-            reply = await self.request(install)
+            reply = await self.request(install, timeout=INSTALL_TIMEOUT)
+        except TimeoutError:
+            raise ConnectionLost(
+                f"the kernel did not answer the agent's install within {INSTALL_TIMEOUT:g} s"
+            ) from None
         finally:
             self._quiet.discard(install.msg_id)
         content = reply.content
@@ -476,19 +490,14 @@ class KernelClient:
                 self._errors[parent] = msg.content
             return
         if msg_type == "status":
-            state = msg.content.get("execution_state")
-            if state == "busy" and parent is not None:
-                self._busy.add(parent)
-            elif state == "idle" and parent is not None:
-                self._busy.discard(parent)
-                self._answers.pop(parent, None)
-                self._calls_sent.pop(parent, None)
-                idle = self._idle.get(parent)
-                if idle is not None and not idle.done():
-                    idle.set_result(None)
-                self._check_replied(parent)
-            elif state in _DEAD_STATES:
-                self.fail_all(KernelDied(f"the kernel died (its server reported {state!r})"))
+            self._on_status(str(msg.content.get("execution_state")), parent)
+            return
+        if msg_type == "shutdown_reply" and not self._closing:
+            # The kernel tells every client, on iopub, that someone asked it to stop.
+            if msg.content.get("restart"):
+                self._restarted()
+            else:
+                self.fail_all(KernelDied("the kernel was shut down from outside this session"))
             return
         if msg_type == "comm_close" and msg.content.get("comm_id") == self._agent_comm:
             self.fail_all(KernelDied("the colabremote agent in the kernel went away"))
@@ -505,6 +514,33 @@ class KernelClient:
         if msg_type == "input_request":
             # Remote calls run with allow_stdin off; answer anything else so nothing hangs.
             self._reply_input("")
+
+    def _on_status(self, state: str, parent: str | None) -> None:
+        """The kernel's execution state: busy and idle for a message, or a kernel lifecycle."""
+        if state == "busy" and parent is not None:
+            self._busy.add(parent)
+        elif state == "idle" and parent is not None:
+            self._busy.discard(parent)
+            self._answers.pop(parent, None)
+            self._calls_sent.pop(parent, None)
+            idle = self._idle.get(parent)
+            if idle is not None and not idle.done():
+                idle.set_result(None)
+            self._check_replied(parent)
+        elif state in _DEAD_STATES:
+            self.fail_all(KernelDied(f"the kernel died (its server reported {state!r})"))
+        elif state == "starting" and self._agent_comm is not None:
+            # A kernel announces "starting" once, before anyone installs an agent in it: a
+            # new kernel behind our connection, whose agent is gone.
+            self._restarted()
+
+    def _restarted(self) -> None:
+        self.fail_all(
+            KernelRestarted(
+                "the kernel was restarted from outside this session (a notebook's or editor's "
+                "restart); its state is gone, and the next call installs colabremote again"
+            )
+        )
 
     def _answers_ours(self, msg: Message) -> bool:
         """Whether an agent comm message answers a request this client sent, by its parent header

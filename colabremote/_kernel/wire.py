@@ -68,6 +68,10 @@ class Status:
     LOST: Final = "lost"
     #: Asked for by ``fetch``, and the kernel never received that call (or forgot its result).
     UNKNOWN: Final = "unknown"
+    #: The call started, but its outcome could not be packed or sent; ``evalue`` says why. The
+    #: agent keeps this for every call from the moment it starts, so a call that may have run is
+    #: never taken for one that never arrived.
+    NO_OUTCOME: Final = "no_outcome"
 
 
 #: Statuses of a call that did not run, so sending it again cannot run it twice.

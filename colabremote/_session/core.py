@@ -52,6 +52,9 @@ Outcome = tuple[str, Any]
 INTERRUPT_GRACE = 10.0
 #: How long a dropped kernel connection is retried before the calls in flight fail.
 RECONNECT_SECONDS = 60.0
+#: How long ``close()`` waits for a reconnection or a kernel start under way to give up, before
+#: it tears the session down anyway.
+CLOSE_WAIT_SECONDS = 10.0
 
 
 class State(enum.Enum):
@@ -105,6 +108,9 @@ class _Core:
         self._gate = asyncio.Lock()  # one open / revive at a time
         self._watchdog: asyncio.Task[None] | None = None
         self._reconnecting: asyncio.Task[None] | None = None
+        #: A client still being connected (under ``_gate``), so ``close()`` can stop it.
+        self._connecting: KernelClient | None = None
+        self._torn_down = False
         self._gpu_info: dict[str, Any] | None = None
         self._start_failure: BaseException | None = None  # why the last start failed
         self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
@@ -167,12 +173,17 @@ class _Core:
         client.show_progress = self.show_progress
         client.on_disconnect = lambda exc: self._schedule_reconnect(client, exc)
         client.start()
+        self._connecting = client
         try:
             await self._wait_ready(client)
             await client.install_agent()
+            if self.state is State.CLOSED:
+                raise SessionClosed("this session was closed while it connected to the kernel")
         except BaseException:
             await client.close()
             raise
+        finally:
+            self._connecting = None
         self.client = client
         self.modules.forget_sent()
 
@@ -236,14 +247,36 @@ class _Core:
     async def close(self) -> None:
         if os.getpid() != self._pid:
             return  # the parent owns the kernel and closes it; a child's close leaves it be
-        async with self._gate:
-            if self.state is State.CLOSED:
-                return
-            self.state = State.CLOSED
-            _open_cores.discard(self)
+        if self.state is State.CLOSED:
+            return
+        # Said first, so a reconnection or kernel start under way gives up instead of holding
+        # the gate: close() finishes, and releases the runtime, whatever the connection does.
+        self.state = State.CLOSED
+        _open_cores.discard(self)
+        closed = SessionClosed("this session was closed")
+        for client in (self.client, self._connecting):
+            if client is not None:
+                client.fail_all(closed)
+        try:
+            await asyncio.wait_for(self._gate.acquire(), CLOSE_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("closing the session while a kernel start or reconnection is under way")
             await self._teardown()
+            return
+        try:
+            await self._teardown()
+        finally:
+            self._gate.release()
 
     async def _teardown(self) -> None:
+        """Stop everything and release the kernel, once (a failed open and close both call it)."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reconnecting
         if self._watchdog is not None:
             self._watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

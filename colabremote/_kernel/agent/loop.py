@@ -27,7 +27,15 @@ from typing import Any
 
 import cloudpickle
 
-from ..wire import AGENT_VERSION, DEFAULT_CHUNK_SIZE, TARGET_NAME, ItemStatus, Op, Status
+from ..wire import (
+    AGENT_MODULE,
+    AGENT_VERSION,
+    DEFAULT_CHUNK_SIZE,
+    TARGET_NAME,
+    ItemStatus,
+    Op,
+    Status,
+)
 from .framing import Assembler, Buffer, split_message
 from .shipping import SourcePickler, dumps, loads
 
@@ -39,12 +47,23 @@ def _describe_exception(exc: BaseException) -> dict[str, Any]:
     while tb is not None and tb.tb_frame.f_code.co_filename == _AGENT_FILENAME:
         tb = tb.tb_next
     exc_type = type(exc)
-    lines = traceback.format_exception(exc_type, exc, tb)
-    return {
-        "etype": f"{exc_type.__module__}.{exc_type.__qualname__}",
-        "evalue": str(exc),
-        "traceback": "".join(lines),
-    }
+    try:
+        text = "".join(traceback.format_exception(exc_type, exc, tb))
+    except BaseException:  # noqa: BLE001 - a broken __str__ or __repr__ costs only the text
+        text = f"{_type_name(exc_type)}: {_safe_str(exc)}\n"
+    return {"etype": _type_name(exc_type), "evalue": _safe_str(exc), "traceback": text}
+
+
+def _type_name(cls: type) -> str:
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', '?')}"
+
+
+def _safe_str(obj: object) -> str:
+    """``str(obj)``, or a stand-in naming its type when user code makes that raise."""
+    try:
+        return str(obj)
+    except BaseException as exc:  # noqa: BLE001 - user code: anything may come out of __str__
+        return f"<unprintable {type(obj).__name__}: its __str__ raised {type(exc).__name__}>"
 
 
 # In the kernel, every frame of the bundle carries this name (wire.AGENT_FILENAME).
@@ -135,6 +154,7 @@ class Agent:
             self.comm.send(data=data, buffers=buffers)
 
     def on_msg(self, msg: dict[str, Any]) -> None:
+        _repair()
         self._watch_idle_interrupts()
         try:
             self._on_msg(msg)
@@ -240,6 +260,17 @@ class Agent:
         if str(data["fn"]) not in self.functions and not data.get("fn_included"):
             self._reply(call_id, Status.NEED_FUNCTION, None, 0.0)  # evicted: the client resends it
             return
+        # From here on the call may run: until its real outcome replaces this, a ``fetch`` says
+        # so, and the client never sends it again.
+        self.kept[call_id] = _Outcome(
+            {
+                "op": Op.RESULT,
+                "id": call_id,
+                "status": Status.NO_OUTCOME,
+                "evalue": "the agent stopped before it could send the outcome",
+            },
+            [],
+        )
         started = time.perf_counter()
         try:
             fn = self._function(data, parts)
@@ -314,13 +345,25 @@ class Agent:
         fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
         fields["seconds"] = time.perf_counter() - started if started else 0.0
         parts: list[memoryview] = []
-        if outcomes is not None:
-            try:
-                parts = dumps(outcomes)
-            except BaseException:  # noqa: BLE001 - find the items that cannot travel
-                parts = dumps([_picklable_outcome(outcome) for outcome in outcomes])
+        try:
+            if outcomes is not None:
+                try:
+                    parts = dumps(outcomes)
+                except BaseException:  # noqa: BLE001 - find the items that cannot travel
+                    parts = dumps([_picklable_outcome(outcome) for outcome in outcomes])
+        except BaseException as exc:  # noqa: BLE001 - user code broke the agent's own pickling
+            fields["status"] = Status.NO_OUTCOME
+            fields["evalue"] = (
+                f"the outcome could not be packed ({type(exc).__name__}: {_safe_str(exc)})"
+            )
+            parts = []
         self.kept[call_id] = _Outcome(fields, parts)
-        self.send(fields, parts)
+        try:
+            self.send(fields, parts)
+        except BaseException as exc:  # noqa: BLE001 - the client's fetch gets the reason
+            failed = f"the outcome could not be sent ({type(exc).__name__}: {_safe_str(exc)})"
+            no_outcome = {**fields, "status": Status.NO_OUTCOME, "evalue": failed}
+            self.kept[call_id] = _Outcome(no_outcome, [])
 
 
 def exception_payload(exc: BaseException) -> dict[str, Any]:
@@ -344,12 +387,28 @@ def _picklable_outcome(outcome: tuple[str, Any]) -> tuple[str, Any]:
     except BaseException as exc:  # noqa: BLE001
         error = exception_payload(exc)
         error["etype"] = "colabremote.exceptions.ResultNotSerializable"
-        error["evalue"] = f"the result ({type(outcome[1]).__name__}) cannot be pickled: {exc}"
+        error["evalue"] = (
+            f"the result ({type(outcome[1]).__name__}) cannot be pickled: {_safe_str(exc)}"
+        )
         return (ItemStatus.ERROR, error)
     return outcome
 
 
 _AGENTS: dict[str, Agent] = {}
+#: The agent's top-level names and module as installed: user code that deletes or replaces them
+#: (``del sys.modules["_colabremote_agent"]``, a patched helper) is undone before each message.
+_PRISTINE: dict[str, Any] = {}
+_HOME: list[types.ModuleType] = []
+
+
+def _repair() -> None:
+    namespace = globals()
+    for name, value in _PRISTINE.items():
+        if namespace.get(name) is not value:
+            namespace[name] = value
+    if _HOME and AGENT_MODULE not in sys.modules:
+        # Only when missing: a newer agent installed by another client owns the name then.
+        sys.modules[AGENT_MODULE] = _HOME[0]
 
 
 def _install_shim() -> None:
@@ -427,6 +486,11 @@ def install(comm_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
     """Create the agent on a new comm. Installing again (a new client) adds another agent."""
     from IPython import get_ipython
 
+    if not _PRISTINE:
+        _PRISTINE.update(globals())
+        home = sys.modules.get(__name__)
+        if __name__ == AGENT_MODULE and home is not None:
+            _HOME.append(home)
     kernel = getattr(get_ipython(), "kernel", None)
     comm = _create_comm(comm_id)
     _AGENTS[comm_id] = Agent(comm, chunk_size, kernel)
