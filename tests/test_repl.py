@@ -318,13 +318,15 @@ def _double(x: int) -> int:
     return 2 * x
 
 
+# Colab's current image runs Python 3.13: that is the runtime this option exists to reproduce.
+# (Other versions' kernels are covered on the local backend by test_crossversion.py.)
 @pytest.mark.crossversion
-@pytest.mark.parametrize("version", sorted(other_pythons()) or ["none"])
+@pytest.mark.parametrize("version", ["3.13"])
 def test_emulator_runtime_in_another_python(version: str) -> None:
     """``python=`` runs the runtime's kernels in another interpreter, as Colab's Python differs
     from the user's: functions from files travel as source, one typed at a prompt is refused."""
-    if version == "none":
-        pytest.skip("no other Python versions configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
+    if version not in other_pythons():
+        pytest.skip(f"no Python {version} configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
     with cr.Session("emulator", python=other_pythons()[version], progress=False) as session:
         assert session.info().python.rsplit(".", 1)[0] == version
         assert session.remote(_double)(21) == 42
