@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -16,8 +15,6 @@ from colabremote._colab.auth import EnvironmentToken
 from colabremote.exceptions import ConfigurationError
 from colabremote.testing import ColabEmulator, emulator_of
 from colabremote.testing._emulator._content import COLAB_CONTENT, CONTENT_ROOT_ENV
-
-T = TypeVar("T")
 
 
 def read_data() -> tuple[str, str]:
@@ -88,19 +85,19 @@ def test_a_content_folder_that_existed_is_left_untouched(
         os.rmdir(COLAB_CONTENT)
 
 
-def run_on(emulator: ColabEmulator, fn: Callable[[], T]) -> T:
-    """``fn`` run on a runtime of ``emulator``, from a colab session that releases it after."""
+def colab_session(emulator: ColabEmulator) -> cr.Session:
+    """A colab session on a runtime of ``emulator`` (released when the session closes)."""
     credentials = EnvironmentToken(emulator.mint_access_token())
-    with cr.Session("colab", base_url=emulator.url, credentials=credentials, progress=False) as s:
-        return s.remote(fn)()
+    return cr.Session("colab", base_url=emulator.url, credentials=credentials, progress=False)
 
 
+@pytest.mark.slow
 def test_content_root_temp_keeps_runtimes_in_temp_folders(
     content_absent: None, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="colabremote.emulator")
-    with ColabEmulator(content_root="temp") as emulator:
-        assert run_on(emulator, working_directory) != COLAB_CONTENT
+    with ColabEmulator(content_root="temp") as emulator, colab_session(emulator) as session:
+        assert session.remote(working_directory)() != COLAB_CONTENT
     assert not os.path.lexists(COLAB_CONTENT)
     assert caplog.messages == []  # asked for, not a fallback: nothing to explain
 
@@ -111,13 +108,23 @@ def write_marker() -> str:
     return os.getcwd()
 
 
-def test_an_absolute_path_stands_in_for_content(tmp_path: Path) -> None:
-    """Made, used as the runtime's root and removed at release, like /content (no root needed)."""
+@pytest.mark.slow
+def test_an_absolute_path_stands_in_for_content(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made, held by one runtime (the same emulator's next runtime falls back) and removed at
+    release, as /content is; this one runs without root."""
     root = tmp_path / "content"
+    caplog.set_level(logging.INFO, logger="colabremote.emulator")
     with ColabEmulator(content_root=root) as emulator:
         assert emulator.content_root == str(root)
-        assert run_on(emulator, write_marker) == str(root)
+        with colab_session(emulator) as first, colab_session(emulator) as second:
+            assert first.remote(write_marker)() == str(root)
+            assert (root / "marker.txt").read_text() == "made remotely"
+            assert second.remote(write_marker)() != str(root)
         assert not root.exists(), "the released runtime's folder is still there"
+    (line,) = [m for m in caplog.messages if "relative paths" in m]
+    assert f"another runtime of an emulator on this machine has {root}" in line
 
 
 @pytest.mark.parametrize(
