@@ -533,7 +533,7 @@ class ColabEmulator:
                 if jupyter in self._jupyters:
                     self._jupyters.remove(jupyter)
             await asyncio.get_running_loop().run_in_executor(None, jupyter.stop)
-        if stop_jupyter:  # else stop() frees it, once the servers have stopped
+        if stop_jupyter and rt.endpoint in self._held_roots:  # else stop() frees it, later
             await asyncio.get_running_loop().run_in_executor(None, self._free_root, rt.endpoint)
 
     def _start_jupyter(self, rt: Runtime) -> JupyterServer:
