@@ -50,7 +50,7 @@ def test_absolute_content_paths_work_and_content_goes_at_release(
     local.write_text("a,b\n1,2\n")
     caplog.set_level(logging.INFO, logger="colabremote.emulator")
     with emulator_session() as first:
-        first.upload(local, "data.csv", progress=False)
+        first.upload(local, "/content/data.csv", progress=False)  # Colab's own form
         assert first.remote(read_data)() == (COLAB_CONTENT, "a,b\n1,2\n")
         assert caplog.messages == []  # no fallback: nothing to say
         with emulator_session() as second:  # another emulator on this machine
