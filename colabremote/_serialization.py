@@ -2,10 +2,11 @@
 
 - A function goes by value (cloudpickle) together with everything else from its own module, and
   each code object goes as source when its source can be read (see
-  ``_kernel/agent/shipping.py``), so a function written in a ``.py`` file runs on a kernel of
-  another Python minor version. Code with no source (typed at a plain REPL, made by ``exec``)
-  goes as bytecode, which needs the same minor version on both sides; otherwise
-  :class:`PythonVersionMismatch` is raised before anything is sent.
+  ``_kernel/agent/shipping.py``), so a function written in a ``.py`` file or an IPython cell
+  runs on a kernel of another Python minor version. Code with no source (typed at a plain
+  ``python`` prompt, made by ``exec``) goes as bytecode, which needs the same minor version on
+  both sides; otherwise :class:`PythonVersionMismatch` is raised before anything is sent. The
+  local IPython shell, which a cell's ``!`` and ``%`` lines call, becomes the kernel's shell.
 - Arguments and results are pickled with protocol 5: large buffers (numpy arrays, bytes) travel
   out of band, without copies.
 - The user's own modules (files outside site-packages and the standard library) that a call
@@ -119,6 +120,13 @@ class _ClientPickler(shipping.SourcePickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is _SharedNamespace:
             return shipping.module_namespace, (obj.name, obj.base)
+        shell = _ipython_shell_class()
+        if shell is not None and isinstance(obj, shell):
+            # This IPython shell (what a cell's `!ls` and `%time` lines call through
+            # `get_ipython()`) becomes the kernel's own, so they run on the kernel.
+            from IPython.core.getipython import get_ipython
+
+            return get_ipython, ()
 
         if isinstance(obj, RemoteCallable):
             return operator.getitem, ([obj.fn], 0)
@@ -141,6 +149,13 @@ class _ClientPickler(shipping.SourcePickler):
         makes the kernel import."""
         if isinstance(module, str):
             self.reached.add(module)
+
+
+def _ipython_shell_class() -> type | None:
+    """IPython's InteractiveShell, when this process has loaded it (never imported here)."""
+    module = sys.modules.get("IPython.core.interactiveshell")
+    shell = getattr(module, "InteractiveShell", None)
+    return shell if isinstance(shell, type) else None
 
 
 def _version(python: Sequence[int]) -> str:

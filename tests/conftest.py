@@ -27,6 +27,15 @@ def _retries_do_not_wait() -> Iterator[None]:
     retry.set_wait_scale(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _emulators_use_temp_folders() -> Iterator[None]:
+    """Emulators (here and in subprocesses) keep runtime files in temp folders, so parallel
+    ones never contend for /content; tests/test_content_root.py asks for /content itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COLABREMOTE_EMULATOR_CONTENT_ROOT", "temp")
+        yield
+
+
 def wait_for_path(path: str | os.PathLike[str], timeout: float = 60.0) -> None:
     """Until a remote function has made ``path`` (its way of saying "started"): polled with a
     deadline, so a slow machine fails the test instead of letting it pass untested."""

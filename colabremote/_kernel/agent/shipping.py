@@ -228,8 +228,11 @@ def _text(lines: list[str], first: int, last: int) -> str:
 
 
 def _find_source_spec(code: types.CodeType) -> tuple[Any, ...] | None:
+    """Source from linecache: a file on disk, or a cell IPython cached there under a name no
+    file has (``<ipython-input-3-...>``; ipykernel's ``/tmp/ipykernel_1/2.py``). linecache holds
+    nothing for ``<stdin>`` or ``exec``'d strings, which then go as bytecode."""
     filename = code.co_filename
-    if not filename or (filename.startswith("<") and filename.endswith(">")):
+    if not filename:
         return None
     lines = linecache.getlines(filename)
     if not lines:

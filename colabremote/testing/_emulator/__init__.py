@@ -27,6 +27,13 @@ by default it is quiet. ``ColabEmulator(python="/path/to/python3.13")`` runs the
 in that interpreter (it needs ipykernel and cloudpickle), as Colab's own Python version differs
 from yours.
 
+A runtime's files (its kernels' working directory, the contents API's root) are in ``/content``,
+as on Colab, when the emulator can create that folder: it never takes one that existed, one
+runtime on the machine has it at a time, and it is deleted when the runtime is released. Other
+runtimes get a temp folder, with an INFO line on ``colabremote.emulator`` saying why (see
+``_content.py``). ``content_root="temp"`` always uses temp folders, and an absolute path stands
+in for ``/content``; the default comes from ``COLABREMOTE_EMULATOR_CONTENT_ROOT`` ("auto").
+
 Settings (plain attributes; change them at any time):
 
 - ``access_token_ttl``: lifetime of OAuth access tokens, seconds.
@@ -63,6 +70,7 @@ from typing import Any
 from .._jupyter import JupyterServer
 from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
+from ._content import COLAB_CONTENT, HeldRoot, claim, content_root_setting, explain_fallback
 from ._faults import Faults
 from ._kernel_site import write_kernel_site
 from ._logs import VerboseLogs
@@ -100,7 +108,9 @@ class ColabEmulator:
         clock: Clock | None = None,
         verbose: bool = False,
         python: str | None = None,
+        content_root: str | os.PathLike[str] | None = None,
     ) -> None:
+        self._content_root_setting = content_root_setting(content_root)
         #: The access log and request errors on stderr (quiet by default).
         self.verbose = verbose
         #: The runtimes' kernel interpreter (it needs ipykernel); None: this one.
@@ -154,12 +164,24 @@ class ColabEmulator:
         self._log_lock = threading.Lock()
         self._jupyters: list[JupyterServer] = []
         self._jupyter_lock = threading.Lock()
+        self._held_roots: dict[str, HeldRoot] = {}  # by endpoint: /content or content_root
 
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._site_dir = ""
         self._server = ServerThread("colab-emulator")
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def content_root(self) -> str:
+        """Where new runtimes keep their files: "auto" (/content when it can be made), "temp",
+        or an absolute path used as /content would be. The constructor's None reads
+        $COLABREMOTE_EMULATOR_CONTENT_ROOT."""
+        return self._content_root_setting
+
+    @content_root.setter
+    def content_root(self, value: str | os.PathLike[str]) -> None:
+        self._content_root_setting = content_root_setting(value)
 
     @property
     def port(self) -> int:
@@ -205,6 +227,8 @@ class ColabEmulator:
                 servers, self._jupyters = self._jupyters, []
             with concurrent.futures.ThreadPoolExecutor(max(1, len(servers))) as pool:
                 list(pool.map(lambda s: s.stop(), servers))
+            for endpoint in list(self._held_roots):
+                self._free_root(endpoint)
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
@@ -424,8 +448,7 @@ class ColabEmulator:
     ) -> Runtime:
         assert self._tmp is not None
         endpoint = "m-s-emu-" + secrets.token_hex(6)
-        root = os.path.join(self._tmp.name, "runtimes", endpoint, "content")
-        os.makedirs(root)
+        root = self._content_root(endpoint)
         if accelerator in HIGH_MEM_ONLY:
             high_mem = False  # single-shape machines
         rt = Runtime(
@@ -450,6 +473,27 @@ class ColabEmulator:
         if nbh is not None:
             self._by_nbh[(email, nbh)] = rt
         return rt
+
+    def _content_root(self, endpoint: str) -> str:
+        """The new runtime's root: the folder ``content_root`` names when this runtime can
+        have it, else a temp folder of its own."""
+        assert self._tmp is not None
+        wanted = COLAB_CONTENT if self.content_root == "auto" else self.content_root
+        held = claim(wanted) if wanted != "temp" else None
+        if isinstance(held, HeldRoot):
+            self._held_roots[endpoint] = held
+            return held.path
+        root = os.path.join(self._tmp.name, "runtimes", endpoint, "content")
+        os.makedirs(root)
+        if held is not None:  # why this runtime cannot have the folder it wanted
+            explain_fallback(endpoint, wanted, held, root)
+        return root
+
+    def _free_root(self, endpoint: str) -> None:
+        """Delete a released runtime's held folder (its kernels have stopped)."""
+        held = self._held_roots.pop(endpoint, None)
+        if held is not None:
+            held.remove()
 
     def _assignment_body(self, rt: Runtime, *, with_outcome: bool) -> dict[str, Any]:
         token, ttl = rt.issue_proxy_token(self.proxy_token_ttl, self.clock.time())
@@ -489,6 +533,8 @@ class ColabEmulator:
                 if jupyter in self._jupyters:
                     self._jupyters.remove(jupyter)
             await asyncio.get_running_loop().run_in_executor(None, jupyter.stop)
+        if stop_jupyter and rt.endpoint in self._held_roots:  # else stop() frees it, later
+            await asyncio.get_running_loop().run_in_executor(None, self._free_root, rt.endpoint)
 
     def _start_jupyter(self, rt: Runtime) -> JupyterServer:
         """Start the runtime's jupyter_server (blocking; run in a worker thread)."""
