@@ -1,17 +1,19 @@
 """Tracebacks a user reads: their own frames and our one-line message, not our internals.
 
 Each public entry point is wrapped by :func:`public` (or its async and iterator forms). An error
-leaving it is raised again with the frames of colabremote and of the libraries it drives cut out,
-and with internal exceptions it was chained to dropped; a remote traceback, and a cause raised by
-the user's own code, stay. The one frame left of ours is the wrapper's, which pytest and IPython
-hide as well (``__tracebackhide__``). ``COLABREMOTE_DEBUG=1``, read when the error is raised,
-leaves every traceback and chain whole.
+leaving it is raised again without the frames of colabremote, the standard library and the
+libraries colabremote drives, and without the internal exceptions it was chained to; a remote
+traceback, and a cause raised by the user's own code, stay. The one frame left of ours is the
+wrapper's, which pytest hides as well (``__tracebackhide__``; IPython hides it unless it is the
+last one, which it is when the error came from colabremote). ``COLABREMOTE_DEBUG=1``, read when
+the error is raised, leaves every traceback and chain whole.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import sysconfig
 import types
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
@@ -26,23 +28,14 @@ R = TypeVar("R")
 #: Frames from files under this folder are colabremote's own.
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
-#: Top-level modules whose frames only say how colabremote did its work (its event-loop thread,
-#: futures, retries, HTTP and kernel clients), never what the user's code did.
+_paths = sysconfig.get_paths()
+#: The standard library (futures, threads, asyncio, shutil, ...), but not its site-packages.
+_STDLIB = tuple({os.path.join(_paths[key], "") for key in ("stdlib", "platstdlib")})
+_SITE = tuple({os.path.join(_paths[key], "") for key in ("purelib", "platlib")})
+
+#: Top-level packages colabremote drives: their frames only say how it did its work.
 _LIBRARIES = frozenset(
-    {
-        "anyio",
-        "asyncio",
-        "concurrent",
-        "contextlib",
-        "httpcore",
-        "httpx",
-        "jupyter_client",
-        "tenacity",
-        "threading",
-        "tornado",
-        "websockets",
-        "zmq",
-    }
+    {"anyio", "httpcore", "httpx", "jupyter_client", "tenacity", "tornado", "websockets", "zmq"}
 )
 
 
@@ -52,7 +45,12 @@ def debugging() -> bool:
 
 
 def _internal(frame: types.FrameType) -> bool:
-    if frame.f_code.co_filename.startswith(_PACKAGE):
+    """Whether a frame is colabremote's, or of the standard library or a library it called
+    (the user's own code, such as a ``__reduce__`` that failed, is none of these)."""
+    path = frame.f_code.co_filename
+    if path.startswith((_PACKAGE, "<frozen ")):
+        return True
+    if path.startswith(_STDLIB) and not path.startswith(_SITE):
         return True
     module = frame.f_globals.get("__name__")
     return isinstance(module, str) and module.partition(".")[0] in _LIBRARIES
