@@ -35,7 +35,19 @@ _SITE = tuple({os.path.join(_paths[key], "") for key in ("purelib", "platlib")})
 
 #: Top-level packages colabremote drives: their frames only say how it did its work.
 _LIBRARIES = frozenset(
-    {"anyio", "httpcore", "httpx", "jupyter_client", "tenacity", "tornado", "websockets", "zmq"}
+    {
+        "anyio",
+        "cloudpickle",
+        "google",
+        "httpcore",
+        "httpx",
+        "jupyter_client",
+        "keyring",
+        "tenacity",
+        "tornado",
+        "websockets",
+        "zmq",
+    }
 )
 
 

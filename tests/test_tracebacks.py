@@ -410,3 +410,32 @@ def test_the_session_works_after_ctrl_c_stops_an_exec(tmp_path: Path, env: dict[
     assert code == 0, err
     assert out.splitlines() == ["interrupted", "42"], out + err
     assert err == "", err
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+def test_cli_prints_one_line_and_the_traceback_only_under_debug(
+    env: dict[str, str], emulator: ColabEmulator
+) -> None:
+    environ = dict(
+        env, COLABREMOTE_BASE_URL=emulator.url, COLABREMOTE_ACCESS_TOKEN="ya29.not-issued"
+    )
+    command = [sys.executable, "-m", "colabremote", "whoami"]
+    plain = subprocess.run(command, capture_output=True, text=True, env=environ, timeout=120)
+    assert plain.returncode == 1
+    assert plain.stderr.startswith("colabremote: reading Colab user info: "), plain.stderr
+    assert len(plain.stderr.splitlines()) == 1, plain.stderr
+
+    debug = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=dict(environ, COLABREMOTE_DEBUG="1"),
+        timeout=120,
+    )
+    assert debug.returncode == 1
+    assert debug.stderr.startswith("Traceback (most recent call last):"), debug.stderr
+    assert "tenacity" in debug.stderr and "colabremote/_colab/control.py" in debug.stderr
+    assert debug.stderr.splitlines()[-1] == plain.stderr.rstrip()
+    assert "ya29.not-issued" not in debug.stderr + plain.stderr
