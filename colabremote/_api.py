@@ -321,12 +321,11 @@ def _blocking(
     """The blocking form of an AsyncSession method: the same coroutine, run on the private loop
     while the caller's thread waits (Ctrl-C cancels it, which interrupts remote work)."""
 
-    @functools.wraps(method)
     def call(self: Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # The coroutine touches only what both classes share (_SessionBase).
         return self._loop.run(method(self, *args, **kwargs))
 
-    return public(call)
+    return functools.wraps(method)(public(call))
 
 
 class Session(_SessionBase):
