@@ -25,6 +25,7 @@ from ._loop import loop_thread
 from ._remote import RemoteFunction, remote
 from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
+from ._tracebacks import public, public_async
 from ._validation import seconds, text
 from .exceptions import ConfigurationError
 
@@ -131,6 +132,7 @@ class _SessionBase:
         trust_kernel: bool = True,
     ) -> None: ...
 
+    @public
     def __init__(
         self,
         backend: str | Backend = "local",
@@ -187,6 +189,7 @@ class _SessionBase:
         self, fn: None = None, /, *, timeout: float | None = None
     ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
+    @public
     def remote(
         self, fn: Callable[P, R] | None = None, /, *, timeout: float | None = None
     ) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
@@ -224,27 +227,33 @@ class AsyncSession(_SessionBase):
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 
+    @public_async
     async def open(self) -> AsyncSession:
         """Start (or attach to) the kernel now rather than on first use."""
         await self._run(self._core.open())
         return self
 
+    @public_async
     async def close(self) -> None:
         """Release the kernel (and a Colab runtime this session assigned)."""
         if self._core.state is not State.CLOSED:
             await self._run(self._core.close())
 
+    @public_async
     async def __aenter__(self) -> AsyncSession:
         return await self.open()
 
+    @public_async
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @public_async
     async def exec(self, code: str, *, timeout: float | None = None) -> None:
         """Run code in the kernel; what it prints appears here as it is printed."""
         text("code", code, what="Python source code", example="'print(1)'")
         await self._run(self._core.exec(code, seconds("timeout", timeout, example="60")))
 
+    @public_async
     async def eval(self, expression: str, *, timeout: float | None = None) -> Any:
         """The value of a Python expression, evaluated in the kernel's namespace (where
         :meth:`exec` ran), sent back by value like a remote function's result; what the
@@ -256,15 +265,18 @@ class AsyncSession(_SessionBase):
         )
         return outcome_value(outcomes[0], "eval")
 
+    @public_async
     async def info(self) -> SessionInfo:
         """Python version, platform, hostname, GPUs and backend of the kernel."""
         return await self._run(self._core.info())
 
+    @public_async
     async def runtime(self) -> RuntimeInfo:
         """The Colab runtime this session holds (Colab and emulator sessions only)."""
         await self._run(self._core.ready_client())
         return self._core.backend.runtime_info()
 
+    @public_async
     async def upload(
         self, local: str | os.PathLike[str], remote: str, *, progress: bool = True
     ) -> None:
@@ -272,6 +284,7 @@ class AsyncSession(_SessionBase):
         ``/content/data.csv``). A progress bar shows on a terminal unless ``progress=False``."""
         await self._run(self._core.transfer("upload", os.fspath(local), remote, progress))
 
+    @public_async
     async def download(
         self, remote: str, local: str | os.PathLike[str], *, progress: bool = True
     ) -> None:
@@ -308,12 +321,11 @@ def _blocking(
     """The blocking form of an AsyncSession method: the same coroutine, run on the private loop
     while the caller's thread waits (Ctrl-C cancels it, which interrupts remote work)."""
 
-    @functools.wraps(method)
     def call(self: Session, /, *args: P.args, **kwargs: P.kwargs) -> R:
         # The coroutine touches only what both classes share (_SessionBase).
         return self._loop.run(method(self, *args, **kwargs))
 
-    return call
+    return functools.wraps(method)(public(call))
 
 
 class Session(_SessionBase):
@@ -327,6 +339,7 @@ class Session(_SessionBase):
     method is the blocking form of the :class:`AsyncSession` method of the same name.
     """
 
+    @public
     def open(self) -> Session:
         """Start (or attach to) the kernel now rather than on first use."""
         self._loop.run(self._core.open())
@@ -334,9 +347,11 @@ class Session(_SessionBase):
 
     close = _blocking(AsyncSession.close)
 
+    @public
     def __enter__(self) -> Session:
         return self.open()
 
+    @public
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 

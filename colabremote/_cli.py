@@ -24,10 +24,12 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ._tracebacks import debugging
 from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignInRequired
 
 if TYPE_CHECKING:
@@ -393,6 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _emulator(args)
         return asyncio.run(_run(args))
     except ColabRemoteError as exc:
+        # One line says what to do; the traceback is for reporting a bug.
+        if debugging():
+            traceback.print_exception(exc)
         print(f"colabremote: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

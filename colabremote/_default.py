@@ -9,6 +9,7 @@ from typing import Any
 
 from ._api import Session
 from ._remote import use_default_session
+from ._tracebacks import public
 
 _default_lock = threading.Lock()
 _default: Session | None = None
@@ -35,6 +36,7 @@ def settings_from_environment(environ: Mapping[str, str] | None = None) -> dict[
     return options
 
 
+@public
 def default_session() -> Session:
     """The session ``@colabremote.remote`` functions use: made on first use from
     ``COLABREMOTE_*`` settings, closed when the interpreter exits."""

@@ -36,7 +36,16 @@ class LoopThread:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        while True:
+            try:
+                self.loop.run_forever()
+            except (KeyboardInterrupt, SystemExit):
+                # asyncio lets these out of the loop from any task that raises them. On this
+                # thread (signals go to the main one) they come from the kernel: an interrupted
+                # s.exec rebuilds its KeyboardInterrupt. The task keeps it for whoever awaits
+                # it, so the loop carries on for every session instead of dying with it.
+                continue
+            return
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Start ``coro`` on the loop; cancelling the returned future cancels the coroutine."""

@@ -17,6 +17,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 from ._loop import loop_thread, wait_future
 from ._serialization import RemoteCallable
 from ._session.core import Item, Outcome, _Core, outcome_value
+from ._tracebacks import debugging, public, public_async, public_iterator, trim
 from ._validation import seconds
 from .exceptions import ConfigurationError
 
@@ -53,6 +54,7 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
 
     fn: Callable[P, R]
 
+    @public
     def __init__(
         self,
         fn: Callable[P, R],
@@ -75,6 +77,7 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
     # -- configuration ---------------------------------------------------------------------
 
     @property
+    @public
     def session(self) -> SessionLike:
         """The session calls go to (the default session unless one was given)."""
         if self._session is not None:
@@ -83,6 +86,7 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
             raise ConfigurationError("no default session is available; pass session=")
         return _default_session()
 
+    @public
     def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
         """The same function with other call options."""
         return RemoteFunction(self.fn, session=self._session, timeout=timeout)
@@ -108,6 +112,7 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         result: R = outcome_value(outcomes[0], self.__qualname__)
         return result
 
+    @public
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run on the kernel and return the result; remote output appears here live."""
         outcomes, _ = loop_thread().run(self._run([(args, kwargs)]))
@@ -117,10 +122,11 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         """Run here, in this process, as a plain call."""
         return self.fn(*args, **kwargs)
 
+    @public
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Start a remote call and return a Future for its result (cancel() interrupts it)."""
         inner = self._future([(args, kwargs)])
-        outer: concurrent.futures.Future[R] = concurrent.futures.Future()
+        outer: concurrent.futures.Future[R] = _Future()
 
         def finish(done: concurrent.futures.Future[tuple[list[Outcome], float]]) -> None:
             if done.cancelled() or not outer.set_running_or_notify_cancel():
@@ -143,11 +149,13 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         inner.add_done_callback(finish)
         return outer
 
+    @public_async
     async def aio(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """``await f.aio(...)``: the remote call for async code (cancelling interrupts it)."""
         outcomes, _ = await asyncio.wrap_future(self._future([(args, kwargs)]))
         return self._value(outcomes)
 
+    @public_iterator
     def map(self, *iterables: Iterable[Any]) -> Iterator[R]:
         """Call over the zipped inputs; results come in input order, lazily.
 
@@ -190,6 +198,19 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
                 future.cancel()
 
 
+class _Future(concurrent.futures.Future[R]):
+    """What ``submit`` returns: ``result()`` and ``exception()`` give the call's error trimmed
+    to the user's frames, like a direct call (see ``_tracebacks``)."""
+
+    @public
+    def result(self, timeout: float | None = None) -> R:
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        error = super().exception(timeout)
+        return error if error is None or debugging() else trim(error)
+
+
 @overload
 def remote(
     fn: Callable[P, R], /, *, timeout: float | None = None, session: SessionLike | None = None
@@ -202,6 +223,7 @@ def remote(
 ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
 
+@public
 def remote(
     fn: Callable[P, R] | None = None,
     /,
