@@ -385,6 +385,9 @@ def run_shell(block: Block, tmp_path: Path) -> None:
     assert ran, f"{block.where}: no command to run here; mark it with a reason if it cannot run"
 
 
+# Each block starts kernels, emulators or servers (about a minute in all): the fast subset keeps
+# only the checks of markers and fences above.
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("chain", CHAINS, ids=[chain.where for chain in CHAINS])
 def test_block_runs(chain: Chain, tmp_path: Path) -> None:
