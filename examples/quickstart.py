@@ -3,8 +3,8 @@ result.
 
 Run: python examples/quickstart.py
 It uses backend="emulator": a Colab emulator on this machine (sign-in, runtime assignment,
-keep-alive, the runtime proxy), so no Google account is needed. For real Colab, run
-`colabremote login` once and use backend="colab".
+keep-alive, the runtime proxy), so no Google account is needed. For real Colab, sign in once
+with `colabremote login --adc` (docs/auth.md) and use backend="colab".
 """
 
 from __future__ import annotations

@@ -81,7 +81,20 @@ class BackendSpec:
         return cr.Session(self.name, progress=False, **self.options, **extra)
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+# The fast subset (-m "not slow") runs these per-backend modules on local kernels only: the
+# emulator's variants start a Colab emulator and a jupyter_server per module, the jupyter ones a
+# kernel per module on a server. test_reconnect.py, test_backends.py and test_emulator.py keep
+# fast tests of the WebSocket and Colab paths.
+_SLOW_BACKENDS = {"jupyter", "emulator"}
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(name, marks=pytest.mark.slow) if name in _SLOW_BACKENDS else name
+        for name in BACKENDS
+    ],
+)
 def backend(request: pytest.FixtureRequest) -> BackendSpec:
     if request.param == "jupyter":
         server: JupyterServer = request.getfixturevalue("jupyter_server")

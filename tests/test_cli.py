@@ -55,6 +55,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_sign_in_whoami_and_sign_out(
     emu: ColabEmulator, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -81,6 +82,7 @@ def test_sign_in_whoami_and_sign_out(
     assert again.returncode == 1 and "colabremote login" in again.stderr
 
 
+@pytest.mark.slow
 def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> None:
     env = dict(env, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
     import colabremote as cr
@@ -100,6 +102,7 @@ def test_runtimes_list_and_release(emu: ColabEmulator, env: dict[str, str]) -> N
     assert endpoint not in run(env, "runtimes").stdout
 
 
+@pytest.mark.slow
 def test_sign_in_without_a_browser(emu: ColabEmulator, env: dict[str, str], tmp_path: Path) -> None:
     """--no-browser prints a URL; the user opens it elsewhere and pastes the code back."""
     import re
@@ -134,6 +137,7 @@ def test_sign_in_without_a_browser(emu: ColabEmulator, env: dict[str, str], tmp_
     assert f"Signed in as {emu.user_email}" in stdout
 
 
+@pytest.mark.slow
 def test_emulator_command_prints_how_to_connect(tmp_path: Path) -> None:
     import signal
 

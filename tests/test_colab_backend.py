@@ -25,6 +25,9 @@ from colabremote.testing import ColabEmulator, emulator_of
 
 from .conftest import wait_for_path
 
+# Whole emulator sessions, seconds each; test_emulator.py keeps fast emulator tests.
+pytestmark = pytest.mark.slow
+
 
 def double(x: int) -> int:
     print("doubling on the runtime", flush=True)

@@ -71,6 +71,7 @@ def test_bad_configuration_is_explained() -> None:
         cr.remote(timeout=0)(len)
 
 
+@pytest.mark.slow
 def test_unclosed_sessions_release_kernels_at_exit(jupyter_server: object, tmp_path: Path) -> None:
     """A script that never closes its session still deletes its kernel from the server."""
 

@@ -983,6 +983,7 @@ def test_proxy_websocket_refused_without_token(runtime: dict[str, Any]) -> None:
     assert info.value.response.status_code == 401
 
 
+@pytest.mark.slow
 def test_proxy_expired_token_and_refresh(
     clocked: ColabEmulator,
     clock: ManualClock,

@@ -32,6 +32,9 @@ from colabremote.exceptions import (
 )
 from colabremote.testing import ColabEmulator
 
+# Each fault runs a whole emulator session (seconds each): the default run has them.
+pytestmark = pytest.mark.slow
+
 
 def double(x: int) -> int:
     return 2 * x

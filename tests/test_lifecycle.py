@@ -107,6 +107,7 @@ def test_timeout_clock_starts_when_the_call_starts(
     assert second.result(timeout=30) == "finished"
 
 
+@pytest.mark.slow
 def test_kernel_that_ignores_interrupts_is_replaced(fresh_session: cr.Session) -> None:
     fresh_session.remote(set_global)(5)
     with pytest.raises(RemoteTimeout):

@@ -61,6 +61,7 @@ def terminal() -> Iterator[Terminal]:
     os.close(term.master)
 
 
+@pytest.mark.slow
 def test_large_arguments_and_results_show_progress(
     terminal: Terminal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -74,6 +75,7 @@ def test_large_arguments_and_results_show_progress(
         assert "colabremote:" not in terminal()  # small transfers stay quiet
 
 
+@pytest.mark.slow
 def test_large_results_show_progress(
     terminal: Terminal, monkeypatch: pytest.MonkeyPatch, jupyter_server: JupyterServer
 ) -> None:

@@ -25,6 +25,9 @@ from colabremote.testing import JupyterServer, emulator_of
 
 from .conftest import other_pythons
 
+# Real REPLs and fresh virtual environments in subprocesses.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 #: The base dependencies (pyproject's ``dependencies``) plus pytest, to install in a bare venv.

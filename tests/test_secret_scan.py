@@ -27,7 +27,7 @@ from colabremote.testing import ColabEmulator, drop_connection, emulator_of
 from .conftest import Output
 
 # Two whole session lives, each with a runtime's jupyter_server to start.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # whole sessions at DEBUG
 
 # Everything that logs in a session's process; the root catches the rest.
 LOGGERS = ("colabremote", "websockets", "httpx", "httpcore", "tornado", "asyncio")

@@ -48,6 +48,7 @@ def propagations_to(emu: ColabEmulator, endpoint: str) -> list[Any]:
 # -- credentials propagation needs the user's consent ------------------------------------------
 
 
+@pytest.mark.slow
 def test_runtime_gets_no_drive_credentials_unless_allowed(emu: ColabEmulator) -> None:
     """Colab's dry run saying no consent page is needed is not the user's consent."""
     with colab(emu) as session:
@@ -59,6 +60,7 @@ def test_runtime_gets_no_drive_credentials_unless_allowed(emu: ColabEmulator) ->
         session.exec("x = 1")  # the kernel did not hang: the session goes on
 
 
+@pytest.mark.slow
 def test_allowed_credentials_are_propagated(emu: ColabEmulator) -> None:
     with colab(emu, allow_credentials={"drive"}) as session:
         assert session.remote(mount_drive)() == "mounted"
@@ -70,6 +72,7 @@ def test_unknown_credential_kind_is_a_configuration_error(emu: ColabEmulator) ->
         colab(emu, allow_credentials={"gmail"})
 
 
+@pytest.mark.slow
 def test_a_yes_on_the_terminal_allows_it_for_the_session(
     emu: ColabEmulator, tmp_path: Path
 ) -> None:

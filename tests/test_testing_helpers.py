@@ -213,6 +213,7 @@ def channel_connects(emulator: ColabEmulator) -> int:
     return len([r for r in emulator.requests if r.path.endswith("/channels") and r.status == 101])
 
 
+@pytest.mark.slow
 def test_emulator_of_and_drop_connection_on_an_emulator_session() -> None:
     with cr.Session("emulator", progress=False) as session:
         emulator = emulator_of(session)
@@ -257,6 +258,7 @@ def test_helpers_refuse_sessions_they_do_not_fit() -> None:
 # --- JupyterServer ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jupyter_server_token_is_not_on_its_command_line() -> None:
     """Every local user can read /proc/<pid>/cmdline: the token reaches the server in a file of
     mode 0600 instead, gone once the server has read it (and not in its environment, which its
@@ -283,6 +285,7 @@ def test_jupyter_server_token_is_not_on_its_command_line() -> None:
     assert server.pid is None
 
 
+@pytest.mark.slow
 def test_jupyter_server_moves_to_another_port_when_its_port_is_taken() -> None:
     """Another process may bind the chosen free port before the server does (many servers start
     at once in a test run): the server starts on another port instead of failing."""

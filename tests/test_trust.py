@@ -317,6 +317,7 @@ class Dropped(logging.Handler):
             self.event.set()
 
 
+@pytest.mark.slow
 def test_colab_requests_are_answered_only_for_our_own_calls(
     emu: ColabEmulator, tmp_path: Path
 ) -> None:
