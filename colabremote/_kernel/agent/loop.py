@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import io
 import os
 import platform
@@ -31,6 +32,9 @@ from ..wire import (
     AGENT_MODULE,
     AGENT_VERSION,
     DEFAULT_CHUNK_SIZE,
+    OUTPUT_BUFFER_LIMIT,
+    OUTPUT_INTERVAL,
+    OUTPUT_MESSAGE_BYTES,
     TARGET_NAME,
     ItemStatus,
     Op,
@@ -109,6 +113,191 @@ class _Outcome:
     def __init__(self, fields: dict[str, Any], parts: list[memoryview]) -> None:
         self.fields = fields
         self.parts = parts
+
+
+def _utf8_pieces(data: bytes, limit: int) -> Iterator[bytes]:
+    """``data`` in slices of at most ``limit`` bytes, never cutting a UTF-8 character in two."""
+    start = 0
+    while len(data) - start > limit:
+        end = start + limit
+        while end > start + 1 and data[end] & 0xC0 == 0x80:  # a continuation byte: back off
+            end -= 1
+        yield data[start:end]
+        start = end
+    yield data[start:]
+
+
+class _OutputPump:
+    """What one call writes to ``sys.stdout`` and ``sys.stderr``, sent on the agent's comm.
+
+    Jupyter servers drop stream messages over their iopub rate limits (1 MB/s by default), and
+    count every message towards another limit: so writes are coalesced, by a thread that sends
+    what has gathered every ``OUTPUT_INTERVAL`` (live output) or at once past
+    ``OUTPUT_MESSAGE_BYTES``. The thread starts at the first write, so a quiet call costs nothing.
+    """
+
+    def __init__(
+        self, send: Callable[[dict[str, Any], Sequence[Buffer]], None], call_id: str, limit: int
+    ) -> None:
+        self._send = send
+        self._id = call_id
+        self._limit = max(1024, min(limit, OUTPUT_MESSAGE_BYTES))
+        self._cond = threading.Condition(threading.RLock())
+        self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
+        self._waiting = 0  # characters not sent yet
+        self._closed = False
+        self._pid = os.getpid()
+        # Sends come from this thread, under the call's context, so the kernel gives them the
+        # call's message as their parent (the client routes them by it).
+        self._context = contextvars.copy_context()
+        self._thread: threading.Thread | None = None
+        #: Sent so far: the messages, and the bytes of text in them.
+        self.messages = 0
+        self.bytes = 0
+
+    @property
+    def ended(self) -> bool:
+        """Whether writes now go elsewhere: the call has ended, or this is a forked child
+        (whose copy of the pump has no thread; the kernel's own streams handle children)."""
+        return self._closed or os.getpid() != self._pid
+
+    def write(self, name: str, text: str) -> bool:
+        """Take ``text`` for sending; False once :attr:`ended` (the caller writes it to the
+        kernel's own stream instead)."""
+        with self._cond:
+            if self.ended:
+                return False
+            if not text:
+                return True
+            was_empty = not self._segments
+            if not was_empty and self._segments[-1][0] == name:
+                self._segments[-1][1].append(text)
+            else:
+                self._segments.append((name, [text]))
+            self._waiting += len(text)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._context.run,
+                    args=(self._run,),
+                    name="colabremote-output",
+                    daemon=True,
+                )
+                self._thread.start()
+            elif was_empty or self._waiting >= self._limit:
+                self._cond.notify_all()
+            if threading.current_thread() is not self._thread:
+                while self._waiting >= OUTPUT_BUFFER_LIMIT and not self._closed:
+                    self._cond.wait()  # the sender is behind: bounded memory, like a pipe
+        return True
+
+    def close(self) -> tuple[int, int]:
+        """Send what is left and stop; the totals sent, ``(messages, bytes)``."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        return self.messages, self.bytes
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._segments and not self._closed:
+                    self._cond.wait()
+                if not self._closed and self._waiting < self._limit:
+                    self._cond.wait(OUTPUT_INTERVAL)  # let more writes join this message
+                batch, self._segments, self._waiting = self._segments, [], 0
+                closed = self._closed
+                self._cond.notify_all()  # writers waiting for room
+            if batch:
+                self._ship(batch)
+            if closed:
+                with self._cond:
+                    if not self._segments:
+                        return
+
+    def _ship(self, batch: list[tuple[str, list[str]]]) -> None:
+        streams: list[list[Any]] = []
+        pieces: list[bytes] = []
+        size = 0
+        for name, texts in batch:
+            for piece in _utf8_pieces("".join(texts).encode("utf-8", "replace"), self._limit):
+                if size + len(piece) > self._limit and pieces:
+                    self._emit(streams, pieces, size)
+                    streams, pieces, size = [], [], 0
+                if streams and streams[-1][0] == name:
+                    streams[-1][1] += len(piece)
+                else:
+                    streams.append([name, len(piece)])
+                pieces.append(piece)
+                size += len(piece)
+        if pieces:
+            self._emit(streams, pieces, size)
+
+    def _emit(self, streams: list[list[Any]], pieces: list[bytes], size: int) -> None:
+        fields = {
+            "op": Op.OUTPUT,
+            "id": self._id,
+            "seq": self.messages,
+            "offset": self.bytes,
+            "streams": streams,
+        }
+        # Counted even when sending fails: the client then sees the gap and says so.
+        self.messages += 1
+        self.bytes += size
+        with contextlib.suppress(Exception):
+            self._send(fields, [b"".join(pieces)])
+
+
+class _CallStream:
+    """Stands in for ``sys.stdout`` or ``sys.stderr`` while a call runs: writes go to the call's
+    :class:`_OutputPump`, and after the call (a thread the call started, a handler that kept this
+    object) to the stream it replaced. Everything else is the replaced stream's."""
+
+    def __init__(self, name: str, original: Any, pump: _OutputPump) -> None:
+        self._name = name
+        self._original = original
+        self._pump = pump
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self._pump.write(self._name, text):
+            return len(text)
+        result: int = self._original.write(text)
+        return result
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        # While the call runs, its output goes out within OUTPUT_INTERVAL anyway; sending on
+        # every flush would make one message per print(..., flush=True).
+        if self._pump.ended:
+            self._original.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+@contextlib.contextmanager
+def _capturing_output(pump: _OutputPump) -> Iterator[None]:
+    """Put the call's streams in place of ``sys.stdout`` and ``sys.stderr``; on the way out,
+    send what is left and put the old ones back (unless user code replaced them meanwhile)."""
+    saved = (sys.stdout, sys.stderr)
+    sys.stdout = _CallStream("stdout", saved[0], pump)
+    sys.stderr = _CallStream("stderr", saved[1], pump)
+    ours = (sys.stdout, sys.stderr)
+    try:
+        yield
+    finally:
+        if sys.stdout is ours[0]:
+            sys.stdout = saved[0]
+        if sys.stderr is ours[1]:
+            sys.stderr = saved[1]
+        pump.close()
 
 
 def _remove_in(pid: int, path: str) -> None:
@@ -272,13 +461,20 @@ class Agent:
             [],
         )
         started = time.perf_counter()
+        pump = _OutputPump(self.send, call_id, self.chunk_size)
+        with _capturing_output(pump):
+            status, outcomes = self._run_call(data, parts)
+        self._reply(call_id, status, outcomes, started, output=(pump.messages, pump.bytes))
+
+    def _run_call(
+        self, data: dict[str, Any], parts: list[memoryview]
+    ) -> tuple[str, list[tuple[str, Any]]]:
+        """Load the function and run it on each item: the status and one outcome per item."""
         try:
             fn = self._function(data, parts)
             items = loads(parts[1 if data.get("fn_included") else 0 :])
         except BaseException as exc:  # noqa: BLE001 - reported to the client, never swallowed
-            error = (ItemStatus.ERROR, exception_payload(exc))
-            self._reply(call_id, Status.SETUP_ERROR, [error], started)
-            return
+            return Status.SETUP_ERROR, [(ItemStatus.ERROR, exception_payload(exc))]
         status: str = Status.OK
         outcomes: list[tuple[str, Any]] = []
         with self._noting_interrupts():
@@ -297,7 +493,7 @@ class Agent:
                     break
                 except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the caller's
                     outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
-        self._reply(call_id, status, outcomes, started)
+        return status, outcomes
 
     @contextlib.contextmanager
     def _noting_interrupts(self) -> Iterator[None]:
@@ -335,15 +531,22 @@ class Agent:
         return fn
 
     def _reply(
-        self, call_id: str, status: str, outcomes: list[tuple[str, Any]] | None, started: float
+        self,
+        call_id: str,
+        status: str,
+        outcomes: list[tuple[str, Any]] | None,
+        started: float,
+        output: tuple[int, int] = (0, 0),
     ) -> None:
         for stream in (sys.stdout, sys.stderr):
-            # Output printed by the call arrives before its result; a broken stream must not
+            # Output that went the kernel's own way (written to a file descriptor, or by code
+            # that kept the stream object) arrives before the result; a broken stream must not
             # lose the result.
             with contextlib.suppress(Exception):
                 stream.flush()
         fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
         fields["seconds"] = time.perf_counter() - started if started else 0.0
+        fields["output"] = list(output)  # what was sent ahead: the client checks it all came
         parts: list[memoryview] = []
         try:
             if outcomes is not None:
