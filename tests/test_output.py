@@ -80,7 +80,7 @@ def print_lines(count: int) -> int:
 
 def print_numbers(count: int) -> None:
     for i in range(count):
-        print(i)
+        print(i, flush=True)  # a kernel's own stream makes one message of each flush
 
 
 def test_50_mb_printed_quickly_arrives_in_full(s: cr.Session, output: Output) -> None:

@@ -133,7 +133,9 @@ class _OutputPump:
     Jupyter servers drop stream messages over their iopub rate limits (1 MB/s by default), and
     count every message towards another limit: so writes are coalesced, by a thread that sends
     what has gathered every ``OUTPUT_INTERVAL`` (live output) or at once past
-    ``OUTPUT_MESSAGE_BYTES``. The thread starts at the first write, so a quiet call costs nothing.
+    ``OUTPUT_MESSAGE_BYTES``. The thread starts at the first write, so a quiet call costs nothing,
+    and a write only appends to a list under a lock: a million prints cost about what they cost
+    on a terminal.
     """
 
     def __init__(
@@ -142,11 +144,14 @@ class _OutputPump:
         self._send = send
         self._id = call_id
         self._limit = max(1024, min(limit, OUTPUT_MESSAGE_BYTES))
-        self._cond = threading.Condition(threading.RLock())
+        self._lock = threading.Lock()
         self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
         self._waiting = 0  # characters not sent yet
-        self._closed = False
-        self._pid = os.getpid()
+        self._wake = threading.Event()  # the sender: output is waiting, or the call ended
+        self._room = threading.Event()  # writers held back by a full buffer: it was emptied
+        #: Writes go elsewhere: the call has ended, or this is a forked child's copy (which has
+        #: no sender; the kernel's own streams handle children).
+        self.ended = False
         # Sends come from this thread, under the call's context, so the kernel gives them the
         # call's message as their parent (the client routes them by it).
         self._context = contextvars.copy_context()
@@ -155,26 +160,19 @@ class _OutputPump:
         self.messages = 0
         self.bytes = 0
 
-    @property
-    def ended(self) -> bool:
-        """Whether writes now go elsewhere: the call has ended, or this is a forked child
-        (whose copy of the pump has no thread; the kernel's own streams handle children)."""
-        return self._closed or os.getpid() != self._pid
-
     def write(self, name: str, text: str) -> bool:
         """Take ``text`` for sending; False once :attr:`ended` (the caller writes it to the
         kernel's own stream instead)."""
-        with self._cond:
+        with self._lock:
             if self.ended:
                 return False
-            if not text:
-                return True
-            was_empty = not self._segments
-            if not was_empty and self._segments[-1][0] == name:
-                self._segments[-1][1].append(text)
+            segments = self._segments
+            if segments and segments[-1][0] == name:
+                segments[-1][1].append(text)
             else:
-                self._segments.append((name, [text]))
+                segments.append((name, [text]))
             self._waiting += len(text)
+            waiting = self._waiting
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._context.run,
@@ -183,39 +181,42 @@ class _OutputPump:
                     daemon=True,
                 )
                 self._thread.start()
-            elif was_empty or self._waiting >= self._limit:
-                self._cond.notify_all()
-            if threading.current_thread() is not self._thread:
-                while self._waiting >= OUTPUT_BUFFER_LIMIT and not self._closed:
-                    self._cond.wait()  # the sender is behind: bounded memory, like a pipe
+        if waiting >= self._limit:
+            self._wake.set()  # a full message: no need to wait for the interval
+            if waiting >= OUTPUT_BUFFER_LIMIT and threading.current_thread() is not self._thread:
+                self._room.clear()
+                while self._waiting >= OUTPUT_BUFFER_LIMIT and not self.ended:
+                    self._room.wait(OUTPUT_INTERVAL)  # the sender is behind: bounded memory
         return True
 
     def close(self) -> tuple[int, int]:
         """Send what is left and stop; the totals sent, ``(messages, bytes)``."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        with self._lock:
+            self.ended = True
             thread = self._thread
+        self._wake.set()
+        self._room.set()
         if thread is not None:
             thread.join()
         return self.messages, self.bytes
 
+    def forked(self) -> None:
+        """In a forked child: this copy has no sender, so writes go to the kernel's streams."""
+        self.ended = True
+
     def _run(self) -> None:
         while True:
-            with self._cond:
-                if not self._segments and not self._closed:
-                    self._cond.wait()
-                if not self._closed and self._waiting < self._limit:
-                    self._cond.wait(OUTPUT_INTERVAL)  # let more writes join this message
+            # Writes gather for an interval (or until a message's worth is waiting), then go.
+            self._wake.wait(OUTPUT_INTERVAL)
+            self._wake.clear()
+            with self._lock:
                 batch, self._segments, self._waiting = self._segments, [], 0
-                closed = self._closed
-                self._cond.notify_all()  # writers waiting for room
+                ended = self.ended
+            self._room.set()
             if batch:
                 self._ship(batch)
-            if closed:
-                with self._cond:
-                    if not self._segments:
-                        return
+            if ended:
+                return
 
     def _ship(self, batch: list[tuple[str, list[str]]]) -> None:
         streams: list[list[Any]] = []
@@ -282,6 +283,19 @@ class _CallStream:
         return getattr(self._original, name)
 
 
+#: The pump of the call running now, if any (calls run one at a time, on the main thread).
+_CAPTURING: list[_OutputPump] = []
+
+
+def _forked_child() -> None:
+    for pump in _CAPTURING:
+        pump.forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, where the client imports this too
+    os.register_at_fork(after_in_child=_forked_child)
+
+
 @contextlib.contextmanager
 def _capturing_output(pump: _OutputPump) -> Iterator[None]:
     """Put the call's streams in place of ``sys.stdout`` and ``sys.stderr``; on the way out,
@@ -290,6 +304,7 @@ def _capturing_output(pump: _OutputPump) -> Iterator[None]:
     sys.stdout = _CallStream("stdout", saved[0], pump)
     sys.stderr = _CallStream("stderr", saved[1], pump)
     ours = (sys.stdout, sys.stderr)
+    _CAPTURING.append(pump)
     try:
         yield
     finally:
@@ -297,6 +312,7 @@ def _capturing_output(pump: _OutputPump) -> Iterator[None]:
             sys.stdout = saved[0]
         if sys.stderr is ours[1]:
             sys.stderr = saved[1]
+        _CAPTURING.remove(pump)
         pump.close()
 
 
