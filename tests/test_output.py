@@ -170,6 +170,24 @@ def test_threads_that_print_after_the_call_are_heard(
     assert s.remote(print_lines)(1) == 1  # the session is none the worse
 
 
+def print_in_a_forked_child() -> int:
+    """A forked child prints through the kernel's own streams (the call's sender stays home)."""
+    pid = os.fork()
+    if pid == 0:
+        print("from the forked child", flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("from the parent")
+    return status
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+def test_a_forked_child_output_still_appears(s: cr.Session, output: Output) -> None:
+    assert s.remote(print_in_a_forked_child)() == 0
+    wait_for_text(output, "from the parent\n")
+    wait_for_text(output, "from the forked child\n")
+
+
 # -- a server with a tiny data rate limit --------------------------------------------------------
 
 
@@ -211,3 +229,23 @@ def test_output_dropped_by_the_server_is_reported(tiny_limit_server: JupyterServ
     assert "data rate limit" in message
     assert "iopub_data_rate_limit" in message
     assert "IOPub data rate exceeded." in output.text("stderr")
+
+
+def test_exec_output_dropped_by_the_server_is_reported(tiny_limit_server: JupyterServer) -> None:
+    """s.exec() output travels as the kernel's stream messages: dropped ones are warned of."""
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        cr.Session(
+            "jupyter",
+            url=tiny_limit_server.url,
+            token=tiny_limit_server.token,
+            progress=False,
+            on_output=Output(),
+        ) as s,
+    ):
+        warnings.simplefilter("always")
+        s.exec("print('x' * 2_000_000)")
+        deadline = time.monotonic() + 60
+        while not [w for w in caught if issubclass(w.category, cr.OutputDroppedWarning)]:
+            assert time.monotonic() < deadline, "no OutputDroppedWarning within 60 s"
+            time.sleep(0.01)
