@@ -133,6 +133,20 @@ def test_stdout_and_stderr_keep_their_order(s: cr.Session, output: Output) -> No
     assert merged(output) == expected
 
 
+def print_and_display() -> None:
+    from IPython.display import display
+
+    print("printed before")
+    display("displayed")  # type: ignore[no-untyped-call]
+    print("printed after")
+
+
+def test_display_output_keeps_its_place_among_prints(s: cr.Session, output: Output) -> None:
+    s.remote(print_and_display)()
+    wait_for_text(output, "printed after\n")
+    assert output.text("stdout") == "printed before\n'displayed'\nprinted after\n"
+
+
 def run_echo(word: str) -> int:
     return os.system(f"echo {word}")
 

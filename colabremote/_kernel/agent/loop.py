@@ -145,6 +145,7 @@ class _OutputPump:
         self._id = call_id
         self._limit = max(1024, min(limit, OUTPUT_MESSAGE_BYTES))
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
         self._waiting = 0  # characters not sent yet
         self._wake = threading.Event()  # the sender: output is waiting, or the call ended
@@ -210,13 +211,20 @@ class _OutputPump:
             self._wake.wait(OUTPUT_INTERVAL)
             self._wake.clear()
             with self._lock:
-                batch, self._segments, self._waiting = self._segments, [], 0
                 ended = self.ended
+            self.drain()
+            if ended:
+                return
+
+    def drain(self) -> None:
+        """Send what has gathered now, from this thread: before a display message (which the
+        kernel sends at once), so output keeps its order with it."""
+        with self._sending:  # one batch at a time, so the numbering follows the writing
+            with self._lock:
+                batch, self._segments, self._waiting = self._segments, [], 0
             self._room.set()
             if batch:
                 self._ship(batch)
-            if ended:
-                return
 
     def _ship(self, batch: list[tuple[str, list[str]]]) -> None:
         streams: list[list[Any]] = []
@@ -305,15 +313,46 @@ def _capturing_output(pump: _OutputPump) -> Iterator[None]:
     sys.stderr = _CallStream("stderr", saved[1], pump)
     ours = (sys.stdout, sys.stderr)
     _CAPTURING.append(pump)
+    # The kernel sends display() and clear_output() at once, but first flushes sys.stdout,
+    # which for us gathers output to send later: so before each, what gathered goes first.
+    publisher = _display_publisher()
+    hook = _DrainFirst(pump)
+    if publisher is not None:
+        publisher.register_hook(hook)
     try:
         yield
     finally:
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                publisher.unregister_hook(hook)
         if sys.stdout is ours[0]:
             sys.stdout = saved[0]
         if sys.stderr is ours[1]:
             sys.stderr = saved[1]
         _CAPTURING.remove(pump)
         pump.close()
+
+
+class _DrainFirst:
+    """A display publisher hook: sends a call's gathered output, then lets the message go."""
+
+    def __init__(self, pump: _OutputPump) -> None:
+        self._pump = pump
+
+    def __call__(self, msg: Any) -> Any:
+        if not self._pump.ended:
+            self._pump.drain()
+        return msg
+
+
+def _display_publisher() -> Any:
+    """The kernel's display publisher, if it takes hooks (ipykernel's does)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    publisher = getattr(get_ipython(), "display_pub", None)
+    return publisher if hasattr(publisher, "register_hook") else None
 
 
 def _remove_in(pid: int, path: str) -> None:
