@@ -148,8 +148,9 @@ class _OutputPump:
         self._sending = threading.Lock()
         self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
         self._waiting = 0  # characters not sent yet
-        self._wake = threading.Event()  # the sender: output is waiting, or the call ended
-        self._room = threading.Event()  # writers held back by a full buffer: it was emptied
+        # Made with the sender thread, at the first write: (wake the sender: a message's worth
+        # is waiting, or the call ended; room: the buffer was emptied, for held-back writers).
+        self._signals: tuple[threading.Event, threading.Event] | None = None
         #: Writes go elsewhere: the call has ended, or this is a forked child's copy (which has
         #: no sender; the kernel's own streams handle children).
         self.ended = False
@@ -174,30 +175,32 @@ class _OutputPump:
                 segments.append((name, [text]))
             self._waiting += len(text)
             waiting = self._waiting
-            if self._thread is None:
+            if self._signals is None:
+                self._signals = (threading.Event(), threading.Event())
                 self._thread = threading.Thread(
                     target=self._context.run,
-                    args=(self._run,),
+                    args=(self._run, *self._signals),
                     name="colabremote-output",
                     daemon=True,
                 )
                 self._thread.start()
+            wake, room = self._signals
         if waiting >= self._limit:
-            self._wake.set()  # a full message: no need to wait for the interval
+            wake.set()  # a full message: no need to wait for the interval
             if waiting >= OUTPUT_BUFFER_LIMIT and threading.current_thread() is not self._thread:
-                self._room.clear()
+                room.clear()
                 while self._waiting >= OUTPUT_BUFFER_LIMIT and not self.ended:
-                    self._room.wait(OUTPUT_INTERVAL)  # the sender is behind: bounded memory
+                    room.wait(OUTPUT_INTERVAL)  # the sender is behind: bounded memory
         return True
 
     def close(self) -> tuple[int, int]:
         """Send what is left and stop; the totals sent, ``(messages, bytes)``."""
         with self._lock:
             self.ended = True
-            thread = self._thread
-        self._wake.set()
-        self._room.set()
-        if thread is not None:
+            thread, signals = self._thread, self._signals
+        if thread is not None and signals is not None:
+            for signal_ in signals:
+                signal_.set()
             thread.join()
         return self.messages, self.bytes
 
@@ -205,14 +208,15 @@ class _OutputPump:
         """In a forked child: this copy has no sender, so writes go to the kernel's streams."""
         self.ended = True
 
-    def _run(self) -> None:
+    def _run(self, wake: threading.Event, room: threading.Event) -> None:
         while True:
             # Writes gather for an interval (or until a message's worth is waiting), then go.
-            self._wake.wait(OUTPUT_INTERVAL)
-            self._wake.clear()
+            wake.wait(OUTPUT_INTERVAL)
+            wake.clear()
             with self._lock:
                 ended = self.ended
             self.drain()
+            room.set()
             if ended:
                 return
 
@@ -222,7 +226,6 @@ class _OutputPump:
         with self._sending:  # one batch at a time, so the numbering follows the writing
             with self._lock:
                 batch, self._segments, self._waiting = self._segments, [], 0
-            self._room.set()
             if batch:
                 self._ship(batch)
 
@@ -305,9 +308,10 @@ if hasattr(os, "register_at_fork"):  # not on Windows, where the client imports 
 
 
 @contextlib.contextmanager
-def _capturing_output(pump: _OutputPump) -> Iterator[None]:
+def _capturing_output(pump: _OutputPump, publisher: Any = None) -> Iterator[None]:
     """Put the call's streams in place of ``sys.stdout`` and ``sys.stderr``; on the way out,
-    send what is left and put the old ones back (unless user code replaced them meanwhile)."""
+    send what is left and put the old ones back (unless user code replaced them meanwhile).
+    ``publisher`` is the kernel's display publisher, when it takes hooks (ipykernel's does)."""
     saved = (sys.stdout, sys.stderr)
     sys.stdout = _CallStream("stdout", saved[0], pump)
     sys.stderr = _CallStream("stderr", saved[1], pump)
@@ -315,7 +319,6 @@ def _capturing_output(pump: _OutputPump) -> Iterator[None]:
     _CAPTURING.append(pump)
     # The kernel sends display() and clear_output() at once, but first flushes sys.stdout,
     # which for us gathers output to send later: so before each, what gathered goes first.
-    publisher = _display_publisher()
     hook = _DrainFirst(pump)
     if publisher is not None:
         publisher.register_hook(hook)
@@ -345,16 +348,6 @@ class _DrainFirst:
         return msg
 
 
-def _display_publisher() -> Any:
-    """The kernel's display publisher, if it takes hooks (ipykernel's does)."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    publisher = getattr(get_ipython(), "display_pub", None)
-    return publisher if hasattr(publisher, "register_hook") else None
-
-
 def _remove_in(pid: int, path: str) -> None:
     """At exit, remove ``path`` if this is still the process that made it (not a forked child
     of the kernel, which runs the same exit hooks)."""
@@ -370,6 +363,10 @@ class Agent:
     def __init__(self, comm: Any, chunk_size: int, kernel: Any = None) -> None:
         self.comm = comm
         self.kernel = kernel
+        publisher = getattr(getattr(kernel, "shell", None), "display_pub", None)
+        #: The kernel's display publisher, if it takes hooks: a call's output goes before each
+        #: display message.
+        self.display_publisher = publisher if hasattr(publisher, "register_hook") else None
         self.chunk_size = chunk_size
         self.assembler = Assembler()
         self.functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
@@ -517,7 +514,7 @@ class Agent:
         )
         started = time.perf_counter()
         pump = _OutputPump(self.send, call_id, self.chunk_size)
-        with _capturing_output(pump):
+        with _capturing_output(pump, self.display_publisher):
             status, outcomes = self._run_call(data, parts)
         self._reply(call_id, status, outcomes, started, output=(pump.messages, pump.bytes))
 
