@@ -147,6 +147,33 @@ def test_display_output_keeps_its_place_among_prints(s: cr.Session, output: Outp
     assert output.text("stdout") == "printed before\n'displayed'\nprinted after\n"
 
 
+def add_log_handler() -> None:
+    """A logging handler made during one call keeps that call's sys.stderr."""
+    import logging
+
+    logger = logging.getLogger("colabremote-output-test")
+    logger.addHandler(logging.StreamHandler())
+    logger.propagate = False
+
+
+def print_and_log(rounds: int) -> None:
+    import logging
+
+    logger = logging.getLogger("colabremote-output-test")
+    for i in range(rounds):
+        print(f"printed {i}")
+        logger.warning("logged %d", i)
+
+
+def test_a_handler_kept_from_an_earlier_call_keeps_its_place(s: cr.Session, output: Output) -> None:
+    s.remote(add_log_handler)()
+    s.remote(print_and_log)(50)
+    expected: list[tuple[str, str]] = []
+    for i in range(50):
+        expected += [("stdout", f"printed {i}\n"), ("stderr", f"logged {i}\n")]
+    assert merged(output) == expected
+
+
 def run_echo(word: str) -> int:
     return os.system(f"echo {word}")
 

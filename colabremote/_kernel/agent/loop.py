@@ -144,7 +144,8 @@ class _OutputPump:
         self._send = send
         self._id = call_id
         self._limit = max(1024, min(limit, OUTPUT_MESSAGE_BYTES))
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler that prints may run while its thread is in write().
+        self._lock = threading.RLock()
         self._sending = threading.Lock()
         self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
         self._waiting = 0  # characters not sent yet
@@ -264,8 +265,9 @@ class _OutputPump:
 
 class _CallStream:
     """Stands in for ``sys.stdout`` or ``sys.stderr`` while a call runs: writes go to the call's
-    :class:`_OutputPump`, and after the call (a thread the call started, a handler that kept this
-    object) to the stream it replaced. Everything else is the replaced stream's."""
+    :class:`_OutputPump`. After the call, an object kept from it (a logging handler made during
+    the call, a thread's reference) writes where that stream's writes go now: to the call
+    running then, or else to the stream it replaced. Everything else is the replaced stream's."""
 
     def __init__(self, name: str, original: Any, pump: _OutputPump) -> None:
         self._name = name
@@ -277,7 +279,7 @@ class _CallStream:
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         if self._pump.write(self._name, text):
             return len(text)
-        result: int = self._original.write(text)
+        result: int = self._now().write(text)
         return result
 
     def writelines(self, lines: Any) -> None:
@@ -288,7 +290,15 @@ class _CallStream:
         # While the call runs, its output goes out within OUTPUT_INTERVAL anyway; sending on
         # every flush would make one message per print(..., flush=True).
         if self._pump.ended:
-            self._original.flush()
+            self._now().flush()
+
+    def _now(self) -> Any:
+        """Where this stream's writes go once its call has ended: the running call's stream of
+        the same name (never another ended one, so this cannot loop), else the replaced one."""
+        current = getattr(sys, self._name, None)
+        if isinstance(current, _CallStream) and current is not self and not current._pump.ended:
+            return current
+        return self._original
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
