@@ -55,15 +55,18 @@ class CallOutputs:
         offset = int(fields.get("offset", 0))
         if seq < progress.seq:
             return  # already written
-        if seq > progress.seq or offset > progress.bytes:
-            self._lost(offset - progress.bytes, seq - progress.seq)
+        lost = (offset - progress.bytes, seq - progress.seq)
         data = bytes(payload)
+        progress.seq = seq + 1
+        progress.bytes = offset + len(data)
+        if lost[1] > 0 or lost[0] > 0:
+            self._write("stderr", _note(*lost))
         start = 0
         for name, count in _streams(fields.get("streams")):
             self._write(name, data[start : start + count].decode("utf-8", "replace"))
             start += count
-        progress.seq = seq + 1
-        progress.bytes = offset + len(data)
+        if lost[1] > 0 or lost[0] > 0:
+            _warn_lost(*lost)  # last: a warnings filter set to "error" raises here
 
     def finish(self, call_id: str, totals: Sequence[Any] | None) -> None:
         """The call's result came, with ``[messages, bytes]`` of output sent: report the rest."""
@@ -72,20 +75,27 @@ class CallOutputs:
             return
         messages, sent = int(totals[0]), int(totals[1])
         if messages > progress.seq or sent > progress.bytes:
-            self._lost(sent - progress.bytes, messages - progress.seq)
+            self._write("stderr", _note(sent - progress.bytes, messages - progress.seq))
+            _warn_lost(sent - progress.bytes, messages - progress.seq)
 
-    def forget(self, call_id: str) -> None:
-        self._calls.pop(call_id, None)
 
-    def _lost(self, count: int, messages: int) -> None:
-        what = f"{_size(max(count, 0))} of a remote call's output ({messages} message(s))"
-        self._write("stderr", f"\n[colabremote: {what} lost on the way here]\n")
-        warnings.warn(
-            f"{what} lost on the way here: the connection dropped, or a server between here and "
-            "the kernel dropped them. The call itself ran and its result is complete.",
-            OutputDroppedWarning,
-            stacklevel=2,
-        )
+def _what(count: int, messages: int) -> str:
+    return f"{_size(max(count, 0))} of a remote call's output ({messages} message(s))"
+
+
+def _note(count: int, messages: int) -> str:
+    """The line put in the output where text is missing."""
+    return f"\n[colabremote: {_what(count, messages)} lost on the way here]\n"
+
+
+def _warn_lost(count: int, messages: int) -> None:
+    warnings.warn(
+        f"{_what(count, messages)} lost on the way here: the connection dropped, or a server "
+        "between here and the kernel dropped them. The call itself ran and its result is "
+        "complete.",
+        OutputDroppedWarning,
+        stacklevel=3,
+    )
 
 
 def rate_limit_notice(text: str) -> str | None:

@@ -144,3 +144,18 @@ def test_a_pump_that_nobody_wrote_to_sends_nothing() -> None:
     pump = _OutputPump(sent, "c1", 1024)
     assert pump.close() == (0, 0)
     assert sent.messages == []
+
+
+def test_a_gap_under_an_error_filter_still_writes_the_text_first() -> None:
+    """With warnings turned into errors (as in this test suite), the warning raises only after
+    the note and the text are out, and the next message is not taken for another gap."""
+    written = Written()
+    outputs = CallOutputs(written)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutputDroppedWarning)
+        with pytest.raises(OutputDroppedWarning):
+            outputs.receive("c1", *message(1, 10, ("stdout", "after the gap\n")))
+        outputs.receive("c1", *message(2, 24, ("stdout", "next\n")))
+        outputs.finish("c1", [3, 29])
+    assert written.text("stdout") == "after the gap\nnext\n"
+    assert "10 bytes" in written.text("stderr")
