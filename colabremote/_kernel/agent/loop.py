@@ -134,8 +134,7 @@ class _OutputPump:
     count every message towards another limit: so writes are coalesced, by a thread that sends
     what has gathered every ``OUTPUT_INTERVAL`` (live output) or at once past
     ``OUTPUT_MESSAGE_BYTES``. The thread starts at the first write, so a quiet call costs nothing,
-    and a write only appends to a list under a lock: a million prints cost about what they cost
-    on a terminal.
+    and a write only appends to a list under a lock.
     """
 
     def __init__(
@@ -203,6 +202,7 @@ class _OutputPump:
             for signal_ in signals:
                 signal_.set()
             thread.join()
+        self.drain()  # nothing, unless the sender died: then what it left goes from here
         return self.messages, self.bytes
 
     def forked(self) -> None:
