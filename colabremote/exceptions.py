@@ -34,7 +34,8 @@ ColabRemoteError
         └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
 
 UserWarning
-└── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
+├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
+└── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -71,6 +72,7 @@ __all__ = [
     "MissingScopes",
     "NotEntitled",
     "OAuthError",
+    "OutputDroppedWarning",
     "PythonVersionMismatch",
     "QuotaExceeded",
     "RemoteCallError",
@@ -227,6 +229,12 @@ class RuntimeNotReleasedWarning(UserWarning):
     """A Colab runtime this session assigned could not be released at close (the sign-in
     stopped working, or Colab did not answer): it stays assigned, and billed, until it is
     released. The message names the endpoint and the command that releases it."""
+
+
+class OutputDroppedWarning(UserWarning):
+    """Some of what remote code printed never arrived: a server's rate limit or a dropped
+    connection took it. The same note appears in the output where the text is missing; the
+    message says how much was lost (when that is known) and how it happened."""
 
 
 class SerializationError(ColabRemoteError):

@@ -38,6 +38,7 @@ from .agent import HELLO_EXPRESSION, install_code
 from .agent.framing import Assembler, split_message
 from .calls import CallQueue
 from .messages import AgentReply, Buffer, Message
+from .output import CallOutputs, rate_limit_notice, warn_rate_limited
 from .transport import Transport
 from .wire import Op, Status
 
@@ -89,6 +90,8 @@ class KernelClient:
     ) -> None:
         self.transport = transport
         self.on_output = on_output
+        #: Calls' output from the agent, in order, with gaps reported.
+        self._outputs = CallOutputs(self._write_output)
         self.on_colab_request = on_colab_request
         #: Called when the connection drops; it should call :meth:`reconnect` or :meth:`fail_all`.
         #: Without it, a dropped connection fails everything in flight.
@@ -477,8 +480,14 @@ class KernelClient:
                     )
             return
         if msg_type == "stream":
+            written = str(msg.content["text"])
             if parent not in self._quiet:
-                self.on_output(str(msg.content.get("name", "stdout")), str(msg.content["text"]))
+                self.on_output(str(msg.content.get("name", "stdout")), written)
+            limit = rate_limit_notice(written) if msg.content.get("name") == "stderr" else None
+            if limit is not None and (msg.parent_header or {}).get("session") == self.session_id:
+                # The server dropped stream output of ours (it names the dropped message's
+                # parent): output written to file descriptors, or by an execute.
+                warn_rate_limited(limit)
             return
         if msg_type in ("display_data", "execute_result", "update_display_data"):
             text = (msg.content.get("data") or {}).get("text/plain")
@@ -625,6 +634,10 @@ class KernelClient:
             parts = self._assembler.finish(data, msg.buffers)
         except ValueError:
             return  # a chunk was dropped on the way: the idle that follows asks again
+        if data.get("op") == Op.OUTPUT:
+            if parts and msg_id in self._waiters:
+                self._outputs.receive(msg_id, data, parts[0])
+            return
         waiter = self._waiters.get(msg_id)
         if waiter is not None and waiter.is_call and data.get("status") == Status.UNKNOWN:
             # Asked for after a reconnection, and the kernel never got it: send it again.
@@ -636,8 +649,17 @@ class KernelClient:
             if data.get("op") == Op.RESULT:
                 self.acknowledge(msg_id)  # a result nobody waits for any more: let it go
             return
+        if waiter.is_call:
+            self._outputs.finish(msg_id, data.get("output"))
         if not waiter.future.done():
             waiter.future.set_result(AgentReply(data, parts))
+
+    def _write_output(self, name: str, text: str) -> None:
+        """A call's output, from the agent's channel, to the session's output handler."""
+        try:
+            self.on_output(name, text)
+        except Exception:  # the user's handler must not stop the reader
+            log.exception("the on_output handler failed")
 
     async def _answer_colab_request(self, msg: Message) -> None:
         metadata = msg.metadata or {}

@@ -15,6 +15,12 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
   slower facts (GPUs). Acknowledgements also ride on every message as an ``ack`` list.
 - A call is answered by a ``result`` whose ``status`` says how it went. Results are kept, keyed by
   call id, until acknowledged, so a dropped socket loses nothing.
+- While a call runs, what it writes to ``sys.stdout`` and ``sys.stderr`` comes ahead of its
+  result as ``output`` messages under the call's id: ``seq`` (0, 1, ...), ``offset`` (the bytes
+  of output sent before this one), ``streams`` (``[name, nbytes]`` in the order written) and one
+  part, the UTF-8 text. The result's ``output`` is ``[messages, bytes]`` sent in all, so the
+  client can tell what went missing. Jupyter servers rate-limit stream messages and drop what is
+  over the limit; comm messages are counted only by number, and these are few.
 """
 
 from __future__ import annotations
@@ -29,6 +35,12 @@ AGENT_MODULE: Final = "_colabremote_agent"
 #: The file name the agent's code carries in the kernel (tracebacks leave out its frames).
 AGENT_FILENAME: Final = "<colabremote-agent>"
 PICKLE_PROTOCOL: Final = 5
+#: The longest a call's output waits in the kernel before it is sent (coalescing prints).
+OUTPUT_INTERVAL: Final = 0.05
+#: The most output text in one ``output`` message; more waiting than this is sent at once.
+OUTPUT_MESSAGE_BYTES: Final = 1024 * 1024
+#: Writers of output wait while this much is waiting to be sent, so memory stays bounded.
+OUTPUT_BUFFER_LIMIT: Final = 8 * 1024 * 1024
 #: Largest binary payload put in one comm message. Stock Jupyter servers drop inbound WebSocket
 #: messages over 10 MiB; 8 MiB leaves room for the JSON and framing.
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
@@ -47,6 +59,7 @@ class Op:
     # from the agent
     RESULT: Final = "result"
     RESUMED: Final = "resumed"
+    OUTPUT: Final = "output"  # what a running call wrote to stdout and stderr
     ERROR: Final = "error"
     # either way: a slice of a large part, sent ahead of its message
     CHUNK: Final = "chunk"

@@ -133,6 +133,9 @@ class JupyterServer:
             )
         env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", JUPYTER_TOKEN_FILE=token_file)
         env.pop("JUPYTER_TOKEN", None)  # it would win over the file
+        # ipykernel leaves file-descriptor output (subprocesses, C libraries) uncaptured when it
+        # sees this variable (pytest's own capture); kernels here capture it, as Colab's do.
+        env.pop("PYTEST_CURRENT_TEST", None)
         env["JUPYTER_RUNTIME_DIR"] = os.path.join(self._tmp.name, "runtime")
         # Its own session and no terminal stdin: a Ctrl-C typed at the user's terminal (a
         # REPL's) reaches only the user's process, and the server never prompts on that

@@ -17,6 +17,7 @@ from colabremote import exceptions
 PUBLIC = {
     "AsyncSession",
     "ColabRemoteError",
+    "OutputDroppedWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import io
 import os
 import platform
@@ -31,6 +32,9 @@ from ..wire import (
     AGENT_MODULE,
     AGENT_VERSION,
     DEFAULT_CHUNK_SIZE,
+    OUTPUT_BUFFER_LIMIT,
+    OUTPUT_INTERVAL,
+    OUTPUT_MESSAGE_BYTES,
     TARGET_NAME,
     ItemStatus,
     Op,
@@ -111,6 +115,249 @@ class _Outcome:
         self.parts = parts
 
 
+def _utf8_pieces(data: bytes, limit: int) -> Iterator[bytes]:
+    """``data`` in slices of at most ``limit`` bytes, never cutting a UTF-8 character in two."""
+    start = 0
+    while len(data) - start > limit:
+        end = start + limit
+        while end > start + 1 and data[end] & 0xC0 == 0x80:  # a continuation byte: back off
+            end -= 1
+        yield data[start:end]
+        start = end
+    yield data[start:]
+
+
+class _OutputPump:
+    """What one call writes to ``sys.stdout`` and ``sys.stderr``, sent on the agent's comm.
+
+    Jupyter servers drop stream messages over their iopub rate limits (1 MB/s by default), and
+    count every message towards another limit: so writes are coalesced, by a thread that sends
+    what has gathered every ``OUTPUT_INTERVAL`` (live output) or at once past
+    ``OUTPUT_MESSAGE_BYTES``. The thread starts at the first write, so a quiet call costs nothing,
+    and a write only appends to a list under a lock.
+    """
+
+    def __init__(
+        self, send: Callable[[dict[str, Any], Sequence[Buffer]], None], call_id: str, limit: int
+    ) -> None:
+        self._send = send
+        self._id = call_id
+        self._limit = max(1024, min(limit, OUTPUT_MESSAGE_BYTES))
+        # Reentrant: a signal handler that prints may run while its thread is in write().
+        self._lock = threading.RLock()
+        self._sending = threading.Lock()
+        self._segments: list[tuple[str, list[str]]] = []  # in write order, same stream merged
+        self._waiting = 0  # characters not sent yet
+        # Made with the sender thread, at the first write: (wake the sender: a message's worth
+        # is waiting, or the call ended; room: the buffer was emptied, for held-back writers).
+        self._signals: tuple[threading.Event, threading.Event] | None = None
+        #: Writes go elsewhere: the call has ended, or this is a forked child's copy (which has
+        #: no sender; the kernel's own streams handle children).
+        self.ended = False
+        # Sends come from this thread, under the call's context, so the kernel gives them the
+        # call's message as their parent (the client routes them by it).
+        self._context = contextvars.copy_context()
+        self._thread: threading.Thread | None = None
+        #: Sent so far: the messages, and the bytes of text in them.
+        self.messages = 0
+        self.bytes = 0
+
+    def write(self, name: str, text: str) -> bool:
+        """Take ``text`` for sending; False once :attr:`ended` (the caller writes it to the
+        kernel's own stream instead)."""
+        with self._lock:
+            if self.ended:
+                return False
+            segments = self._segments
+            if segments and segments[-1][0] == name:
+                segments[-1][1].append(text)
+            else:
+                segments.append((name, [text]))
+            self._waiting += len(text)
+            waiting = self._waiting
+            if self._signals is None:
+                self._signals = (threading.Event(), threading.Event())
+                self._thread = threading.Thread(
+                    target=self._context.run,
+                    args=(self._run, *self._signals),
+                    name="colabremote-output",
+                    daemon=True,
+                )
+                self._thread.start()
+            wake, room = self._signals
+        if waiting >= self._limit:
+            wake.set()  # a full message: no need to wait for the interval
+            if waiting >= OUTPUT_BUFFER_LIMIT and threading.current_thread() is not self._thread:
+                room.clear()
+                while self._waiting >= OUTPUT_BUFFER_LIMIT and not self.ended:
+                    room.wait(OUTPUT_INTERVAL)  # the sender is behind: bounded memory
+        return True
+
+    def close(self) -> tuple[int, int]:
+        """Send what is left and stop; the totals sent, ``(messages, bytes)``."""
+        with self._lock:
+            self.ended = True
+            thread, signals = self._thread, self._signals
+        if thread is not None and signals is not None:
+            for signal_ in signals:
+                signal_.set()
+            thread.join()
+        self.drain()  # nothing, unless the sender died: then what it left goes from here
+        return self.messages, self.bytes
+
+    def forked(self) -> None:
+        """In a forked child: this copy has no sender, so writes go to the kernel's streams."""
+        self.ended = True
+
+    def _run(self, wake: threading.Event, room: threading.Event) -> None:
+        while True:
+            # Writes gather for an interval (or until a message's worth is waiting), then go.
+            wake.wait(OUTPUT_INTERVAL)
+            wake.clear()
+            with self._lock:
+                ended = self.ended
+            self.drain()
+            room.set()
+            if ended:
+                return
+
+    def drain(self) -> None:
+        """Send what has gathered now, from this thread: before a display message (which the
+        kernel sends at once), so output keeps its order with it."""
+        with self._sending:  # one batch at a time, so the numbering follows the writing
+            with self._lock:
+                batch, self._segments, self._waiting = self._segments, [], 0
+            if batch:
+                self._ship(batch)
+
+    def _ship(self, batch: list[tuple[str, list[str]]]) -> None:
+        streams: list[list[Any]] = []
+        pieces: list[bytes] = []
+        size = 0
+        for name, texts in batch:
+            for piece in _utf8_pieces("".join(texts).encode("utf-8", "replace"), self._limit):
+                if size + len(piece) > self._limit and pieces:
+                    self._emit(streams, pieces, size)
+                    streams, pieces, size = [], [], 0
+                if streams and streams[-1][0] == name:
+                    streams[-1][1] += len(piece)
+                else:
+                    streams.append([name, len(piece)])
+                pieces.append(piece)
+                size += len(piece)
+        if pieces:
+            self._emit(streams, pieces, size)
+
+    def _emit(self, streams: list[list[Any]], pieces: list[bytes], size: int) -> None:
+        fields = {
+            "op": Op.OUTPUT,
+            "id": self._id,
+            "seq": self.messages,
+            "offset": self.bytes,
+            "streams": streams,
+        }
+        # Counted even when sending fails: the client then sees the gap and says so.
+        self.messages += 1
+        self.bytes += size
+        with contextlib.suppress(Exception):
+            self._send(fields, [b"".join(pieces)])
+
+
+class _CallStream:
+    """Stands in for ``sys.stdout`` or ``sys.stderr`` while a call runs: writes go to the call's
+    :class:`_OutputPump`. After the call, an object kept from it (a logging handler made during
+    the call, a thread's reference) writes where that stream's writes go now: to the call
+    running then, or else to the stream it replaced. Everything else is the replaced stream's."""
+
+    def __init__(self, name: str, original: Any, pump: _OutputPump) -> None:
+        self._name = name
+        self._original = original
+        self._pump = pump
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        if self._pump.write(self._name, text):
+            return len(text)
+        result: int = self._now().write(text)
+        return result
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        # While the call runs, its output goes out within OUTPUT_INTERVAL anyway; sending on
+        # every flush would make one message per print(..., flush=True).
+        if self._pump.ended:
+            self._now().flush()
+
+    def _now(self) -> Any:
+        """Where this stream's writes go once its call has ended: the running call's stream of
+        the same name (never another ended one, so this cannot loop), else the replaced one."""
+        current = getattr(sys, self._name, None)
+        if isinstance(current, _CallStream) and current is not self and not current._pump.ended:
+            return current
+        return self._original
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._original, name)
+
+
+#: The pump of the call running now, if any (calls run one at a time, on the main thread).
+_CAPTURING: list[_OutputPump] = []
+
+
+def _forked_child() -> None:
+    for pump in _CAPTURING:
+        pump.forked()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, where the client imports this too
+    os.register_at_fork(after_in_child=_forked_child)
+
+
+@contextlib.contextmanager
+def _capturing_output(pump: _OutputPump, publisher: Any = None) -> Iterator[None]:
+    """Put the call's streams in place of ``sys.stdout`` and ``sys.stderr``; on the way out,
+    send what is left and put the old ones back (unless user code replaced them meanwhile).
+    ``publisher`` is the kernel's display publisher, when it takes hooks (ipykernel's does)."""
+    saved = (sys.stdout, sys.stderr)
+    sys.stdout = _CallStream("stdout", saved[0], pump)
+    sys.stderr = _CallStream("stderr", saved[1], pump)
+    ours = (sys.stdout, sys.stderr)
+    _CAPTURING.append(pump)
+    # The kernel sends display() and clear_output() at once, but first flushes sys.stdout,
+    # which for us gathers output to send later: so before each, what gathered goes first.
+    hook = _DrainFirst(pump)
+    if publisher is not None:
+        publisher.register_hook(hook)
+    try:
+        yield
+    finally:
+        if publisher is not None:
+            with contextlib.suppress(Exception):
+                publisher.unregister_hook(hook)
+        if sys.stdout is ours[0]:
+            sys.stdout = saved[0]
+        if sys.stderr is ours[1]:
+            sys.stderr = saved[1]
+        _CAPTURING.remove(pump)
+        pump.close()
+
+
+class _DrainFirst:
+    """A display publisher hook: sends a call's gathered output, then lets the message go."""
+
+    def __init__(self, pump: _OutputPump) -> None:
+        self._pump = pump
+
+    def __call__(self, msg: Any) -> Any:
+        if not self._pump.ended:
+            self._pump.drain()
+        return msg
+
+
 def _remove_in(pid: int, path: str) -> None:
     """At exit, remove ``path`` if this is still the process that made it (not a forked child
     of the kernel, which runs the same exit hooks)."""
@@ -126,6 +373,10 @@ class Agent:
     def __init__(self, comm: Any, chunk_size: int, kernel: Any = None) -> None:
         self.comm = comm
         self.kernel = kernel
+        publisher = getattr(getattr(kernel, "shell", None), "display_pub", None)
+        #: The kernel's display publisher, if it takes hooks: a call's output goes before each
+        #: display message.
+        self.display_publisher = publisher if hasattr(publisher, "register_hook") else None
         self.chunk_size = chunk_size
         self.assembler = Assembler()
         self.functions: OrderedDict[str, Callable[..., Any]] = OrderedDict()
@@ -272,13 +523,20 @@ class Agent:
             [],
         )
         started = time.perf_counter()
+        pump = _OutputPump(self.send, call_id, self.chunk_size)
+        with _capturing_output(pump, self.display_publisher):
+            status, outcomes = self._run_call(data, parts)
+        self._reply(call_id, status, outcomes, started, output=(pump.messages, pump.bytes))
+
+    def _run_call(
+        self, data: dict[str, Any], parts: list[memoryview]
+    ) -> tuple[str, list[tuple[str, Any]]]:
+        """Load the function and run it on each item: the status and one outcome per item."""
         try:
             fn = self._function(data, parts)
             items = loads(parts[1 if data.get("fn_included") else 0 :])
         except BaseException as exc:  # noqa: BLE001 - reported to the client, never swallowed
-            error = (ItemStatus.ERROR, exception_payload(exc))
-            self._reply(call_id, Status.SETUP_ERROR, [error], started)
-            return
+            return Status.SETUP_ERROR, [(ItemStatus.ERROR, exception_payload(exc))]
         status: str = Status.OK
         outcomes: list[tuple[str, Any]] = []
         with self._noting_interrupts():
@@ -297,7 +555,7 @@ class Agent:
                     break
                 except BaseException as exc:  # noqa: BLE001 - SystemExit too: it is the caller's
                     outcomes.append((ItemStatus.ERROR, exception_payload(exc)))
-        self._reply(call_id, status, outcomes, started)
+        return status, outcomes
 
     @contextlib.contextmanager
     def _noting_interrupts(self) -> Iterator[None]:
@@ -335,15 +593,22 @@ class Agent:
         return fn
 
     def _reply(
-        self, call_id: str, status: str, outcomes: list[tuple[str, Any]] | None, started: float
+        self,
+        call_id: str,
+        status: str,
+        outcomes: list[tuple[str, Any]] | None,
+        started: float,
+        output: tuple[int, int] = (0, 0),
     ) -> None:
         for stream in (sys.stdout, sys.stderr):
-            # Output printed by the call arrives before its result; a broken stream must not
+            # Output that went the kernel's own way (written to a file descriptor, or by code
+            # that kept the stream object) arrives before the result; a broken stream must not
             # lose the result.
             with contextlib.suppress(Exception):
                 stream.flush()
         fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
         fields["seconds"] = time.perf_counter() - started if started else 0.0
+        fields["output"] = list(output)  # what was sent ahead: the client checks it all came
         parts: list[memoryview] = []
         try:
             if outcomes is not None:
