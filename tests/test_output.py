@@ -83,6 +83,7 @@ def print_numbers(count: int) -> None:
         print(i, flush=True)  # a kernel's own stream makes one message of each flush
 
 
+@pytest.mark.slow
 def test_50_mb_printed_quickly_arrives_in_full(s: cr.Session, output: Output) -> None:
     count = 500_000  # 50.5 MB, 50 times the server's default iopub data rate per second
     with warnings.catch_warnings():
@@ -93,6 +94,7 @@ def test_50_mb_printed_quickly_arrives_in_full(s: cr.Session, output: Output) ->
     assert text == (LINE + "\n") * count
 
 
+@pytest.mark.slow
 def test_a_million_tiny_prints_arrive_in_full_and_in_order(s: cr.Session, output: Output) -> None:
     count = 1_000_000
     s.remote(print_numbers)(count)
