@@ -20,7 +20,7 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
-from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
+from .exceptions import ColabRemoteError, ColabTermsWarning, RemoteError, RemoteTimeout
 
 try:
     __version__ = _metadata.version("colabremote")
@@ -30,6 +30,7 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "AsyncSession",
     "ColabRemoteError",
+    "ColabTermsWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",

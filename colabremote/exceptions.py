@@ -34,7 +34,8 @@ ColabRemoteError
         └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
 
 UserWarning
-└── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
+├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
+└── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -63,6 +64,7 @@ __all__ = [
     "BlockingCallError",
     "ColabError",
     "ColabRemoteError",
+    "ColabTermsWarning",
     "ConfigurationError",
     "ConnectionLost",
     "KernelDied",
@@ -227,6 +229,13 @@ class RuntimeNotReleasedWarning(UserWarning):
     """A Colab runtime this session assigned could not be released at close (the sign-in
     stopped working, or Colab did not answer): it stays assigned, and billed, until it is
     released. The message names the endpoint and the command that releases it."""
+
+
+class ColabTermsWarning(UserWarning):
+    """The signed-in account uses Colab's free tier (no subscription, no paid compute units).
+    Colab's terms restrict what free runtimes may be used for (remote control and proxies
+    among them); colabremote's Colab backend is meant for Pro, Pro+ and Pay As You Go. Said
+    once, when a session opens; the session works as usual."""
 
 
 class SerializationError(ColabRemoteError):

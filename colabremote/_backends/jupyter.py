@@ -53,7 +53,9 @@ def _check(response: httpx.Response, doing: str, secrets: list[str]) -> httpx.Re
     )
     message = refusal(response, doing, detail=reason)
     if status in (401, 403):
-        advice = "" if reason else "; check the token"
+        # jupyter_server asks a request whose token it did not accept for a browser's XSRF
+        # cookie instead: that reason, too, means the token.
+        advice = "" if reason and "_xsrf" not in reason else "; check the token"
         raise AuthenticationError(message + advice, status=status)
     raise ServerError(message, status=status)
 
@@ -213,10 +215,13 @@ class JupyterBackend(Backend):
     async def _kernel_ids(self) -> set[str] | None:
         """The ids of the kernels running on the server now (``None``: it would not say).
 
-        A refusal here is not the start's failure: Enterprise Gateway forbids listing kernels
-        (403) by default, and a bad token fails the start itself, with the server's reason."""
+        Enterprise Gateway refuses to list kernels (403) by default: a refusal is the token's
+        fault only if the server refuses to list kernelspecs too."""
         try:
             response = await self._get("/api/kernels", "listing the server's kernels")
+        except AuthenticationError:
+            await self._get("/api/kernelspecs", "listing the server's kernelspecs")
+            return None
         except ServerError:
             return None
         listing: Any = response.json()

@@ -17,6 +17,7 @@ from colabremote import exceptions
 PUBLIC = {
     "AsyncSession",
     "ColabRemoteError",
+    "ColabTermsWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
