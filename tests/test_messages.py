@@ -55,6 +55,16 @@ def test_a_missing_package_names_the_install_command(session: cr.Session) -> Non
     assert isinstance(error.__cause__, RemoteTraceback)  # the kernel's traceback stays
 
 
+def test_the_hint_comes_from_an_untrusted_kernel_too() -> None:
+    """With trust_kernel=False the kernel's pickle is dropped; the hint is made here."""
+    hint = r"%pip install colabremote_absent_pkg"
+    with (
+        cr.Session("local", trust_kernel=False, progress=False) as session,
+        pytest.raises(ModuleNotFoundError, match=hint),
+    ):
+        session.remote(import_absent)()
+
+
 @pytest.fixture
 def installed_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A package installed here (in a site-packages folder, with its distribution's metadata

@@ -262,29 +262,33 @@ class ColabBackend(JupyterBackend):
     async def _runs_free(self) -> bool:
         """Whether the account is on the free tier without paid compute units (Pay As You Go
         is paid). The assignment's tier answers for Pro and Pro+ without a request; otherwise
-        user info (with the balance), or, where Colab refuses it to this client, the v1beta
-        subscription or the assignment, and /tun/m/ccu-info for the balance."""
+        the v1beta subscription (with ``api="v1beta"``) or user info, with the balance."""
         assigned = self.assignment.subscription_tier if self.assignment else None
         if assigned is not None and assigned.is_paid:
             return False
+        if self.api == "v1beta":
+            tier = await self.public.subscription_tier()
+            return not tier.is_paid and _free(tier, await self._paid_balance())
         try:
             info = await self.control.user_info(consumption=True)
-        except ColabError as exc:
+        except (ColabError, AuthError) as exc:  # Colab may refuse it to other OAuth clients
             log.debug("user info is not available to this client: %s", exc)
         else:
             if info.subscription_tier is not SubscriptionTier.UNSPECIFIED:
                 return _free(info.subscription_tier, info.paid_compute_units_balance)
-        tier: SubscriptionTier | None = None
-        if self.api == "v1beta":
-            tier = await self.public.subscription_tier()
-        elif assigned is SubscriptionTier.FREE and self.assignment is not None:
-            # subTier 0 also means "unknown": it is the free tier for an unsubscribed account.
-            state = self.assignment.subscription_state
-            if state in (None, SubscriptionState.UNSUBSCRIBED):
-                tier = assigned
-        if tier is None or tier.is_paid:
+        # The assignment's subTier 0 also means "unknown": free for an unsubscribed account.
+        state = self.assignment.subscription_state if self.assignment else None
+        unsubscribed = state in (None, SubscriptionState.UNSUBSCRIBED)
+        if assigned is not SubscriptionTier.FREE or not unsubscribed:
             return False
-        return _free(tier, (await self.control.ccu_info()).current_balance)
+        return _free(assigned, (await self.control.ccu_info()).current_balance)
+
+    async def _paid_balance(self) -> float | None:
+        """The compute units bought: from user info, else from /tun/m/ccu-info."""
+        try:
+            return (await self.control.user_info(consumption=True)).paid_compute_units_balance
+        except (ColabError, AuthError):
+            return (await self.control.ccu_info()).current_balance
 
     async def _start_v1beta(self, progress: Progress) -> None:
         """Create (or find, with ``endpoint=``) a runtime through the public v1beta API."""
