@@ -720,9 +720,12 @@ class LocalModules:
         """``outcomes``, where a ModuleNotFoundError from the kernel says what to do: a module
         the session excluded says so; a package missing there names the command that
         installs it on the runtime. A local module keeps the kernel's message."""
-        return [self._explained(outcome) for outcome in outcomes]
+        messages: dict[str, str | None] = {}  # a map's items often fail alike: decide once
+        return [self._explained(outcome, messages) for outcome in outcomes]
 
-    def _explained(self, outcome: tuple[str, Any]) -> tuple[str, Any]:
+    def _explained(
+        self, outcome: tuple[str, Any], messages: dict[str, str | None]
+    ) -> tuple[str, Any]:
         status, payload = outcome
         if (
             status != wire.ItemStatus.ERROR
@@ -734,18 +737,25 @@ class LocalModules:
         if found is None:
             return outcome
         name = found.group(1)
+        if name not in messages:
+            messages[name] = self._missing(name)
+        message = messages[name]
+        if message is None:
+            return outcome
+        error = ModuleNotFoundError(message, name=name)
+        return status, {**payload, "evalue": message, "pickled": pickle.dumps(error)}
+
+    def _missing(self, name: str) -> str | None:
+        """What to say about module ``name`` missing on the kernel (None: the kernel's words)."""
         pattern = self.exclusions.excluding(name) if self.exclusions else None
         if pattern is not None:
-            message = (
+            return (
                 f"No module named {name!r} on the kernel: it was not sent, because "
                 f"exclude_modules has {pattern!r}"
             )
-        elif _is_local_module(name):
-            return outcome  # the user's own code, not a package: pip would not help
-        else:
-            message = install_hint(name)
-        error = ModuleNotFoundError(message, name=name)
-        return status, {**payload, "evalue": message, "pickled": pickle.dumps(error)}
+        if _is_local_module(name):
+            return None  # the user's own code, not a package: pip would not help
+        return install_hint(name)
 
     def _reach(self) -> list[SourceFile]:
         """The current version of every local module the roots reach. A module's imports are

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from colabremote._backends.colab import _free
 from colabremote._colab.models import SubscriptionTier
 from colabremote._http import refusal, server_reason
-from colabremote._serialization import install_hint, pip_name
+from colabremote._kernel.wire import ItemStatus
+from colabremote._serialization import LocalModules, install_hint, pip_name, rebuild_exception
 
 SECRET = "s3cr3t-t0ken-value-1234"
 
@@ -124,3 +126,21 @@ def test_pay_as_you_go_is_not_free() -> None:
     assert _free(SubscriptionTier.FREE, None) and _free(SubscriptionTier.FREE, 0.0)
     assert not _free(SubscriptionTier.FREE, 12.5)  # compute units bought
     assert not _free(SubscriptionTier.PRO, 0.0) and not _free(SubscriptionTier.PRO_PLUS, None)
+
+
+def test_a_maps_alike_failures_are_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def distributions() -> dict[str, list[str]]:
+        calls.append(1)
+        return {}
+
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", distributions)
+    payload = {"etype": "builtins.ModuleNotFoundError", "evalue": "No module named 'sklearn'"}
+    outcomes: list[tuple[str, Any]] = [(ItemStatus.ERROR, dict(payload)) for _ in range(200)]
+    outcomes.append((ItemStatus.OK, 5))
+    explained = LocalModules().explain_missing(outcomes)
+    assert len(calls) == 1 and explained[-1] == (ItemStatus.OK, 5)
+    error = rebuild_exception(explained[0][1])
+    assert isinstance(error, ModuleNotFoundError) and error.name == "sklearn"
+    assert "%pip install scikit-learn" in str(error)
