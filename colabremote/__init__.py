@@ -20,7 +20,13 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
-from .exceptions import ColabRemoteError, OutputDroppedWarning, RemoteError, RemoteTimeout
+from .exceptions import (
+    ColabRemoteError,
+    ColabTermsWarning,
+    OutputDroppedWarning,
+    RemoteError,
+    RemoteTimeout,
+)
 
 try:
     __version__ = _metadata.version("colabremote")
@@ -31,6 +37,7 @@ __all__ = [
     "AsyncSession",
     "ColabRemoteError",
     "OutputDroppedWarning",
+    "ColabTermsWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",

@@ -9,10 +9,13 @@ query string.
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from http import HTTPStatus
 from typing import Protocol
 
 import httpx
@@ -28,6 +31,7 @@ __all__ = [
     "mapped_errors",
     "refusal",
     "scrub",
+    "server_reason",
 ]
 
 ErrorFactory = Callable[[str, int | None], ColabRemoteError]
@@ -77,13 +81,83 @@ def display_url(url: httpx.URL | str) -> str:
 
 def refusal(response: httpx.Response, doing: str, *, detail: str = "") -> str:
     """The message for an error status: what was being done, the method, the URL without its
-    query, the status; ``detail`` (already scrubbed) after a colon."""
+    query, the status; ``detail`` (already scrubbed) after a colon. A known status is shown
+    with its standard phrase: a server's own words there belong in ``detail``
+    (:func:`server_reason`), where they are scrubbed."""
     request = response.request
+    status = response.status_code
+    phrase = _status_phrase(status) or scrub(response.reason_phrase)
     text = (
-        f"{doing}: {request.method} {display_url(request.url)} answered HTTP "
-        f"{response.status_code} {response.reason_phrase}"
+        f"{doing}: {request.method} {display_url(request.url)} answered HTTP {status} {phrase}"
     ).rstrip()
     return text + (f": {detail}" if detail else "")
+
+
+#: The most of a server's reason a message shows: two lines, each this long at most.
+_REASON_LINES = 2
+_REASON_WIDTH = 200
+#: What an HTML error page says outside its text (scripts, the head), and the tags around it.
+_TAGS = re.compile(
+    r"<(script|style|noscript|head|title)\b.*?</\1\s*>|<!--.*?-->|<[^>]*>",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def server_reason(
+    status: int,
+    phrase: str | None,
+    content_type: str | None,
+    body: bytes | bytearray | str,
+    *secrets: str | None,
+) -> str:
+    """A server's own reason for an error answer, fit for a message, or "" when it gives none
+    beyond the status (``403: Forbidden``): the status line's own words (Enterprise Gateway
+    puts its reason there), the ``message`` and ``reason`` of a JSON body (jupyter_server's
+    form), else the text of a plain or HTML body. At most two lines, scrubbed of ``secrets``
+    and of anything that looks like a token."""
+    text = body if isinstance(body, str) else bytes(body).decode("utf-8", "replace")
+    content_type = (content_type or "").lower()
+    if "json" in content_type or text.lstrip().startswith("{"):
+        text = _json_reason(text)
+    elif "html" in content_type or text.lstrip().startswith("<"):
+        text = html.unescape(_TAGS.sub("\n", text))
+    text = scrub(f"{phrase or ''}\n{text}", *secrets)  # before trimming, which could cut a token
+    standard = _status_phrase(status).lower()
+    said: list[str] = []
+    for raw in text.splitlines():
+        line = " ".join(raw.split())
+        bare = line.lower().removeprefix(str(status)).strip(" :-.")
+        if bare in ("", standard, "error", "unknown http error") or line in said:
+            continue  # a repeat of the status says nothing new
+        said.append(line if len(line) <= _REASON_WIDTH else line[: _REASON_WIDTH - 3] + "...")
+        if len(said) == _REASON_LINES:
+            break
+    return " / ".join(said)
+
+
+def _json_reason(text: str) -> str:
+    """The human parts of a JSON error body, one a line (not a traceback the server sent)."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if not isinstance(data, dict):
+        return ""
+    found: list[str] = []
+    for key in ("message", "reason", "error", "detail"):
+        value = data.get(key)
+        if isinstance(value, dict):  # Google's {"error": {"message": ...}}
+            value = value.get("message")
+        if isinstance(value, str) and value.strip():
+            found.append(value.strip())
+    return "\n".join(found)
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 @contextmanager

@@ -633,6 +633,64 @@ class ModuleExclusions:
 
 _NO_MODULE = re.compile(r"No module named '([^']+)'")
 
+#: Import names whose package on PyPI is called something else.
+_PIP_NAMES = {
+    "attr": "attrs",
+    "bs4": "beautifulsoup4",
+    "cv2": "opencv-python",
+    "dateutil": "python-dateutil",
+    "docx": "python-docx",
+    "dotenv": "python-dotenv",
+    "fitz": "pymupdf",
+    "jwt": "pyjwt",
+    "PIL": "pillow",
+    "skimage": "scikit-image",
+    "sklearn": "scikit-learn",
+    "yaml": "pyyaml",
+}
+
+
+def _normalized(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+def pip_name(module: str) -> str:
+    """The package to ``pip install`` for ``module``: the distribution that provides it here,
+    if one does (``google.cloud.storage``: the one named after the most of its parts), else a
+    well-known name (``sklearn``: ``scikit-learn``), else the top-level module name."""
+    import importlib.metadata
+
+    top = module.partition(".")[0]
+    try:
+        here = importlib.metadata.packages_distributions().get(top, [])
+    except Exception:  # noqa: BLE001 - broken metadata here must not hide the kernel's error
+        here = []
+    by_name = {_normalized(d): d for d in here}
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        wanted = _normalized("-".join(parts[:end]))
+        if wanted in by_name:
+            return by_name[wanted]
+    if len(set(by_name)) == 1:
+        return here[0]
+    return _PIP_NAMES.get(top, top)
+
+
+def install_hint(module: str) -> str:
+    """The message for a package missing on the kernel: what is missing, and the command that
+    installs it there (``%pip`` runs in the kernel's own environment, on every backend)."""
+    return (
+        f"No module named {module!r} on the kernel. Install it there with "
+        f's.exec("%pip install {pip_name(module)}") (s: your Session, or '
+        "colabremote.default_session()), then call again"
+    )
+
+
+def _is_local_module(name: str) -> bool:
+    """Whether ``name``, or the package it is in, is one of the user's own files here."""
+    pieces = name.split(".")
+    return any(_local_source(".".join(pieces[:end])) for end in range(len(pieces), 0, -1))
+
 
 class LocalModules:
     """The user's own modules that calls can reach, and which versions the kernel already has.
@@ -673,13 +731,16 @@ class LocalModules:
         for f in files:
             self._sent[f.path] = f.digest
 
-    def explain_excluded(self, outcomes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        """``outcomes``, where a ModuleNotFoundError for an excluded module says so."""
-        if not self.exclusions:
-            return outcomes
-        return [self._explained(outcome) for outcome in outcomes]
+    def explain_missing(self, outcomes: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """``outcomes``, where a ModuleNotFoundError from the kernel says what to do: a module
+        the session excluded says so; a package missing there names the command that
+        installs it on the runtime. A local module keeps the kernel's message."""
+        messages: dict[str, str | None] = {}  # a map's items often fail alike: decide once
+        return [self._explained(outcome, messages) for outcome in outcomes]
 
-    def _explained(self, outcome: tuple[str, Any]) -> tuple[str, Any]:
+    def _explained(
+        self, outcome: tuple[str, Any], messages: dict[str, str | None]
+    ) -> tuple[str, Any]:
         status, payload = outcome
         if (
             status != wire.ItemStatus.ERROR
@@ -688,15 +749,28 @@ class LocalModules:
         ):
             return outcome
         found = _NO_MODULE.match(str(payload.get("evalue", "")))
-        pattern = self.exclusions.excluding(found.group(1)) if found else None
-        if found is None or pattern is None:
+        if found is None:
             return outcome
-        message = (
-            f"No module named {found.group(1)!r} on the kernel: it was not sent, because "
-            f"exclude_modules has {pattern!r}"
-        )
-        error = ModuleNotFoundError(message, name=found.group(1))
+        name = found.group(1)
+        if name not in messages:
+            messages[name] = self._missing(name)
+        message = messages[name]
+        if message is None:
+            return outcome
+        error = ModuleNotFoundError(message, name=name)
         return status, {**payload, "evalue": message, "pickled": pickle.dumps(error)}
+
+    def _missing(self, name: str) -> str | None:
+        """What to say about module ``name`` missing on the kernel (None: the kernel's words)."""
+        pattern = self.exclusions.excluding(name) if self.exclusions else None
+        if pattern is not None:
+            return (
+                f"No module named {name!r} on the kernel: it was not sent, because "
+                f"exclude_modules has {pattern!r}"
+            )
+        if _is_local_module(name):
+            return None  # the user's own code, not a package: pip would not help
+        return install_hint(name)
 
     def _reach(self) -> list[SourceFile]:
         """The current version of every local module the roots reach. A module's imports are

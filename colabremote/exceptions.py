@@ -35,7 +35,8 @@ ColabRemoteError
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
-└── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
+├── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
+└── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -64,6 +65,7 @@ __all__ = [
     "BlockingCallError",
     "ColabError",
     "ColabRemoteError",
+    "ColabTermsWarning",
     "ConfigurationError",
     "ConnectionLost",
     "KernelDied",
@@ -235,6 +237,13 @@ class OutputDroppedWarning(UserWarning):
     """Some of what remote code printed never arrived: a server's rate limit or a dropped
     connection took it. The same note appears in the output where the text is missing; the
     message says how much was lost (when that is known) and how it happened."""
+
+
+class ColabTermsWarning(UserWarning):
+    """The signed-in account uses Colab's free tier (no subscription, no paid compute units).
+    Colab's terms restrict what free runtimes may be used for (remote control and proxies
+    among them); colabremote's Colab backend is meant for Pro, Pro+ and Pay As You Go. Said
+    once, when a session opens; the session works as usual."""
 
 
 class SerializationError(ColabRemoteError):

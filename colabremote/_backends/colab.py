@@ -28,7 +28,13 @@ import httpx
 
 from .._colab.control import ControlPlane
 from .._colab.endpoints import ColabEndpoints
-from .._colab.models import Assignment, RuntimeProxyInfo, check_accelerator
+from .._colab.models import (
+    Assignment,
+    RuntimeProxyInfo,
+    SubscriptionState,
+    SubscriptionTier,
+    check_accelerator,
+)
 from .._colab.public_api import PublicApi
 from .._http import TokenSource
 from .._info import RuntimeInfo
@@ -37,6 +43,7 @@ from ..exceptions import (
     AuthError,
     ColabError,
     ColabRemoteError,
+    ColabTermsWarning,
     ConfigurationError,
     ConnectionLost,
     RuntimeGone,
@@ -66,6 +73,11 @@ PROXY_REFRESH_MARGIN = 300.0
 #: Scheduled proxy token refreshes are at least this far apart, however short the lifetime.
 PROXY_REFRESH_MIN_INTERVAL = 5.0
 CLIENT_AGENT = "colabremote"
+#: The longest the plan check at open may take; past it, the session opens without a notice.
+PLAN_CHECK_SECONDS = 10.0
+#: Where Colab states what runtimes may be used for.
+COLAB_FAQ = "https://research.google.com/colaboratory/faq.html"
+COLAB_TERMS = "https://colab.research.google.com/terms"
 
 
 def proxy_refresh_delay(lifetime: float | None, left: float | None) -> float:
@@ -220,10 +232,63 @@ class ColabBackend(JupyterBackend):
         ]
         progress(f"Colab runtime {self.endpoint} assigned ({self.accelerator_label})")
         try:
+            await self._note_free_tier()
             await self._start_kernel(progress)
         except BaseException:
             await self.close()
             raise
+
+    async def _note_free_tier(self) -> None:
+        """Say once, at open, when the account runs Colab free of charge: Colab's terms
+        restrict what such runtimes may do. It never blocks the session: a plan Colab does not
+        tell within PLAN_CHECK_SECONDS is taken as paid."""
+        try:
+            free = await asyncio.wait_for(self._runs_free(), PLAN_CHECK_SECONDS)
+        except (ColabRemoteError, asyncio.TimeoutError) as exc:
+            log.debug("could not tell the account's Colab plan: %r", exc)
+            return
+        if not free:
+            return
+        message = (
+            f"Colab runtime {self.endpoint}: this account uses Colab's free tier (no Pro or "
+            "Pro+ subscription, no paid compute units). Colab's terms restrict what free "
+            "runtimes may be used for, remote control and proxies among them: see "
+            f"{COLAB_FAQ} and the Colab Additional Terms of Service, {COLAB_TERMS}. The "
+            "Colab backend is meant for paid plans: Colab Pro, Pro+ or Pay As You Go."
+        )
+        log.info("%s", message)
+        warnings.warn(message, ColabTermsWarning, stacklevel=2)
+
+    async def _runs_free(self) -> bool:
+        """Whether the account is on the free tier without paid compute units (Pay As You Go
+        is paid). The assignment's tier answers for Pro and Pro+ without a request; otherwise
+        the v1beta subscription (with ``api="v1beta"``) or user info, with the balance."""
+        assigned = self.assignment.subscription_tier if self.assignment else None
+        if assigned is not None and assigned.is_paid:
+            return False
+        if self.api == "v1beta":
+            tier = await self.public.subscription_tier()
+            return not tier.is_paid and _free(tier, await self._paid_balance())
+        try:
+            info = await self.control.user_info(consumption=True)
+        except (ColabError, AuthError) as exc:  # Colab may refuse it to other OAuth clients
+            log.debug("user info is not available to this client: %s", exc)
+        else:
+            if info.subscription_tier is not SubscriptionTier.UNSPECIFIED:
+                return _free(info.subscription_tier, info.paid_compute_units_balance)
+        # The assignment's subTier 0 also means "unknown": free for an unsubscribed account.
+        state = self.assignment.subscription_state if self.assignment else None
+        unsubscribed = state in (None, SubscriptionState.UNSUBSCRIBED)
+        if assigned is not SubscriptionTier.FREE or not unsubscribed:
+            return False
+        return _free(assigned, (await self.control.ccu_info()).current_balance)
+
+    async def _paid_balance(self) -> float | None:
+        """The compute units bought: from user info, else from /tun/m/ccu-info."""
+        try:
+            return (await self.control.user_info(consumption=True)).paid_compute_units_balance
+        except (ColabError, AuthError):
+            return (await self.control.ccu_info()).current_balance
 
     async def _start_v1beta(self, progress: Progress) -> None:
         """Create (or find, with ``endpoint=``) a runtime through the public v1beta API."""
@@ -548,3 +613,8 @@ def _not_released(endpoint: str, exc: BaseException) -> None:
     )
     log.error("%s", message)
     warnings.warn(message, RuntimeNotReleasedWarning, stacklevel=2)
+
+
+def _free(tier: SubscriptionTier, paid_balance: float | None) -> bool:
+    """The free tier, without compute units bought (which make it Pay As You Go)."""
+    return tier is SubscriptionTier.FREE and not (paid_balance or 0) > 0

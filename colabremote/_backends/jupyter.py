@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import httpx
 
-from .._http import display_url, mapped_errors, refusal
+from .._http import display_url, mapped_errors, refusal, server_reason
 from .._kernel.transport import Transport
-from .._kernel.websocket import WebSocketTransport
+from .._kernel.websocket import WebSocketTransport, secret_values
 from .._progress import Progress
 from .._retry import retrying
 from .._tls import verify_setting
@@ -37,14 +37,27 @@ _START_AGAIN = frozenset({502, 503, 504})
 OPEN_ATTEMPTS = 4
 
 
-def _check(response: httpx.Response, doing: str) -> httpx.Response:
-    """``response`` if it succeeded, else ServerError (AuthenticationError for 401 and 403)."""
+def _check(response: httpx.Response, doing: str, secrets: list[str]) -> httpx.Response:
+    """``response`` if it succeeded, else ServerError (AuthenticationError for 401 and 403),
+    with the server's own reason when it gave one. "check the token" is only for a refusal
+    that gives no other reason: Enterprise Gateway's 403 names KERNEL_USERNAME instead."""
     status = response.status_code
+    if status < 400:
+        return response
+    reason = server_reason(
+        status,
+        response.reason_phrase,
+        response.headers.get("content-type"),
+        response.content,
+        *secrets,
+    )
+    message = refusal(response, doing, detail=reason)
     if status in (401, 403):
-        raise AuthenticationError(refusal(response, doing) + "; check the token", status=status)
-    if status >= 400:
-        raise ServerError(refusal(response, doing), status=status)
-    return response
+        # jupyter_server asks a request whose token it did not accept for a browser's XSRF
+        # cookie instead: that reason, too, means the token.
+        advice = "" if reason and "_xsrf" not in reason else "; check the token"
+        raise AuthenticationError(message + advice, status=status)
+    raise ServerError(message, status=status)
 
 
 def _clean_token(token: str | None) -> str | None:
@@ -122,7 +135,7 @@ class JupyterBackend(Backend):
         """One HTTP request, with httpx's errors translated here and nowhere else."""
         with mapped_errors(doing, where=display_url(self.url), error=_lost):
             response = await self._http.request(method, path, **kwargs)
-        return _check(response, doing)
+        return _check(response, doing, secret_values(self._headers))
 
     async def _get(self, path: str, doing: str) -> httpx.Response:
         return await retrying(lambda: self._request("GET", path, doing), what=doing)
@@ -177,20 +190,38 @@ class JupyterBackend(Backend):
                     f"the server could not start a kernel, {tries} attempts ({exc}); it is "
                     "overloaded or restarting: try again later"
                 ) from None
-            raise KernelStartError(
-                f"the server could not start a {self.kernel_name!r} kernel ({exc}); check "
-                "kernel_name against the server's /api/kernelspecs"
-            ) from None
+            raise KernelStartError(await self._why_not_started(exc)) from None
         except ConnectionLost as exc:
             attempts = f" ({tries} attempts to start a kernel)" if tries > 1 else ""
             raise KernelStartError(f"{exc}{attempts}") from None
 
+    async def _why_not_started(self, exc: ServerError) -> str:
+        """The message for a kernel start the server refused: a ``kernel_name`` the server does
+        not have, with the names it has, else the server's own reason."""
+        failed = f"the server could not start a {self.kernel_name!r} kernel ({exc})"
+        try:
+            response = await self._request("GET", "/api/kernelspecs", "listing the kernelspecs")
+            specs: Any = response.json().get("kernelspecs")
+        except (ServerError, ConnectionLost, ValueError, AttributeError):
+            return f"{failed}; check kernel_name against the server's /api/kernelspecs"
+        if not isinstance(specs, dict) or self.kernel_name in specs:
+            return failed
+        names = ", ".join(repr(name) for name in sorted(specs)) or "none"
+        return (
+            f"the server has no {self.kernel_name!r} kernel: its /api/kernelspecs lists {names}; "
+            f"pass one of those as kernel_name= ({exc})"
+        )
+
     async def _kernel_ids(self) -> set[str] | None:
-        """The ids of the kernels running on the server now (``None``: it would not say)."""
+        """The ids of the kernels running on the server now (``None``: it would not say).
+
+        Enterprise Gateway refuses to list kernels (403) by default: a refusal is the token's
+        fault only if the server refuses to list kernelspecs too."""
         try:
             response = await self._get("/api/kernels", "listing the server's kernels")
         except AuthenticationError:
-            raise
+            await self._get("/api/kernelspecs", "listing the server's kernelspecs")
+            return None
         except ServerError:
             return None
         listing: Any = response.json()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from .._http import server_reason
 from ..exceptions import AuthenticationError, ConnectionLost, ServerError
 from .messages import (
     V1_SUBPROTOCOL,
@@ -163,14 +164,19 @@ class WebSocketTransport(Transport):
                     "credentials to another address. Use the server's final URL.",
                     status=status,
                 ) from None
+            answer = exc.response
+            reason = server_reason(
+                status,
+                answer.reason_phrase,
+                answer.headers.get("Content-Type"),
+                answer.body or b"",
+                *secret_values(headers),
+            )
+            refused = f"the server refused the kernel WebSocket (HTTP {status})"
             if status in (401, 403):
-                raise AuthenticationError(
-                    f"the server refused the kernel WebSocket (HTTP {status}): check the token",
-                    status=status,
-                ) from None
-            raise ServerError(
-                f"the server refused the kernel WebSocket (HTTP {status})", status=status
-            ) from None
+                why = reason or "check the token"  # the token, unless the server says otherwise
+                raise AuthenticationError(f"{refused}: {why}", status=status) from None
+            raise ServerError(refused + (f": {reason}" if reason else ""), status=status) from None
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise ConnectionLost(f"could not open the kernel WebSocket: {exc}") from None
         sock = connection.transport.get_extra_info("socket")

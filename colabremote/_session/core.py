@@ -362,7 +362,7 @@ class _Core:
         )
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
         outcomes = unpack_outcomes(reply.parts, trusted=self.trust_kernel) if reply.parts else []
-        return self.modules.explain_excluded(outcomes), float(reply.fields.get("seconds", 0.0))
+        return self.modules.explain_missing(outcomes), float(reply.fields.get("seconds", 0.0))
 
     def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""

@@ -18,6 +18,7 @@ PUBLIC = {
     "AsyncSession",
     "ColabRemoteError",
     "OutputDroppedWarning",
+    "ColabTermsWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
