@@ -36,8 +36,8 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "AsyncSession",
     "ColabRemoteError",
-    "OutputDroppedWarning",
     "ColabTermsWarning",
+    "OutputDroppedWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
