@@ -315,7 +315,8 @@ class KernelClient:
                 self._fetch_for(resumption, calls)
                 await resumption.answered.wait()
             finally:
-                self._resumption = None
+                if self._resumption is resumption:
+                    self._resumption = None
             order = {msg_id: index for index, msg_id in enumerate(calls)}
             for msg_id in sorted(resumption.unknown, key=order.__getitem__):
                 waiter = self._waiters.get(msg_id)
