@@ -18,14 +18,17 @@ import httpx
 import pytest
 
 import colabremote as cr
+from colabremote._colab.auth import EnvironmentToken
+from colabremote._kernel.client import INSTALL_TIMEOUT
 from colabremote._session.core import CLOSE_WAIT_SECONDS
 from colabremote.exceptions import (
     ConnectionLost,
+    KernelDied,
     KernelRestarted,
     ResultNotSerializable,
     SessionClosed,
 )
-from colabremote.testing import JupyterServer
+from colabremote.testing import ColabEmulator, JupyterServer
 
 from .conftest import wait_for_path
 
@@ -150,20 +153,37 @@ def deaf_until(started: str, release: str) -> None:
 Restart = Callable[[], None]
 
 
-@pytest.fixture
-def jupyter_session(
-    jupyter_server: JupyterServer,
-) -> Iterator[tuple[cr.Session, Restart]]:
-    """A session on the test Jupyter server, and a way to restart its kernel from outside."""
-    with cr.Session(
-        "jupyter", url=jupyter_server.url, token=jupyter_server.token, progress=False
-    ) as s:
+@pytest.fixture(scope="module")
+def emu() -> Iterator[ColabEmulator]:
+    with ColabEmulator() as emulator:
+        yield emulator
+
+
+def emulated(emu: ColabEmulator, **options: Any) -> cr.Session:
+    """A Colab session on the module's emulator."""
+    token = EnvironmentToken(emu.mint_access_token())
+    return cr.Session("colab", base_url=emu.url, credentials=token, progress=False, **options)
+
+
+@pytest.fixture(params=["jupyter", "emulator"])
+def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[cr.Session, Restart]]:
+    """A session, and a way to restart its kernel from outside: the Jupyter server's REST call
+    as JupyterLab sends it, or Colab's "Restart session" through the runtime's proxy."""
+    if request.param == "emulator":
+        emu: ColabEmulator = request.getfixturevalue("emu")
+        with emulated(emu) as s:
+            endpoint = s.runtime().endpoint
+            kernel_id = s.info().details["kernel_id"]
+            yield s, lambda: emu.restart_kernel(endpoint, kernel_id)
+        return
+    server: JupyterServer = request.getfixturevalue("jupyter_server")
+    with cr.Session("jupyter", url=server.url, token=server.token, progress=False) as s:
         kernel_id = s.info().details["kernel_id"]
 
         def restart() -> None:
             response = httpx.post(
-                f"{jupyter_server.url}/api/kernels/{kernel_id}/restart",
-                headers={"Authorization": f"token {jupyter_server.token}"},
+                f"{server.url}/api/kernels/{kernel_id}/restart",
+                headers={"Authorization": f"token {server.token}"},
                 timeout=120,
             )
             response.raise_for_status()
@@ -172,9 +192,9 @@ def jupyter_session(
 
 
 def test_restart_from_elsewhere_fails_the_call_at_once_and_the_next_call_works(
-    jupyter_session: tuple[cr.Session, Restart], tmp_path: Path
+    restartable: tuple[cr.Session, Restart], tmp_path: Path
 ) -> None:
-    session, restart = jupyter_session
+    session, restart = restartable
     session.remote(remember)(7)
     started, release = tmp_path / "started", tmp_path / "release"
 
@@ -196,9 +216,9 @@ def test_restart_from_elsewhere_fails_the_call_at_once_and_the_next_call_works(
 
 
 def test_restart_from_elsewhere_between_calls(
-    jupyter_session: tuple[cr.Session, Restart],
+    restartable: tuple[cr.Session, Restart],
 ) -> None:
-    session, restart = jupyter_session
+    session, restart = restartable
     session.remote(remember)(7)
     restart()
     assert session.remote(recall)() is None
@@ -246,3 +266,44 @@ def test_close_finishes_while_the_kernel_never_answers_the_connect(
         finally:
             release.touch()
             blocker.join(60)
+
+
+def die() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_restart_during_the_reconnection_after_a_kernel_kill_fails_fast_and_close_releases(
+    emu: ColabEmulator,
+) -> None:
+    """The kernel is killed; while the session brings a kernel back and installs the agent in
+    it, the kernel is restarted from elsewhere (its install never reaches it). The call fails
+    with a typed error well inside the install's deadline, and close() releases the runtime."""
+    session = emulated(emu)
+    try:
+        endpoint = session.runtime().endpoint
+        kernel_id = session.info().details["kernel_id"]
+        with pytest.raises(KernelDied):
+            session.remote(die)()
+        swallowed = emu.faults.swallow_frame(b"def __colabremote_install(source)")
+
+        def restart_once_the_install_is_sent() -> None:
+            if swallowed.wait(60):
+                emu.restart_kernel(endpoint, kernel_id)
+
+        restarter = threading.Thread(target=restart_once_the_install_is_sent, daemon=True)
+        restarter.start()
+        begun = time.monotonic()
+        with pytest.raises(KernelDied):  # KernelRestarted, or the server saying "restarting"
+            session.remote(sorted)([2, 1])
+        assert time.monotonic() - begun < INSTALL_TIMEOUT / 2
+        assert swallowed.is_set()
+        restarter.join(60)
+        assert not restarter.is_alive()
+    finally:
+        emu.faults.clear()
+        begun = time.monotonic()
+        session.close()
+        assert time.monotonic() - begun < CLOSE_WAIT_SECONDS
+    assert endpoint not in emu.assigned_endpoints()

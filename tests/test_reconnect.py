@@ -1,10 +1,10 @@
-"""A dropped kernel WebSocket loses nothing: calls in flight finish, exactly once."""
+"""A dropped kernel WebSocket loses nothing: calls in flight finish, exactly once, in order."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 import colabremote as cr
-from colabremote.testing import JupyterServer, drop_connection
+from colabremote._colab.auth import EnvironmentToken
+from colabremote.testing import ColabEmulator, JupyterServer, drop_connection
 
 from .conftest import wait_for_path
 
@@ -72,10 +73,8 @@ def test_many_calls_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -
     futures = [f.submit(str(log), f"call {i}", 0.1) for i in range(15)]
     assert [fut.result(timeout=60) for fut in futures] == [f"call {i}" for i in range(15)]
     cutter.join()
-    ran = log.read_text().splitlines()
-    # Exactly once each. Not necessarily in order: a call caught in transit by the drop is sent
-    # again after the reconnection, behind calls made later (docs/reliability.md).
-    assert sorted(ran, key=lambda line: int(line.split()[1])) == [f"call {i}" for i in range(15)]
+    # Exactly once each, in the order they were made, wherever the drop caught them.
+    assert log.read_text().splitlines() == [f"call {i}" for i in range(15)]
 
 
 def test_large_result_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -> None:
@@ -88,3 +87,104 @@ def test_large_result_across_a_drop(jupyter_session: cr.Session, tmp_path: Path)
         cutter.join()
         np.testing.assert_array_equal(out[:5], [0, 1, 2, 3, 4])
         assert out.shape == (4_000_000,)
+
+
+# -- order across a drop, with the emulator's switches deciding what the drop catches ----------
+
+
+def append_line(path: str, text: str) -> str:
+    with open(path, "a") as f:
+        f.write(text + "\n")
+    return text
+
+
+def append_when_released(path: str, started: str, release: str) -> str:
+    """Notes that it started, waits for ``release`` (at most 60 s), then appends "finished"."""
+    with open(path, "a") as f:
+        f.write("started\n")
+    Path(started).touch()
+    deadline = time.monotonic() + 60
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with open(path, "a") as f:
+        f.write("finished\n")
+    return "finished"
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[ColabEmulator]:
+    with ColabEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def emu_session(emu: ColabEmulator) -> Iterator[cr.Session]:
+    token = EnvironmentToken(emu.mint_access_token())
+    with cr.Session("colab", base_url=emu.url, credentials=token, progress=False) as session:
+        yield session
+    emu.faults.clear()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds, with a deadline: a slow machine fails instead of passing."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:g} s")
+        time.sleep(0.01)
+
+
+def calls_in_flight(session: cr.Session) -> int:
+    client = session._core.client
+    return 0 if client is None else client.calls_in_flight
+
+
+def hold_reconnection(emu: ColabEmulator, session: cr.Session) -> Any:
+    """Hold the session's next kernel WebSocket upgrade, so a test can act while it reconnects."""
+    kernel_id = session.info().details["kernel_id"]
+    return emu.faults.hold_next(f"/api/kernels/{kernel_id}/channels")
+
+
+def test_a_call_caught_in_transit_keeps_its_place(
+    emu: ColabEmulator, emu_session: cr.Session, tmp_path: Path
+) -> None:
+    """A leaves here but never reaches the kernel; B and C are made while the session
+    reconnects. The kernel still runs A, B, C in that order, each once."""
+    log = tmp_path / "log"
+    f = emu_session.remote(append_line)
+    assert f(str(log), "warm-up") == "warm-up"
+    swallowed = emu.faults.swallow_frame(b"first: A")
+    held = hold_reconnection(emu, emu_session)
+    a = f.submit(str(log), "first: A")
+    assert swallowed.wait(60), "A never reached the emulator"
+    drop_connection(emu_session)
+    try:
+        assert held.arrived.wait(60), "the session did not reconnect"
+        b = f.submit(str(log), "then: B")
+        c = f.submit(str(log), "then: C")
+        wait_until(lambda: calls_in_flight(emu_session) == 3, "B and C being queued")
+    finally:
+        held.release()
+    assert [x.result(timeout=60) for x in (a, b, c)] == ["first: A", "then: B", "then: C"]
+    assert log.read_text().splitlines() == ["warm-up", "first: A", "then: B", "then: C"]
+    assert f(str(log), "after") == "after"
+
+
+def test_a_call_that_started_before_a_drop_is_fetched_not_run_again(
+    emu: ColabEmulator, emu_session: cr.Session, tmp_path: Path
+) -> None:
+    log, started, release = tmp_path / "log", tmp_path / "started", tmp_path / "release"
+    held = hold_reconnection(emu, emu_session)
+    running = emu_session.remote(append_when_released).submit(str(log), str(started), str(release))
+    wait_for_path(started)
+    drop_connection(emu_session)
+    try:
+        assert held.arrived.wait(60), "the session did not reconnect"
+        later = emu_session.remote(append_line).submit(str(log), "made during the drop")
+        wait_until(lambda: calls_in_flight(emu_session) == 2, "the later call being queued")
+    finally:
+        held.release()
+    release.touch()
+    assert running.result(timeout=60) == "finished"
+    assert later.result(timeout=60) == "made during the drop"
+    assert log.read_text().splitlines() == ["started", "finished", "made during the drop"]

@@ -20,7 +20,7 @@ import itertools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,28 @@ class _Inflight:
     fields: dict[str, Any] = field(default_factory=dict)
     parts: Sequence[Buffer] = ()  # kept until the reply comes, to resend a call that never arrived
     fetches: int = 0
+    #: The connection its latest sending began on (None while it waits to be sent). One that
+    #: began on a connection that dropped is fetched (a call) or sent again (anything else).
+    sent_on: int | None = None
+
+
+@dataclass(eq=False)
+class _Resumption:
+    """A reconnection's account of the calls that were in flight, until the agent has answered
+    for each: with its kept outcome, or "never received" (``unknown``)."""
+
+    pending: set[str]
+    unknown: set[str] = field(default_factory=set)
+    fetches: set[str] = field(default_factory=set)  # the ids of its fetch messages
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def settle(self, msg_id: str, *, unknown: bool = False) -> None:
+        if msg_id in self.pending:
+            self.pending.discard(msg_id)
+            if unknown:
+                self.unknown.add(msg_id)
+        if not self.pending:
+            self.answered.set()
 
 
 class KernelClient:
@@ -96,8 +118,15 @@ class KernelClient:
         #: Called when the connection drops; it should call :meth:`reconnect` or :meth:`fail_all`.
         #: Without it, a dropped connection fails everything in flight.
         self.on_disconnect = on_disconnect
+        #: A connection is up (stdin replies and a reconnection's own messages may go).
         self._connected = asyncio.Event()
         self._connected.set()
+        #: Everything else may go: set once a reconnection has settled what was in flight.
+        self._resumed = asyncio.Event()
+        self._resumed.set()
+        self._generation = 0  # counts connections: a message is sent whole on one of them
+        self._resumption: _Resumption | None = None
+        self._resuming: asyncio.Task[None] | None = None
         self._closing = False
         self.factory = MessageFactory(username="colabremote")
         self.session_id = self.factory.session
@@ -136,6 +165,9 @@ class KernelClient:
     async def close(self) -> None:
         self._closing = True
         self._connected.set()  # release anything waiting for a reconnection
+        self._resumed.set()
+        if self._resuming is not None:
+            self._resuming.cancel()
         if self._ack_handle is not None:
             self._ack_handle.cancel()
         if self._reader is not None:
@@ -156,6 +188,9 @@ class KernelClient:
         if self._failure is None:
             self._failure = exc
         self._connected.set()  # senders waiting for a reconnection wake, and fail with ``exc``
+        self._resumed.set()
+        if self._resuming is not None:
+            self._resuming.cancel()
         waiting: list[asyncio.Future[Any]] = [
             *self._replies.values(),
             *self._idle.values(),
@@ -193,9 +228,35 @@ class KernelClient:
             raise self._failure
 
     async def _send(self, msg: Message) -> None:
+        """Send a stdin reply: it answers the kernel, so it goes as soon as a connection is up."""
         self._check()
         await self._connected.wait()  # while reconnecting, messages wait for the new connection
         self._check()
+        await self.transport.send(msg)
+
+    @contextlib.asynccontextmanager
+    async def _sending(self, gate: asyncio.Event) -> AsyncIterator[int]:
+        """Hold the send lock once ``gate`` is open; gives the connection's generation.
+
+        Senders wait for the gate before the lock, so a reconnection's own messages (which wait
+        only for the connection) pass the messages it holds back; the lock keeps the messages
+        of one sender together, in the order the senders came.
+        """
+        while True:
+            self._check()
+            await gate.wait()
+            self._check()
+            async with self._send_lock:
+                if gate.is_set() and self._failure is None:
+                    yield self._generation
+                    return
+
+    async def _send_on(self, msg: Message, generation: int) -> None:
+        """Send on the connection ``generation``, or fail if it dropped since: a message is never
+        continued on another connection (the reconnection fetches or resends it whole)."""
+        self._check()
+        if generation != self._generation or not self._connected.is_set():
+            raise ConnectionLost("the kernel connection dropped while a message was being sent")
         await self.transport.send(msg)
 
     # -- dropped connections ---------------------------------------------------------------
@@ -208,15 +269,21 @@ class KernelClient:
                 self.fail_all(exc)
             return
         log.warning("the kernel connection dropped (%s); reconnecting", exc)
+        self._generation += 1
         self._connected.clear()
+        self._resumed.clear()
+        if self._resuming is not None:
+            self._resuming.cancel()  # the next reconnection settles what was in flight again
         self.on_disconnect(exc)
 
     async def reconnect(self, transport: Transport) -> None:
-        """Carry on over a new connection to the same kernel, losing nothing.
+        """Carry on over a new connection to the same kernel, losing nothing, in order.
 
-        The agent keeps every result until acknowledged and handles messages in order, so a
-        ``fetch`` for each call in flight either returns its kept result or, if the call never
-        reached the kernel, says ``unknown`` and the call is sent again: it never ran.
+        The agent keeps every result until acknowledged and handles messages in order. Until it
+        has answered a ``fetch`` for every call in flight (its kept result, or ``unknown``: the
+        call never reached the kernel), nothing new is sent; then the calls it never received
+        are sent again, in their original order, ahead of everything that waited. They never
+        ran, so each call still runs once, and calls run in the order they were made.
         """
         old, self.transport = self.transport, transport
         with contextlib.suppress(Exception):
@@ -231,15 +298,46 @@ class KernelClient:
         self._busy = {b for b in self._busy if b in self._calls_sent or b in self._idle}
         self._receiving.clear()
         self.start()
+        # Messages that began on a lost connection, in the order they were made; those still
+        # waiting to be sent go later, through the gate this reconnection opens.
+        began = [w for w in self._waiters.values() if w.sent_on is not None]
         self._connected.set()
-        for waiter in list(self._waiters.values()):
-            if not waiter.is_call:
-                # Everything but a call is idempotent (sources, info, resume): send it again.
-                self._resend(waiter)
-        calls = [w.msg_id for w in self._waiters.values() if w.is_call]
+        self._resuming = asyncio.get_running_loop().create_task(
+            self._resume(self._generation, began)
+        )
+
+    async def _resume(self, generation: int, began: list[_Inflight]) -> None:
+        """Settle what a lost connection had in flight, then let held messages go."""
+        # Everything but a call is idempotent (sources, info, resume): send it again.
+        resent = [self._resend(w, priority=True) for w in began if not w.is_call]
+        calls = [w.msg_id for w in began if w.is_call]
         if calls:
-            fetch = self.agent_request({"op": Op.FETCH, "ids": calls}, expect_reply=False)
-            fetch.add_done_callback(_consume)
+            resumption = _Resumption(set(calls))
+            self._resumption = resumption
+            try:
+                self._fetch_for(resumption, calls)
+                await resumption.answered.wait()
+            finally:
+                if self._resumption is resumption:
+                    self._resumption = None
+            order = {msg_id: index for index, msg_id in enumerate(calls)}
+            for msg_id in sorted(resumption.unknown, key=order.__getitem__):
+                waiter = self._waiters.get(msg_id)
+                if waiter is not None and not waiter.future.done():
+                    log.info("call %s never reached the kernel; sending it again", msg_id)
+                    resent.append(self._resend(waiter, priority=True))
+        if resent:
+            await asyncio.wait(resent)
+        if generation == self._generation and self._connected.is_set():
+            self._resumed.set()
+
+    def _fetch_for(self, resumption: _Resumption, ids: list[str]) -> None:
+        """Ask the agent again about calls of a reconnection that it has not answered for."""
+        fields: dict[str, Any] = {"op": Op.FETCH, "ids": ids}
+        fields["id"] = f"{self.session_id[:8]}-{next(self._ids)}"
+        resumption.fetches.add(fields["id"])
+        task = asyncio.get_running_loop().create_task(self._send_logical(fields, (), priority=True))
+        task.add_done_callback(_consume)
 
     async def request(self, msg: Message, *, timeout: float | None = None) -> Message:
         """Send a shell or control request and wait for its reply."""
@@ -247,8 +345,8 @@ class KernelClient:
         future: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._replies[msg.msg_id] = future
         try:
-            async with self._send_lock:
-                await self._send(msg)
+            async with self._sending(self._resumed) as generation:
+                await self._send_on(msg, generation)
             return await asyncio.wait_for(future, timeout)
         finally:
             self._replies.pop(msg.msg_id, None)
@@ -380,12 +478,19 @@ class KernelClient:
             task.add_done_callback(lambda t: _settle(future, t))
         return future
 
-    async def _send_logical(self, fields: dict[str, Any], parts: Sequence[Buffer]) -> None:
+    async def _send_logical(
+        self, fields: dict[str, Any], parts: Sequence[Buffer], *, priority: bool = False
+    ) -> None:
+        """Send one logical message whole, on one connection. ``priority``: a reconnection's own
+        message, which goes while the reconnection holds everything else back."""
         assert self._agent_comm is not None
         comm_id = self._agent_comm
         total = sum(memoryview(p).nbytes for p in parts)
         progress = self._progress("sending", total)
-        async with self._send_lock:
+        async with self._sending(self._connected if priority else self._resumed) as generation:
+            waiter = self._waiters.get(str(fields["id"]))
+            if waiter is not None:
+                waiter.sent_on = generation
             for data, buffers in split_message(fields, parts, self.transport.max_message_bytes):
                 msg = self._message("comm_msg", {"comm_id": comm_id, "data": data}, buffers=buffers)
                 if data.get("op") != Op.CHUNK:
@@ -393,7 +498,7 @@ class KernelClient:
                     self._answers[msg.msg_id] = _answered_by(fields)
                     if fields.get("op") == Op.CALL:
                         self._calls_sent[msg.msg_id] = str(fields["id"])
-                await self._send(msg)
+                await self._send_on(msg, generation)
                 if progress is not None:
                     progress.advance(sum(b.nbytes for b in buffers))
             if progress is not None:
@@ -420,12 +525,14 @@ class KernelClient:
         if waiter is not None and not waiter.future.done():
             waiter.future.set_exception(exc)
 
-    def _resend(self, waiter: _Inflight) -> None:
+    def _resend(self, waiter: _Inflight, *, priority: bool = False) -> asyncio.Task[None]:
         msg_id = waiter.msg_id
+        waiter.sent_on = None  # until its sending begins
         task = asyncio.get_running_loop().create_task(
-            self._send_logical(waiter.fields, waiter.parts)
+            self._send_logical(waiter.fields, waiter.parts, priority=priority)
         )
         task.add_done_callback(lambda t: self._sent(msg_id, t))
+        return task
 
     def acknowledge(self, msg_id: str) -> None:
         """The result of ``msg_id`` is safely here; the kernel may forget it."""
@@ -591,6 +698,10 @@ class KernelClient:
         result until acknowledged, so asking again loses nothing and runs nothing twice.
         """
         msg_id = self._final_ids.pop(comm_msg_id, None)
+        resumption = self._resumption
+        if resumption is not None and msg_id in resumption.fetches:
+            self._refetch(resumption)
+            return
         waiter = self._waiters.get(msg_id) if msg_id is not None else None
         if waiter is None or waiter.future.done() or not waiter.is_call:
             return
@@ -605,6 +716,30 @@ class KernelClient:
         self._assembler.discard(waiter.msg_id)
         fetch = self.agent_request({"op": Op.FETCH, "ids": [waiter.msg_id]}, expect_reply=False)
         fetch.add_done_callback(_consume)
+
+    def _refetch(self, resumption: _Resumption) -> None:
+        """The agent has handled a reconnection's fetch: ask again for answers that were lost on
+        the way (a server's rate limit), or give those calls up after a few tries."""
+        missing = [m for m in resumption.pending if m in self._waiters]
+        for msg_id in list(resumption.pending):
+            if msg_id not in self._waiters:
+                resumption.settle(msg_id)  # failed or answered meanwhile
+        lost = []
+        for msg_id in missing:
+            waiter = self._waiters[msg_id]
+            waiter.fetches += 1
+            if waiter.fetches > _MAX_FETCHES:
+                lost.append(msg_id)
+        for msg_id in lost:
+            waiter = self._waiters.pop(msg_id)
+            waiter.future.set_exception(
+                ConnectionLost(f"the result of call {msg_id} was lost in transit")
+            )
+            resumption.settle(msg_id)
+        again = [m for m in missing if m not in lost]
+        if again:
+            log.warning("answers about calls in flight did not arrive; asking the kernel again")
+            self._fetch_for(resumption, again)
 
     def _progress(self, verb: str, total: int) -> Progress | None:
         """A progress bar for a transfer large enough to deserve one (terminals only)."""
@@ -639,12 +774,19 @@ class KernelClient:
                 self._outputs.receive(msg_id, data, parts[0])
             return
         waiter = self._waiters.get(msg_id)
+        resumption = self._resumption
         if waiter is not None and waiter.is_call and data.get("status") == Status.UNKNOWN:
-            # Asked for after a reconnection, and the kernel never got it: send it again.
-            log.info("call %s never reached the kernel; sending it again", msg_id)
-            self._resend(waiter)
+            # Asked for after a reconnection, and the kernel never got it: it is sent again,
+            # in order, once the agent has answered for every call in flight.
+            if resumption is not None and msg_id in resumption.pending:
+                resumption.settle(msg_id, unknown=True)
+            elif resumption is None or msg_id not in resumption.unknown:
+                log.info("call %s never reached the kernel; sending it again", msg_id)
+                self._resend(waiter)
             return
         waiter = self._waiters.pop(msg_id, None)
+        if resumption is not None:
+            resumption.settle(msg_id)
         if waiter is None:
             if data.get("op") == Op.RESULT:
                 self.acknowledge(msg_id)  # a result nobody waits for any more: let it go

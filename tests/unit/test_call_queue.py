@@ -30,7 +30,7 @@ class ScriptedKernel(Transport):
 
     def __init__(self) -> None:
         self._inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self._outbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._comm_id = ""
         self._running: asyncio.Future[str] | None = None
         self.started: asyncio.Queue[str] = asyncio.Queue()  # calls as they start running
@@ -44,6 +44,11 @@ class ScriptedKernel(Transport):
         self.too_late = False  # an interrupt lands just after the running call finished
         self.stubborn = False  # refuses every call as aborted, whatever the client says
         self._parent: dict[str, Any] = {}  # the header of the message being handled
+        self.kept: dict[str, dict[str, Any]] = {}  # outcomes by call id, for fetch
+        self.lose_next_call = False  # the next call is lost in transit: the agent never gets it
+        self.call_lost = asyncio.Event()  # ... and that happened
+        self.lose_fetch_answers = 0  # answers to fetches lost on the way (a server's rate limit)
+        self.outlives_connections = False  # closing a connection leaves the kernel running
         self._task = asyncio.get_running_loop().create_task(self._handle_forever())
 
     # -- the test's side ----------------------------------------------------------------------
@@ -71,15 +76,32 @@ class ScriptedKernel(Transport):
         if msg.msg_type == "execute_request":
             self._install(msg)
         elif msg.msg_type == "comm_msg":
-            for acked in msg.content["data"].get("ack", ()):
+            data = msg.content["data"]
+            if data.get("op") == Op.CALL and self.lose_next_call:
+                self.lose_next_call = False
+                self.call_lost.set()
+                return
+            for acked in data.get("ack", ()):
                 self.acks.put_nowait(acked)
             self._inbox.put_nowait(msg)
 
     async def receive(self) -> Message:
-        return await self._outbox.get()
+        msg = await self._outbox.get()
+        if msg is None:
+            raise ConnectionLost("dropped by the test")
+        return msg
 
     async def close(self) -> None:
-        self._task.cancel()
+        if not self.outlives_connections:
+            self._task.cancel()
+
+    def drop(self) -> Transport:
+        """Cut the connection (what the kernel publishes until the next one is lost) and return
+        a new connection to the same kernel, for the client's reconnect."""
+        self.outlives_connections = True
+        old, self._outbox = self._outbox, asyncio.Queue()
+        old.put_nowait(None)  # the old connection's end
+        return _Link(self)
 
     # -- the agent ----------------------------------------------------------------------------
 
@@ -133,6 +155,16 @@ class ScriptedKernel(Transport):
             self._reply({"op": Op.RESUMED, "id": data["id"]})
         elif data["op"] == Op.CALL:
             await self._call(data)
+        elif data["op"] == Op.FETCH:
+            for call_id in data["ids"]:
+                if self.lose_fetch_answers:
+                    self.lose_fetch_answers -= 1
+                    continue
+                self._reply(
+                    self.kept.get(
+                        call_id, {"op": Op.RESULT, "id": call_id, "status": Status.UNKNOWN}
+                    )
+                )
 
     async def _call(self, data: dict[str, Any]) -> None:
         fn = str(data["fn"])
@@ -144,13 +176,32 @@ class ScriptedKernel(Transport):
             self._reply({"op": Op.RESULT, "id": data["id"], "status": Status.NEED_FUNCTION})
             return
         self.functions.add(fn)
+        call_id = data["id"]
+        self.kept[call_id] = {"op": Op.RESULT, "id": call_id, "status": Status.NO_OUTCOME}
         self._running = asyncio.get_running_loop().create_future()
         self.started.put_nowait(fn)
         status = await self._running
         self.ran.append(fn)
         if status == Status.INTERRUPTED:
             self.aborting = True
-        self._reply({"op": Op.RESULT, "id": data["id"], "status": status, "seconds": 0.0})
+        self.kept[call_id] = {"op": Op.RESULT, "id": call_id, "status": status, "seconds": 0.0}
+        self._reply(self.kept[call_id])
+
+
+class _Link(Transport):
+    """Another connection to a ScriptedKernel, as a reconnection makes."""
+
+    def __init__(self, kernel: ScriptedKernel) -> None:
+        self.kernel = kernel
+
+    async def send(self, msg: Message) -> None:
+        await self.kernel.send(msg)
+
+    async def receive(self) -> Message:
+        return await self.kernel.receive()
+
+    async def close(self) -> None:
+        await self.kernel.close()
 
 
 class Harness:
@@ -346,5 +397,72 @@ def test_colab_requests_are_answered_only_while_one_of_our_calls_runs() -> None:
         h.kernel.finish()
         await again
         assert asked.empty()
+
+    run(test)
+
+
+# -- order across a dropped connection ----------------------------------------------------------
+
+
+def dropped(h: Harness) -> asyncio.Queue[ConnectionLost]:
+    """Drops the client notices, for the test to reconnect when it chooses."""
+    noticed: asyncio.Queue[ConnectionLost] = asyncio.Queue()
+    h.client.on_disconnect = noticed.put_nowait
+    return noticed
+
+
+def test_a_call_lost_in_transit_runs_before_calls_made_during_the_reconnection() -> None:
+    async def test(h: Harness) -> None:
+        noticed = dropped(h)
+        h.kernel.lose_next_call = True
+        first = h.result(h.submit("first"))
+        await h.kernel.call_lost.wait()
+        link = h.kernel.drop()
+        await noticed.get()
+        later = [h.result(h.submit(name)) for name in ("second", "third")]
+        await h.client.reconnect(link)
+        for name in ("first", "second", "third"):
+            assert await h.kernel.started.get() == name
+            h.kernel.finish()
+        await asyncio.gather(first, *later)
+        assert h.kernel.ran == ["first", "second", "third"]
+
+    run(test)
+
+
+def test_a_call_running_during_a_drop_is_fetched_and_holds_later_calls_back() -> None:
+    async def test(h: Harness) -> None:
+        noticed = dropped(h)
+        first = h.result(h.submit("first"))
+        assert await h.kernel.started.get() == "first"
+        link = h.kernel.drop()
+        await noticed.get()
+        second = h.result(h.submit("second"))
+        await h.client.reconnect(link)
+        h.kernel.finish()  # its result is lost with the old connection; the fetch gets it
+        assert (await first).fields["status"] == Status.OK
+        assert await h.kernel.started.get() == "second"
+        h.kernel.finish()
+        await second
+        assert h.kernel.ran == ["first", "second"]
+        assert [fn for fn, _ in h.kernel.received] == ["first", "second"]  # none sent twice
+
+    run(test)
+
+
+def test_an_answer_to_the_reconnection_fetch_lost_on_the_way_is_asked_for_again() -> None:
+    async def test(h: Harness) -> None:
+        noticed = dropped(h)
+        h.kernel.lose_next_call = True
+        first = h.result(h.submit("first"))
+        await h.kernel.call_lost.wait()
+        link = h.kernel.drop()
+        await noticed.get()
+        h.kernel.lose_fetch_answers = 1
+        await h.client.reconnect(link)
+        assert await h.kernel.started.get() == "first"
+        h.kernel.finish()
+        await first
+        assert h.kernel.ran == ["first"]
 
     run(test)

@@ -67,6 +67,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
+import httpx
+
 from .._jupyter import JupyterServer
 from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
@@ -409,6 +411,28 @@ class ColabEmulator:
             return sum(proxy.drop_websockets(abrupt) for proxy in self._proxies.values())
 
         return self._server.call(drop())
+
+    def restart_kernel(self, endpoint: str, kernel_id: str | None = None) -> None:
+        """Restart a runtime's kernel from elsewhere, as Colab's "Restart session" does: a
+        ``POST /api/kernels/{id}/restart`` through the runtime's proxy. Without ``kernel_id``,
+        the runtime's only kernel. Returns once the kernel has restarted."""
+        runtime = self._by_endpoint[endpoint]
+        if runtime.released:
+            raise ValueError(f"the runtime {endpoint} was released; it has no kernel to restart")
+        token, _ = self._server.on_loop(
+            lambda: runtime.issue_proxy_token(self.proxy_token_ttl, self.clock.time())
+        )
+        headers = {"X-Colab-Runtime-Proxy-Token": token}
+        with httpx.Client(base_url=runtime.url, headers=headers, timeout=120) as http:
+            if kernel_id is None:
+                kernels = http.get("/api/kernels").raise_for_status().json()
+                if len(kernels) != 1:
+                    raise ValueError(
+                        f"the runtime {endpoint} has {len(kernels)} kernels; name one with "
+                        "kernel_id="
+                    )
+                kernel_id = str(kernels[0]["id"])
+            http.post(f"/api/kernels/{kernel_id}/restart").raise_for_status()
 
     # --- assignment -------------------------------------------------------------------------
 

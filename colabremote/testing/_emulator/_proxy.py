@@ -143,6 +143,9 @@ class ProxyHTTPHandler(_ProxyMixin, RedactedLogs, tornado.web.RequestHandler):
 
     async def _handle(self) -> None:
         path = collapse(self.request.path)
+        hold = self.emulator.faults.take_hold(path)
+        if hold is not None:
+            await hold.wait()
         fault = self.emulator.faults.take_path(path)
         if fault is not None:
             self.set_status(fault)
@@ -228,6 +231,9 @@ class ProxyWebSocketHandler(_ProxyMixin, RedactedLogs, tornado.websocket.WebSock
 
     async def get(self, *args: str, **kwargs: str) -> None:
         path = collapse(self.request.path)
+        hold = self.emulator.faults.take_hold(path)
+        if hold is not None:
+            await hold.wait()
         fault = self.emulator.faults.take_path(path)
         refused = fault if fault is not None else self.check_proxy_token(self)
         if refused is not None:
@@ -283,6 +289,8 @@ class ProxyWebSocketHandler(_ProxyMixin, RedactedLogs, tornado.websocket.WebSock
     async def on_message(self, message: str | bytes) -> None:
         if self.emulator.activity_counts_as_liveness:
             self.runtime.last_alive = self.emulator.clock.monotonic()
+        if self.emulator.faults.take_swallow(message):
+            return  # caught in transit: the kernel never gets it
         if self.upstream is not None:
             try:
                 await self.upstream.write_message(message, binary=isinstance(message, bytes))
