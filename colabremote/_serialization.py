@@ -760,6 +760,15 @@ class LocalModules:
         error = ModuleNotFoundError(message, name=name)
         return status, {**payload, "evalue": message, "pickled": pickle.dumps(error)}
 
+    def missing_in_exec(self, error: ModuleNotFoundError) -> ModuleNotFoundError | None:
+        """For ``s.exec``: the same advice as for a call's outcome, as a new
+        ModuleNotFoundError (None: keep the kernel's own error)."""
+        found = _NO_MODULE.match(str(error))
+        if found is None:
+            return None
+        message = self._missing(found.group(1))
+        return None if message is None else ModuleNotFoundError(message, name=found.group(1))
+
     def _missing(self, name: str) -> str | None:
         """What to say about module ``name`` missing on the kernel (None: the kernel's words)."""
         pattern = self.exclusions.excluding(name) if self.exclusions else None

@@ -55,6 +55,15 @@ def test_a_missing_package_names_the_install_command(session: cr.Session) -> Non
     assert isinstance(error.__cause__, RemoteTraceback)  # the kernel's traceback stays
 
 
+def test_exec_of_a_missing_package_names_the_install_command(session: cr.Session) -> None:
+    with pytest.raises(ModuleNotFoundError) as raised:
+        session.exec("import colabremote_absent_pkg")
+    error = raised.value
+    assert error.name == "colabremote_absent_pkg"
+    assert 's.exec("%pip install colabremote_absent_pkg")' in str(error)
+    assert isinstance(error.__cause__, RemoteTraceback)
+
+
 def test_the_hint_comes_from_an_untrusted_kernel_too() -> None:
     """With trust_kernel=False the kernel's pickle is dropped; the hint is made here."""
     hint = r"%pip install colabremote_absent_pkg"

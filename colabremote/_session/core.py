@@ -391,7 +391,13 @@ class _Core:
         if not done:
             await self._stop_execute(task)
             raise RemoteTimeout(f"the code did not finish within {timeout:g} s and was interrupted")
-        task.result()
+        try:
+            task.result()
+        except ModuleNotFoundError as error:
+            explained = self.modules.missing_in_exec(error)
+            if explained is None:
+                raise
+            raise explained from error.__cause__
 
     async def _stop_execute(self, task: asyncio.Task[Any]) -> None:
         with contextlib.suppress(Exception):
