@@ -20,7 +20,15 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
-from .exceptions import ColabRemoteError, RemoteError, RemoteTimeout
+from ._workspace.shell import ShellResult
+from .exceptions import (
+    ColabRemoteError,
+    PackageInstallError,
+    RemoteError,
+    RemoteTimeout,
+    RestartNeededWarning,
+    ShellCommandError,
+)
 
 try:
     __version__ = _metadata.version("colabremote")
@@ -30,12 +38,16 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
 __all__ = [
     "AsyncSession",
     "ColabRemoteError",
+    "PackageInstallError",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
+    "RestartNeededWarning",
     "RuntimeInfo",
     "Session",
     "SessionInfo",
+    "ShellCommandError",
+    "ShellResult",
     "__version__",
     "default_session",
     "exceptions",
