@@ -27,6 +27,7 @@ from . import Caller, by_value
 TAIL_LINES = 20
 
 _USERINFO = re.compile(r"(://)[^/@\s]+@")
+_COLOURS = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,9 @@ async def install(session: Caller, spec: PackageSpec) -> None:
 
 
 def _clean(text: str) -> str:
-    """``text`` without credentials an index URL may carry (``https://user:token@host``)."""
-    return scrub(_USERINFO.sub(r"\1***@", text))
+    """``text`` without terminal colours, and without credentials an index URL may carry
+    (``https://user:token@host``)."""
+    return scrub(_USERINFO.sub(r"\1***@", _COLOURS.sub("", text)))
 
 
 def _install_on_kernel(  # noqa: PLR0915 - sent whole: it cannot call helpers here
