@@ -89,7 +89,7 @@ class Workspace:
     uv_dir: Path  # on the kernels' PATH; a fake uv appears here only while a test wants it
 
     def session(self, **extra: Any) -> cr.Session:
-        return cr.Session(self.name, progress=False, **self.options, **extra)  # type: ignore[call-overload, no-any-return]
+        return cr.Session(self.name, progress=False, **self.options, **extra)
 
     def recorded(self) -> set[str]:
         return set(os.listdir(self.records)) if self.records.exists() else set()
