@@ -165,6 +165,7 @@ def test_installed_package_imports_in_the_next_call(
 def test_the_same_spec_again_does_not_run_the_installer(
     session: cr.Session, output: Output, workspace: Workspace
 ) -> None:
+    session.pip_install("tinypkg==1.0")  # installed, or already recorded
     before = workspace.recorded()
     output.clear()
     session.pip_install("tinypkg==1.0")
@@ -172,7 +173,10 @@ def test_the_same_spec_again_does_not_run_the_installer(
     assert workspace.recorded() == before
 
 
-def test_a_new_session_on_the_same_runtime_finds_it_done(workspace: Workspace) -> None:
+def test_a_new_session_on_the_same_runtime_finds_it_done(
+    session: cr.Session, workspace: Workspace
+) -> None:
+    session.pip_install("tinypkg==1.0")  # installed, or already recorded
     fresh = Output()
     with workspace.session(on_output=fresh, pip=["tinypkg==1.0"]) as s:
         assert fresh.text() == ""
