@@ -191,7 +191,7 @@ def test_a_new_version_of_an_imported_package_warns(
         session.pip_install("tinypkg==2.0")
     warning = next(w.message for w in caught if isinstance(w.message, cr.RestartNeededWarning))
     assert (warning.package, warning.old, warning.new) == ("tinypkg", "1.0", "2.0")
-    assert "new one" in str(warning)  # says how to restart
+    assert "open a new session" in str(warning)  # says how to restart
 
 
 def test_a_failed_install_raises_with_its_last_lines_and_records_nothing(
@@ -294,3 +294,6 @@ def test_exec_runs_ipython_shell_lines_and_magics(session: cr.Session, output: O
     text = output.text()
     assert "hi from a bang line" in text
     assert session.info().cwd in text
+    output.clear()
+    session.exec("%%bash\necho from bash $((6 * 7))")
+    assert "from bash 42" in output.text()

@@ -120,9 +120,10 @@ async def install(session: Caller, spec: PackageSpec) -> None:
         warnings.warn(
             RestartNeededWarning(
                 f"{package} is now {new} on the runtime, but the kernel still runs {old}, which "
-                f"it had imported; to use {new}, start a fresh kernel: close this session and "
-                "open a new one (on Colab, Session(backend='colab', endpoint=...) keeps the "
-                "runtime and its installed packages)",
+                f"it had imported; to use {new}, start a fresh kernel: open a new session and "
+                "close this one (on Colab, to keep the runtime and what was installed on it, "
+                "open the new session with endpoint= this runtime's endpoint before closing "
+                "this one)",
                 package=package,
                 old=old,
                 new=new,
