@@ -9,6 +9,7 @@ them through PIP_FIND_LINKS. The runtime's install records go to a temporary XDG
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import stat
@@ -70,6 +71,7 @@ def kernel_venv(folder: Path) -> str:
 
 FAKE_UV = """#!/bin/sh
 printf '%s\\n' "$*" >> {log}
+{before}
 [ "$1 $2 $3" = "pip install --python" ] || exit 2
 python="$4"
 shift 4
@@ -210,15 +212,51 @@ def test_a_failed_install_raises_with_its_last_lines_and_records_nothing(
         session.pip_install("nosuchpkg==1.0")
 
 
-def test_uv_is_used_where_the_runtime_has_it(session: cr.Session, workspace: Workspace) -> None:
-    log = workspace.tmp / "uv.log"
+@contextlib.contextmanager
+def fake_uv(workspace: Workspace, log: Path, before: str = "") -> Iterator[None]:
+    """A ``uv`` on the kernels' PATH while the block runs: it logs its arguments, runs
+    ``before`` (shell), then installs with pip."""
     uv = workspace.uv_dir / "uv"
-    uv.write_text(FAKE_UV.format(log=log), encoding="utf-8")
+    uv.write_text(FAKE_UV.format(log=log, before=before), encoding="utf-8")
     uv.chmod(uv.stat().st_mode | stat.S_IXUSR)
     try:
-        session.pip_install("uvpkg==1.0")
+        yield
     finally:
         uv.unlink()
+
+
+def test_the_installers_output_arrives_while_it_runs(
+    session: cr.Session, output: Output, workspace: Workspace
+) -> None:
+    go = workspace.tmp / "go-install"
+    before = f"echo resolving uvpkg; while [ ! -e {go} ]; do sleep 0.05; done"
+    output.clear()
+    failures: list[BaseException] = []
+
+    def install() -> None:
+        try:
+            session.pip_install("uvpkg>=1.0")
+        except BaseException as error:  # reported by the assertions below
+            failures.append(error)
+
+    with fake_uv(workspace, workspace.tmp / "uv-live.log", before):
+        worker = threading.Thread(target=install)
+        worker.start()
+        deadline = time.monotonic() + 60
+        while "resolving uvpkg" not in output.text():  # here while the installer still waits
+            assert time.monotonic() < deadline, "the installer's first line never arrived"
+            assert worker.is_alive()
+            time.sleep(0.01)
+        go.touch()
+        worker.join(60)
+    assert not worker.is_alive() and failures == []
+    assert "uvpkg" in output.text().split("resolving uvpkg", 1)[1]  # pip's own lines followed
+
+
+def test_uv_is_used_where_the_runtime_has_it(session: cr.Session, workspace: Workspace) -> None:
+    log = workspace.tmp / "uv.log"
+    with fake_uv(workspace, log):
+        session.pip_install("uvpkg==1.0")
     python = session.eval("__import__('sys').executable")
     assert log.read_text(encoding="utf-8").splitlines() == [
         f"pip install --python {python} uvpkg==1.0"
