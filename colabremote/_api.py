@@ -242,6 +242,8 @@ class AsyncSession(_SessionBase):
     modules that a called function reaches are sent to the kernel, except ``exclude_modules=``.
     ``trust_kernel=False``, for a kernel others can run code in, rebuilds results only as plain
     data and exceptions only from their type name and text, never arbitrary objects.
+    ``pip=`` (requirement strings) and ``requirements=`` (a local requirements file) install
+    packages on the runtime at open, before the first call (see :meth:`pip_install`).
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 
