@@ -20,12 +20,16 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
+from ._workspace.shell import ShellResult
 from .exceptions import (
     ColabRemoteError,
     ColabTermsWarning,
     OutputDroppedWarning,
+    PackageInstallError,
     RemoteError,
     RemoteTimeout,
+    RestartNeededWarning,
+    ShellCommandError,
 )
 
 try:
@@ -38,12 +42,16 @@ __all__ = [
     "ColabRemoteError",
     "ColabTermsWarning",
     "OutputDroppedWarning",
+    "PackageInstallError",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",
+    "RestartNeededWarning",
     "RuntimeInfo",
     "Session",
     "SessionInfo",
+    "ShellCommandError",
+    "ShellResult",
     "__version__",
     "default_session",
     "exceptions",

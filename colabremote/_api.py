@@ -27,6 +27,10 @@ from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
 from ._tracebacks import public, public_async
 from ._validation import seconds, text
+from ._workspace import packages as _packages
+from ._workspace import shell as _shell
+from ._workspace.packages import package_spec
+from ._workspace.shell import ShellResult
 from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
@@ -61,6 +65,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
     ) -> None: ...
 
     @overload
@@ -77,6 +83,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
     ) -> None: ...
 
     @overload
@@ -101,6 +109,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
     ) -> None: ...
 
     @overload
@@ -119,6 +129,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
     ) -> None: ...
 
     @overload
@@ -130,6 +142,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
     ) -> None: ...
 
     @public
@@ -141,6 +155,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        pip: Iterable[str] | None = None,
+        requirements: str | os.PathLike[str] | None = None,
         **options: Any,
     ) -> None:
         if on_output is not None and not callable(on_output):
@@ -152,6 +168,7 @@ class _SessionBase:
                 f"progress={progress!r} is neither True, False nor a function; pass False for "
                 "silence or a function that takes one line of text"
             )
+        packages = package_spec(pip, requirements)
         progress_fn: Callable[[str], None] | None
         if progress is False:
             progress_fn = _silent
@@ -166,6 +183,7 @@ class _SessionBase:
             progress=progress_fn,
             exclude_modules=exclude_modules,
             trust_kernel=trust_kernel,
+            packages=packages,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -224,6 +242,8 @@ class AsyncSession(_SessionBase):
     modules that a called function reaches are sent to the kernel, except ``exclude_modules=``.
     ``trust_kernel=False``, for a kernel others can run code in, rebuilds results only as plain
     data and exceptions only from their type name and text, never arbitrary objects.
+    ``pip=`` (requirement strings) and ``requirements=`` (a local requirements file) install
+    packages on the runtime at open, before the first call (see :meth:`pip_install`).
     :class:`Session` is the same, for ordinary (blocking) code.
     """
 
@@ -249,7 +269,9 @@ class AsyncSession(_SessionBase):
 
     @public_async
     async def exec(self, code: str, *, timeout: float | None = None) -> None:
-        """Run code in the kernel; what it prints appears here as it is printed."""
+        """Run code in the kernel as a notebook cell; what it prints appears here as it is
+        printed. On IPython kernels (all of Colab's) cell syntax works: ``!cmd``, ``%magic``,
+        ``%%bash``."""
         text("code", code, what="Python source code", example="'print(1)'")
         await self._run(self._core.exec(code, seconds("timeout", timeout, example="60")))
 
@@ -264,6 +286,32 @@ class AsyncSession(_SessionBase):
             self._core.run(_EVALUATE, [((expression,), {})], timeout=limit, name="eval")
         )
         return outcome_value(outcomes[0], "eval")
+
+    @public_async
+    async def pip_install(
+        self, *specs: str, requirements: str | os.PathLike[str] | None = None
+    ) -> None:
+        """Install packages on the runtime (``uv pip`` where it has uv, else pip), streaming the
+        installer's output; they import in the running kernel at once. The same packages on the
+        same runtime install once: again, it is a quick no-op."""
+        spec = package_spec(specs, requirements, specs_name="pip_install(*specs)")
+        if spec is None:
+            raise ConfigurationError(
+                "pip_install() was given nothing to install; pass requirements such as "
+                "pip_install('peft') or requirements='requirements.txt'"
+            )
+        await self._run(_packages.install(self._core, spec))
+
+    @public_async
+    async def shell(
+        self, command: str, *, check: bool = False, timeout: float | None = None
+    ) -> ShellResult:
+        """Run a shell command on the runtime (``/bin/sh -c``, in the kernel's working
+        directory), streaming its output; ``check=True`` raises ShellCommandError on a nonzero
+        exit. A timeout or Ctrl-C kills the command and what it started."""
+        text("command", command, what="a shell command", example="'nvidia-smi'")
+        limit = seconds("timeout", timeout, example="60")
+        return await self._run(_shell.run(self._core, command, check=check, timeout=limit))
 
     @public_async
     async def info(self) -> SessionInfo:
@@ -356,6 +404,8 @@ class Session(_SessionBase):
         self.close()
 
     exec = _blocking(AsyncSession.exec)
+    pip_install = _blocking(AsyncSession.pip_install)
+    shell = _blocking(AsyncSession.shell)
     eval = _blocking(AsyncSession.eval)
     info = _blocking(AsyncSession.info)
     runtime = _blocking(AsyncSession.runtime)

@@ -30,13 +30,16 @@ ColabRemoteError
 └── RemoteCallError             the call itself did not complete
     ├── RemoteError             the function raised an exception whose type is not importable here
     ├── RemoteTimeout           the call ran longer than its timeout and was interrupted
+    ├── PackageInstallError     pip/uv failed on the runtime; carries the command and its last lines
+    ├── ShellCommandError       s.shell(..., check=True): the command exited with a nonzero status
     └── KernelDied              the kernel died during the call; the session starts a fresh one
         └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
 ├── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
-└── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
+├── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
+└── RestartNeededWarning        an install changed a package the kernel has imported: restart it
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -54,6 +57,11 @@ retryable unless the class says otherwise: :class:`ConnectionLost` is.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._workspace.shell import ShellResult
 
 __all__ = [
     "AcceleratorUnavailable",
@@ -75,12 +83,14 @@ __all__ = [
     "NotEntitled",
     "OAuthError",
     "OutputDroppedWarning",
+    "PackageInstallError",
     "PythonVersionMismatch",
     "QuotaExceeded",
     "RemoteCallError",
     "RemoteError",
     "RemoteTimeout",
     "RemoteTraceback",
+    "RestartNeededWarning",
     "ResultNotSerializable",
     "ResultRefused",
     "RuntimeGone",
@@ -89,6 +99,7 @@ __all__ = [
     "ServerError",
     "SessionClosed",
     "SessionForked",
+    "ShellCommandError",
     "SignInRequired",
     "TooManyRuntimes",
 ]
@@ -246,6 +257,17 @@ class ColabTermsWarning(UserWarning):
     once, when a session opens; the session works as usual."""
 
 
+class RestartNeededWarning(UserWarning):
+    """An install changed the version of a package the kernel had already imported: the kernel
+    keeps running the old one until it restarts. ``package``, ``old`` and ``new`` say which."""
+
+    def __init__(self, message: str, *, package: str, old: str, new: str) -> None:
+        super().__init__(message)
+        self.package = package
+        self.old = old
+        self.new = new
+
+
 class SerializationError(ColabRemoteError):
     """A function, argument or result could not be sent across."""
 
@@ -303,6 +325,33 @@ class RemoteError(RemoteCallError):
 
 class RemoteTimeout(RemoteCallError, TimeoutError):
     """The call ran past its ``timeout`` and was interrupted on the kernel."""
+
+
+class PackageInstallError(RemoteCallError):
+    """Installing packages on the runtime failed. ``command`` is the installer's command line,
+    ``returncode`` its exit status and ``tail`` its last lines of output; nothing was recorded as
+    installed, so the same ``pip_install`` runs the installer again."""
+
+    def __init__(
+        self, message: str, *, command: str, returncode: int, tail: tuple[str, ...]
+    ) -> None:
+        super().__init__(message)
+        self.command = command
+        self.returncode = returncode
+        self.tail = tail
+
+
+class ShellCommandError(RemoteCallError):
+    """``shell(..., check=True)``: the command exited with a nonzero status. ``result`` is the
+    whole :class:`~colabremote.ShellResult` (its ``returncode``, ``stdout`` and ``stderr``)."""
+
+    def __init__(self, message: str, *, result: ShellResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+    @property
+    def returncode(self) -> int:
+        return self.result.returncode
 
 
 class KernelDied(RemoteCallError):

@@ -32,6 +32,7 @@ from .._serialization import (
     rebuild_exception,
     unpack_outcomes,
 )
+from .._workspace.packages import PackageSpec, install
 from ..exceptions import (
     AuthError,
     ConfigurationError,
@@ -94,8 +95,11 @@ class _Core:
         progress: Callable[[str], None] | None,
         exclude_modules: Iterable[str | os.PathLike[str]] = (),
         trust_kernel: bool = True,
+        packages: PackageSpec | None = None,
     ) -> None:
         self.backend = backend
+        #: Installed at open, before the first call (``Session(pip=..., requirements=...)``).
+        self.packages = packages
         #: False: results and exceptions from the kernel are rebuilt as plain data only.
         self.trust_kernel = trust_kernel
         self._remake_backend = remake_backend  # a closed backend is not reused: a fresh one
@@ -152,6 +156,21 @@ class _Core:
             self.state = State.OPEN
             self._watchdog = asyncio.get_running_loop().create_task(self._watch())
             _open_cores.add(self)
+        # Outside the gate (the install is a call, and a call may need the gate to reconnect),
+        # yet before any other call: nothing is awaited between here and sending the install.
+        if self.packages is not None:
+            await self._prepare(self.packages)
+
+    async def _prepare(self, packages: PackageSpec) -> None:
+        """Install the session's packages before any call; if that fails, the open failed."""
+        try:
+            await install(self, packages)
+        except BaseException as error:
+            self.state = State.CLOSED
+            _open_cores.discard(self)
+            self._start_failure = error
+            await asyncio.shield(self._teardown())
+            raise
 
     def _closed_error(self) -> SessionClosed:
         """SessionClosed, saying why the session's start failed when that is what closed it."""
@@ -377,6 +396,13 @@ class _Core:
         client.fail_all(KernelDied("the kernel did not respond to an interrupt and was replaced"))
         with contextlib.suppress(Exception):
             await self.backend.restart(self.progress)
+
+    async def call(
+        self, fn: Callable[..., Any], args: Sequence[Any], *, timeout: float | None, name: str
+    ) -> Any:
+        """Run ``fn(*args)`` on the kernel once and return its value (or raise its error)."""
+        outcomes, _seconds = await self.run(fn, [(tuple(args), {})], timeout=timeout, name=name)
+        return outcome_value(outcomes[0], name)
 
     # -- other operations ------------------------------------------------------------------
 
