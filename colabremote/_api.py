@@ -26,7 +26,8 @@ from ._remote import RemoteFunction, remote
 from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
 from ._tracebacks import public, public_async
-from ._validation import seconds, text
+from ._validation import environment, seconds, secret_names, text
+from ._workspace.secrets import KernelEnvironment
 from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
@@ -45,6 +46,11 @@ ModulePatterns = Iterable[str | os.PathLike[str]]
 them: file paths or globs (``"secrets.py"``, ``"scratch/*"``, relative to the working directory)
 and module names or globs (``"secrets"``, ``"mypkg.*"``)."""
 
+SecretsOption = Iterable[str] | Mapping[str, str]
+"""``secrets=``: names of secrets to read when the session opens (from the environment variable
+of that name, else the OS keyring, service ``colabremote-secrets``), or a mapping of names to
+values. On the kernel each is an environment variable; on Colab ``userdata.get(name)`` too."""
+
 
 class _SessionBase:
     """What Session and AsyncSession share: construction, ``remote`` and the description."""
@@ -61,6 +67,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -77,6 +85,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -101,6 +111,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -119,6 +131,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -130,6 +144,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @public
@@ -141,6 +157,8 @@ class _SessionBase:
         progress: ProgressOption = None,
         exclude_modules: ModulePatterns = (),
         trust_kernel: bool = True,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
         **options: Any,
     ) -> None:
         if on_output is not None and not callable(on_output):
@@ -152,6 +170,8 @@ class _SessionBase:
                 f"progress={progress!r} is neither True, False nor a function; pass False for "
                 "silence or a function that takes one line of text"
             )
+        names, given = secret_names(secrets)
+        kernel_environment = KernelEnvironment(environment(env), names, given)
         progress_fn: Callable[[str], None] | None
         if progress is False:
             progress_fn = _silent
@@ -166,6 +186,7 @@ class _SessionBase:
             progress=progress_fn,
             exclude_modules=exclude_modules,
             trust_kernel=trust_kernel,
+            environment=kernel_environment,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -224,7 +245,9 @@ class AsyncSession(_SessionBase):
     modules that a called function reaches are sent to the kernel, except ``exclude_modules=``.
     ``trust_kernel=False``, for a kernel others can run code in, rebuilds results only as plain
     data and exceptions only from their type name and text, never arbitrary objects.
-    :class:`Session` is the same, for ordinary (blocking) code.
+    ``env=`` sets environment variables on the kernel, and ``secrets=`` tokens read here at open
+    (from the environment, else the OS keyring), kept out of logs and reprs; both are set again
+    on a restarted kernel. :class:`Session` is the same, for ordinary (blocking) code.
     """
 
     @public_async
@@ -335,8 +358,9 @@ class Session(_SessionBase):
     interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
     The kernel starts on first use or on ``with``; ``close()`` releases it. Your own modules
-    that a called function reaches are sent to the kernel, except ``exclude_modules=``. Every
-    method is the blocking form of the :class:`AsyncSession` method of the same name.
+    that a called function reaches are sent to the kernel, except ``exclude_modules=``.
+    ``env=`` and ``secrets=`` become environment variables on the kernel. Every method is the
+    blocking form of the :class:`AsyncSession` method of the same name.
     """
 
     @public
