@@ -44,7 +44,7 @@ def userdata_digest(name: str) -> str:
     """``google.colab.userdata.get(name)``, hashed; SecretNotFoundError as a plain answer."""
     import hashlib
 
-    from google.colab import userdata  # type: ignore[import-not-found]
+    from google.colab import userdata
 
     try:
         value = userdata.get(name)
