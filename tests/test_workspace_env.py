@@ -294,6 +294,8 @@ def test_secret_values_appear_in_no_log_repr_error_or_emulator_log(
         texts += [repr(session._core.environment.secrets), repr(session._core.backend.secrets)]
         texts += [repr(session.info())]
         emulator = emulator_of(session)
+        # The runtime's Jupyter server log (its kernels' own output included).
+        texts += [server.log_text() for server in emulator._jupyters]
     with pytest.raises(ConfigurationError) as refused:
         cr.Session(
             "local",
