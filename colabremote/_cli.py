@@ -250,7 +250,7 @@ def _secrets(args: argparse.Namespace) -> int:
     from ._validation import variable_name
     from ._workspace.secrets import KEYRING_SERVICE, delete_from_keyring, store_in_keyring
 
-    name = variable_name("`colabremote secrets`", args.name)
+    name = variable_name("`colabremote secrets`", args.name, quote=False)
     if args.action == "delete":
         if delete_from_keyring(name):
             print(f"Removed {name} from the OS keyring.")

@@ -73,11 +73,14 @@ def text(name: str, value: Any, *, what: str, example: str, optional: bool = Fal
     )
 
 
-def variable_name(name: str, key: Any) -> str:
-    """``key`` as an environment variable name, or a ConfigurationError naming ``name``."""
+def variable_name(name: str, key: Any, *, quote: bool = True) -> str:
+    """``key`` as an environment variable name, or a ConfigurationError naming ``name``.
+    ``quote=False`` leaves the key out of the message: where secrets are named, a bad name is
+    likely a value pasted in its place (``secrets=[token]``)."""
     if not isinstance(key, str) or not _VARIABLE_NAME.match(key):
+        shown = repr(key) if quote else f"a {type(key).__name__} (not shown: it may be a value)"
         raise ConfigurationError(
-            f"{name} names {key!r}, which is not an environment variable name; use letters, "
+            f"{name} names {shown}, which is not an environment variable name; use letters, "
             "digits and _, not starting with a digit (for example 'HF_TOKEN')"
         )
     return key
@@ -117,7 +120,7 @@ def secret_names(value: Any) -> tuple[tuple[str, ...], dict[str, str]]:
     if isinstance(value, Mapping):
         given: dict[str, str] = {}
         for key, item in value.items():
-            variable_name("secrets=", key)
+            variable_name("secrets=", key, quote=False)
             if not isinstance(item, str) or not item or "\0" in item:
                 what = type(item).__name__ if not isinstance(item, str) else "an unusable string"
                 raise ConfigurationError(
@@ -141,5 +144,5 @@ def secret_names(value: Any) -> tuple[tuple[str, ...], dict[str, str]]:
             f"{type(value).__name__}; pass for example secrets=['HF_TOKEN']"
         ) from None
     for key in names:
-        variable_name("secrets=", key)
+        variable_name("secrets=", key, quote=False)
     return tuple(dict.fromkeys(names)), {}

@@ -90,6 +90,8 @@ BAD_SECRETS: list[tuple[Any, str]] = [
     (5, "list of names"),
     (["HF TOKEN"], "not an environment variable name"),
     ([None], "not an environment variable name"),
+    (["sk-" + VALUE], "a str .not shown: it may be a value"),
+    ({"sk-" + VALUE: "x"}, "not an environment variable name"),
     ({"HF_TOKEN": 5}, "non-empty string"),
     ({"HF_TOKEN": ""}, "non-empty string"),
     ({"HF_TOKEN": VALUE + "\0"}, "non-empty string"),
