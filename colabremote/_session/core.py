@@ -142,7 +142,9 @@ class _Core:
                 raise self._closed_error()
             try:
                 # Secrets are read first: a missing one fails here, before a runtime is got.
-                await asyncio.to_thread(self.environment.resolve)
+                # (In a thread: a keyring may take a while, or ask the user to unlock it.)
+                if self.environment.unread:
+                    await asyncio.to_thread(self.environment.resolve)
                 self.backend.secrets = self.environment.secrets
                 await self.backend.start(self.progress)
                 await self._connect()

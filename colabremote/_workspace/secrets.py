@@ -79,6 +79,11 @@ class KernelEnvironment:
         secrets = sorted({*self._names, *self.secrets})
         return f"<KernelEnvironment env={sorted(self.env)} secrets={secrets}>"
 
+    @property
+    def unread(self) -> bool:
+        """Whether some named secret is still to be read (by :meth:`resolve`)."""
+        return any(name not in self.secrets for name in self._names)
+
     def resolve(self, environ: Mapping[str, str] | None = None) -> None:
         """Read the named secrets: the environment first, then the OS keyring. A name found in
         neither is a ConfigurationError naming every place looked in (and no value at all)."""

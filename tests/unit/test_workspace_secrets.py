@@ -124,7 +124,9 @@ def test_the_environment_comes_first_then_the_keyring(ring: MemoryKeyring) -> No
     ring.set_password(KEYRING_SERVICE, "FROM_ENV", "keyring-value")
     ring.set_password(KEYRING_SERVICE, "FROM_RING", "ring-value")
     env = KernelEnvironment(names=("FROM_ENV", "FROM_RING"))
+    assert env.unread
     env.resolve({"FROM_ENV": "env-value"})
+    assert not env.unread
     assert env.variables() == {"FROM_ENV": "env-value", "FROM_RING": "ring-value"}
     assert "environment variable FROM_ENV" in env.secrets["FROM_ENV"].source
     assert KEYRING_SERVICE in env.secrets["FROM_RING"].source
@@ -139,6 +141,7 @@ def test_an_empty_variable_does_not_count(ring: MemoryKeyring) -> None:
 
 def test_given_values_are_not_looked_up(no_keyring: None) -> None:
     env = KernelEnvironment(given={"HF_TOKEN": VALUE})
+    assert not env.unread
     env.resolve({})
     assert env.variables() == {"HF_TOKEN": VALUE}
 
