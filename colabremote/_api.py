@@ -26,10 +26,11 @@ from ._remote import RemoteFunction, remote
 from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
 from ._tracebacks import public, public_async
-from ._validation import seconds, text
+from ._validation import environment, seconds, secret_names, text
 from ._workspace import packages as _packages
 from ._workspace import shell as _shell
 from ._workspace.packages import package_spec
+from ._workspace.secrets import KernelEnvironment
 from ._workspace.shell import ShellResult
 from .exceptions import ConfigurationError
 
@@ -49,6 +50,11 @@ ModulePatterns = Iterable[str | os.PathLike[str]]
 them: file paths or globs (``"secrets.py"``, ``"scratch/*"``, relative to the working directory)
 and module names or globs (``"secrets"``, ``"mypkg.*"``)."""
 
+SecretsOption = Iterable[str] | Mapping[str, str]
+"""``secrets=``: names of secrets to read when the session opens (from the environment variable
+of that name, else the OS keyring, service ``colabremote-secrets``), or a mapping of names to
+values. On the kernel each is an environment variable; on Colab ``userdata.get(name)`` too."""
+
 
 class _SessionBase:
     """What Session and AsyncSession share: construction, ``remote`` and the description."""
@@ -67,6 +73,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -85,6 +93,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -111,6 +121,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -131,6 +143,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @overload
@@ -144,6 +158,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
     ) -> None: ...
 
     @public
@@ -157,6 +173,8 @@ class _SessionBase:
         trust_kernel: bool = True,
         pip: Iterable[str] | None = None,
         requirements: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        secrets: SecretsOption | None = None,
         **options: Any,
     ) -> None:
         if on_output is not None and not callable(on_output):
@@ -169,6 +187,8 @@ class _SessionBase:
                 "silence or a function that takes one line of text"
             )
         packages = package_spec(pip, requirements)
+        names, given = secret_names(secrets)
+        kernel_environment = KernelEnvironment(environment(env), names, given)
         progress_fn: Callable[[str], None] | None
         if progress is False:
             progress_fn = _silent
@@ -184,6 +204,7 @@ class _SessionBase:
             exclude_modules=exclude_modules,
             trust_kernel=trust_kernel,
             packages=packages,
+            environment=kernel_environment,
         )
         self._loop = loop_thread()
         release_on_sigterm(self._core.backend)
@@ -244,7 +265,9 @@ class AsyncSession(_SessionBase):
     data and exceptions only from their type name and text, never arbitrary objects.
     ``pip=`` (requirement strings) and ``requirements=`` (a local requirements file) install
     packages on the runtime at open, before the first call (see :meth:`pip_install`).
-    :class:`Session` is the same, for ordinary (blocking) code.
+    ``env=`` sets environment variables on the kernel, and ``secrets=`` tokens read here at open
+    (from the environment, else the OS keyring), kept out of logs and reprs; both are set again
+    on a restarted kernel. :class:`Session` is the same, for ordinary (blocking) code.
     """
 
     @public_async
@@ -383,8 +406,9 @@ class Session(_SessionBase):
     interpreter); ``backend="jupyter"`` uses any Jupyter server (``url=``, ``token=``);
     ``backend="colab"`` a Colab runtime; ``backend="emulator"`` a Colab emulator on 127.0.0.1.
     The kernel starts on first use or on ``with``; ``close()`` releases it. Your own modules
-    that a called function reaches are sent to the kernel, except ``exclude_modules=``. Every
-    method is the blocking form of the :class:`AsyncSession` method of the same name.
+    that a called function reaches are sent to the kernel, except ``exclude_modules=``.
+    ``env=`` and ``secrets=`` become environment variables on the kernel. Every method is the
+    blocking form of the :class:`AsyncSession` method of the same name.
     """
 
     @public

@@ -5,12 +5,14 @@
     colabremote whoami
     colabremote runtimes
     colabremote runtimes release ENDPOINT | --all
+    colabremote secrets set NAME | delete NAME
     colabremote emulator
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
 uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BASE_URL``), before
 or after the command, points every command at a Colab emulator. Its sign-in is kept apart from
-the Google one; plain http is accepted only to a loopback address.
+the Google one; plain http is accepted only to a loopback address. ``secrets set NAME`` keeps a
+secret for ``Session(secrets=[NAME])`` in the OS keyring, asking for it without echo.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignIn
 if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
-_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, run an emulator.
+_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, keep secrets, run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.
@@ -242,6 +244,37 @@ async def _runtimes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secrets(args: argparse.Namespace) -> int:
+    """Keep a secret for ``Session(secrets=[NAME])`` in the OS keyring, or forget it. The value
+    is asked for without echo on a terminal, else read as one line from stdin (for scripts)."""
+    from ._validation import variable_name
+    from ._workspace.secrets import KEYRING_SERVICE, delete_from_keyring, store_in_keyring
+
+    name = variable_name("`colabremote secrets`", args.name, quote=False)
+    if args.action == "delete":
+        if delete_from_keyring(name):
+            print(f"Removed {name} from the OS keyring.")
+        else:
+            print(f"The OS keyring holds no {name}.")
+        return 0
+    value = _read_secret(name)
+    if not value or "\0" in value:
+        raise ConfigurationError(f"no value was given for {name}; nothing was stored")
+    where = store_in_keyring(name, value)
+    print(f"Stored {name} in the OS keyring ({where}, service {KEYRING_SERVICE!r}).")
+    print(f"Sessions read it with secrets=[{name!r}] unless the variable {name} is set.")
+    return 0
+
+
+def _read_secret(name: str) -> str:
+    """The secret's value: typed without echo on a terminal, else one line of stdin."""
+    import getpass
+
+    if sys.stdin is not None and sys.stdin.isatty():
+        return getpass.getpass(f"Value of {name} (not shown): ")
+    return sys.stdin.readline().rstrip("\r\n") if sys.stdin is not None else ""
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from .testing._extra import require_emulator_extra
 
@@ -354,6 +387,17 @@ def parser() -> argparse.ArgumentParser:
     runtimes.add_argument("action", nargs="?", choices=["release"], help="release runtimes")
     runtimes.add_argument("endpoint", nargs="?", help="the runtime to release")
     runtimes.add_argument("--all", action="store_true", help="release every runtime")
+    secrets = commands.add_parser(
+        "secrets",
+        help="keep a secret for Session(secrets=[NAME]) in the OS keyring",
+        description=(
+            "Keep a secret (HF_TOKEN, WANDB_API_KEY, ...) in the OS keyring for "
+            "Session(secrets=[NAME]), or forget it. `set` asks for the value without echo "
+            "(or reads one line from stdin)."
+        ),
+    )
+    secrets.add_argument("action", choices=["set", "delete"], help="store or forget")
+    secrets.add_argument("name", help="the secret's name, as the kernel's variable: HF_TOKEN")
     emulator = commands.add_parser(
         "emulator",
         parents=[common],
@@ -393,6 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "emulator":
             return _emulator(args)
+        if args.command == "secrets":
+            return _secrets(args)
         return asyncio.run(_run(args))
     except ColabRemoteError as exc:
         # One line says what to do; the traceback is for reporting a bug.

@@ -4,12 +4,15 @@ emulator issued (``ColabEmulator.issued_secrets()``).
 
 The life runs twice: ``backend="emulator"`` (the loopback OAuth sign-in, refresh tokens) and
 ``backend="colab"`` against the emulator with an EnvironmentToken (a token that cannot be
-refreshed, so revoking it ends in an AuthError). Each place a secret could surface is its own test,
-so a leak names the place.
+refreshed, so revoking it ends in an AuthError). Both sessions also hold the user's own secrets
+(``secrets=``: read from the environment by name, or given outright), which the kernel reads
+through ``google.colab.userdata`` and ``os.environ``; they are searched for too. Each place a
+secret could surface is its own test, so a leak names the place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 import urllib.parse
@@ -21,7 +24,7 @@ import pytest
 
 import colabremote as cr
 from colabremote._colab.auth import EnvironmentToken
-from colabremote.exceptions import AuthError, RuntimeNotReleasedWarning
+from colabremote.exceptions import AuthError, ConfigurationError, RuntimeNotReleasedWarning
 from colabremote.testing import ColabEmulator, drop_connection, emulator_of
 
 from .conftest import Output
@@ -40,6 +43,34 @@ def shout(text: str) -> str:
 
 def fail() -> None:
     raise ValueError("remote failure")
+
+
+#: The user's secrets each session holds (the evidence fixture puts both in the environment:
+#: the emulator life reads them from there by name, the colab life is given them outright).
+GIVEN_SECRET = ("COLABREMOTE_SCAN_GIVEN", "given-s3cret-4d2a9b")
+ENV_SECRET = ("COLABREMOTE_SCAN_FROM_ENV", "env-s3cret-8e51c0")
+USER_SECRETS = frozenset({GIVEN_SECRET[1], ENV_SECRET[1]})
+
+
+def secret_digests(names: list[str]) -> list[str]:
+    """Each secret through userdata.get and os.environ, hashed (never sent back as is)."""
+    import hashlib
+    import os
+
+    from google.colab import userdata
+
+    out = []
+    for name in names:
+        assert userdata.get(name) == os.environ[name]
+        out.append(hashlib.sha256(os.environ[name].encode()).hexdigest())
+    return out
+
+
+def raise_after_reading(name: str) -> None:
+    from google.colab import userdata
+
+    userdata.get(name)
+    raise ValueError(f"failed after reading {name}")
 
 
 class Recorder(logging.Handler):
@@ -151,7 +182,16 @@ def live(session: cr.Session, emu: ColabEmulator, tmp_path: Path, evidence: Evid
     in_flight = session.remote(shout).submit("b")
     drop_connection(session)
     assert in_flight.result(timeout=120) == "B"
+    names = [GIVEN_SECRET[0], ENV_SECRET[0]]
+    wanted = [
+        hashlib.sha256(value.encode()).hexdigest() for value in (GIVEN_SECRET[1], ENV_SECRET[1])
+    ]
+    assert session.remote(secret_digests)(names) == wanted
+    with pytest.raises(ValueError, match="failed after reading") as read_then_failed:
+        session.remote(raise_after_reading)(GIVEN_SECRET[0])
+    evidence.exception(read_then_failed.value)
     evidence.describe(session, session.info(), session.runtime(), f, emu, emu.faults)
+    evidence.describe(session._core.environment, session._core.backend.secrets)
 
 
 def released(emu: ColabEmulator) -> bool:
@@ -165,12 +205,12 @@ def released(emu: ColabEmulator) -> bool:
 
 
 def finish(evidence: Evidence, emu: ColabEmulator, recorder: Recorder) -> Evidence:
-    evidence.secrets = emu.issued_secrets()
+    evidence.secrets = emu.issued_secrets() | USER_SECRETS
     evidence.logs = list(recorder.lines)
     evidence.request_log = repr(emu.requests)
     evidence.describe(emu, emu.runtimes)
     # Sanity: the search has something to find, and the logs did run at DEBUG.
-    assert len(evidence.secrets) >= 5
+    assert len(evidence.secrets) >= 7
     assert any(name.startswith("websockets") for name, _ in evidence.logs)
     assert any(name.startswith("tornado") for name, _ in evidence.logs)
     return evidence
@@ -181,7 +221,13 @@ def emulator_life(recorder: Recorder, tmp_path: Path) -> Evidence:
     through the refresh token, release on close."""
     evidence = Evidence()
     output = Output()
-    session = cr.Session("emulator", gpu="T4", on_output=output, progress=False)
+    session = cr.Session(
+        "emulator",
+        gpu="T4",
+        on_output=output,
+        progress=False,
+        secrets=[GIVEN_SECRET[0], ENV_SECRET[0]],
+    )
     emu = emulator_of(session)
     with session:
         live(session, emu, tmp_path, evidence)
@@ -199,6 +245,10 @@ def emulator_life(recorder: Recorder, tmp_path: Path) -> Evidence:
     assert len(emu.runtime(endpoint).proxy_tokens) >= 3
     grants = [r for r in emu.requests if r.path == "/token" and r.status == 200]
     assert len(grants) >= 2
+    # A secret that cannot be found fails the open; the one that was found is not in the text.
+    with pytest.raises(ConfigurationError) as missing:
+        cr.Session("local", secrets=[ENV_SECRET[0], "COLABREMOTE_SCAN_MISSING"]).open()
+    evidence.exception(missing.value)
     return finish(evidence, emu, recorder)
 
 
@@ -209,7 +259,12 @@ def colab_life(recorder: Recorder, tmp_path: Path) -> Evidence:
     with ColabEmulator() as emu:
         credentials = EnvironmentToken(emu.mint_access_token())
         with cr.Session(
-            "colab", base_url=emu.url, credentials=credentials, gpu="T4", progress=False
+            "colab",
+            base_url=emu.url,
+            credentials=credentials,
+            gpu="T4",
+            progress=False,
+            secrets=dict([GIVEN_SECRET, ENV_SECRET]),
         ) as session:
             live(session, emu, tmp_path, evidence)
             evidence.describe(credentials)
@@ -248,7 +303,10 @@ def evidence(
     debug_logs.lines.clear()
     tmp_path = tmp_path_factory.mktemp(request.param)
     life = emulator_life if request.param == "emulator" else colab_life
-    return life(debug_logs, tmp_path)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (GIVEN_SECRET, ENV_SECRET):
+            patch.setenv(name, value)
+        return life(debug_logs, tmp_path)
 
 
 def test_logs_carry_no_secret(evidence: Evidence) -> None:

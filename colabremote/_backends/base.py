@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .._info import RuntimeInfo
@@ -12,6 +13,7 @@ from ..exceptions import ColabError, ConfigurationError, KernelDied, RuntimeGone
 
 if TYPE_CHECKING:
     from .._kernel.messages import Message
+    from .._workspace.secrets import Secret
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
@@ -31,6 +33,9 @@ class Backend(abc.ABC):
     #: Set when the place the kernel lived is gone for good (a Colab runtime taken away): every
     #: later call fails with this instead of trying a new kernel.
     gone: RuntimeGone | None = None
+    #: The session's secrets (``secrets=``), set by the session when it opens: code on a Colab
+    #: runtime may ask for them by name (``google.colab.userdata.get``).
+    secrets: Mapping[str, Secret] = MappingProxyType({})
 
     @abc.abstractmethod
     async def start(self, progress: Progress) -> None:

@@ -39,6 +39,7 @@ from .._colab.public_api import PublicApi
 from .._http import TokenSource
 from .._info import RuntimeInfo
 from .._validation import seconds, text
+from .._workspace.secrets import secret_reply
 from ..exceptions import (
     AuthError,
     ColabError,
@@ -398,8 +399,9 @@ class ColabBackend(JupyterBackend):
     # -- requests from code on the runtime -------------------------------------------------
 
     async def answer_colab_request(self, msg: Any) -> dict[str, Any]:
-        """Answer a ``colab_request`` the way Colab's own clients do (``drive.mount()`` and
-        ephemeral Google auth): propagate the user's credentials to the runtime.
+        """Answer a ``colab_request`` the way Colab's own clients do: ``userdata.get(name)``
+        (``GetSecret``) from the session's ``secrets=``; ``drive.mount()`` and ephemeral Google
+        auth by propagating the user's credentials to the runtime.
 
         Code on the runtime is not trusted with the user's Google credentials by default: the
         kind asked for must be in ``allow_credentials=``, or the user says yes on a terminal
@@ -411,6 +413,9 @@ class ColabBackend(JupyterBackend):
         content = getattr(msg, "content", {}) or {}
         metadata = getattr(msg, "metadata", {}) or {}
         request = content.get("request") or {}
+        if metadata.get("colab_request_type") == "GetSecret":
+            # The user named these secrets for this session: no consent to ask for.
+            return {"data": secret_reply(self.secrets, request)}
         auth_type = request.get("authType") if isinstance(request, dict) else None
         if metadata.get("colab_request_type") != "request_auth" or auth_type not in (
             "dfs_ephemeral",

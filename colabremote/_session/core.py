@@ -33,6 +33,7 @@ from .._serialization import (
     unpack_outcomes,
 )
 from .._workspace.packages import PackageSpec, install
+from .._workspace.secrets import SET_ENVIRONMENT, KernelEnvironment
 from ..exceptions import (
     AuthError,
     ConfigurationError,
@@ -53,6 +54,8 @@ Outcome = tuple[str, Any]
 INTERRUPT_GRACE = 10.0
 #: How long a dropped kernel connection is retried before the calls in flight fail.
 RECONNECT_SECONDS = 60.0
+#: How long a new kernel may take to set the session's environment variables.
+ENVIRONMENT_TIMEOUT = 60.0
 #: How long ``close()`` waits for a reconnection or a kernel start under way to give up, before
 #: it tears the session down anyway.
 CLOSE_WAIT_SECONDS = 10.0
@@ -96,10 +99,13 @@ class _Core:
         exclude_modules: Iterable[str | os.PathLike[str]] = (),
         trust_kernel: bool = True,
         packages: PackageSpec | None = None,
+        environment: KernelEnvironment | None = None,
     ) -> None:
         self.backend = backend
         #: Installed at open, before the first call (``Session(pip=..., requirements=...)``).
         self.packages = packages
+        #: ``env=`` and ``secrets=``: set on every new kernel before anything else runs there.
+        self.environment = environment or KernelEnvironment()
         #: False: results and exceptions from the kernel are rebuilt as plain data only.
         self.trust_kernel = trust_kernel
         self._remake_backend = remake_backend  # a closed backend is not reused: a fresh one
@@ -139,6 +145,11 @@ class _Core:
             if self.state is State.CLOSED:
                 raise self._closed_error()
             try:
+                # Secrets are read first: a missing one fails here, before a runtime is got.
+                # (In a thread: a keyring may take a while, or ask the user to unlock it.)
+                if self.environment.unread:
+                    await asyncio.to_thread(self.environment.resolve)
+                self.backend.secrets = self.environment.secrets
                 await self.backend.start(self.progress)
                 await self._connect()
             except (asyncio.CancelledError, KeyboardInterrupt):
@@ -196,6 +207,7 @@ class _Core:
         try:
             await self._wait_ready(client)
             await client.install_agent()
+            await self._set_environment(client)
             if self.state is State.CLOSED:
                 raise SessionClosed("this session was closed while it connected to the kernel")
         except BaseException:
@@ -205,6 +217,28 @@ class _Core:
             self._connecting = None
         self.client = client
         self.modules.forget_sent()
+
+    async def _set_environment(self, client: KernelClient) -> None:
+        """Set ``env=`` and ``secrets=`` in a new kernel's ``os.environ``, before any call of the
+        user's: at open, and on each kernel after a restart or a replacement. The values go as
+        a call's pickled argument, never as code text."""
+        variables = self.environment.variables()
+        if not variables:
+            return
+        python = client.kernel_python or sys.version_info[:3]
+        function = pack_function(SET_ENVIRONMENT, kernel_python=python)
+        arguments = pack_arguments([((variables,), {})], kernel_python=python)
+        name = "setting the session's environment variables"
+        call = client.calls.submit(name, function.key, function.parts, arguments)
+        interrupts = Interrupts(
+            interrupt=self.backend.interrupt,
+            replace_kernel=functools.partial(self._replace_stuck_kernel, client),
+            progress=self.progress,
+            grace=INTERRUPT_GRACE,
+        )
+        reply = await client.calls.result(call, timeout=ENVIRONMENT_TIMEOUT, interrupts=interrupts)
+        outcomes = unpack_outcomes(reply.parts, trusted=self.trust_kernel)
+        outcome_value(outcomes[0], name)
 
     async def _wait_ready(self, client: KernelClient) -> None:
         """Until the kernel answers on shell and its output reaches us (iopub is subscribed).

@@ -1,9 +1,11 @@
 """A minimal ``google.colab`` package for the emulator's kernels, written to a directory at start.
 
-Only ``google.colab.drive.mount(path)`` and ``google.colab._message`` exist. ``mount`` sends the
-real ``colab_request`` (iopub, ``request_auth`` / ``dfs_ephemeral``, parent header holding only the
-session) and polls the kernel's stdin socket for the matching ``colab_reply``, as colabtools does.
-The package is kept as text so that it is not part of colabremote itself.
+Only ``google.colab.drive.mount(path)``, ``google.colab.userdata.get(key)``, ``google.colab.errors``
+and ``google.colab._message`` exist. ``mount`` and ``get`` send the real ``colab_request`` (iopub;
+``request_auth`` / ``dfs_ephemeral``, or ``GetSecret`` / ``{"key": ...}``; parent header holding
+only the session) and poll the kernel's stdin socket for the matching ``colab_reply``, as
+colabtools does; ``get`` raises colabtools' error types. The package is kept as text so that it is
+not part of colabremote itself.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ _MESSAGE = '''"""Kernel-to-frontend requests, as google.colab._message does them
 import itertools
 import time
 
+from google.colab import errors
+
 _ids = itertools.count(1)
 
 
-class MessageError(RuntimeError):
+class MessageError(errors.Error):
     """The frontend answered a colab_request with an error."""
 
 
@@ -82,8 +86,70 @@ def flush_and_unmount(timeout_ms=86400000):
     pass
 '''
 
+_ERRORS = '''"""google.colab.errors, emulator copy: the base of Colab's own errors."""
+
+
+class Error(Exception):
+    """Base class for Colab's errors."""
+'''
+
+_USERDATA = '''"""google.colab.userdata, emulator copy: get() asks the frontend for a secret."""
+
+import re
+import threading
+
+from google.colab import _message, errors
+
+
+class NotebookAccessError(Exception):
+    """The frontend holds the secret but did not grant this notebook access to it."""
+
+    def __init__(self, key):
+        super().__init__("this notebook was not granted the secret %s" % key)
+
+
+class SecretNotFoundError(errors.Error):
+    """The frontend holds no secret of that name."""
+
+    def __init__(self, key):
+        super().__init__("no secret named %s exists" % key)
+
+
+class TimeoutException(errors.Error):
+    """No frontend answered within 10 s."""
+
+    def __init__(self, key):
+        super().__init__(
+            "no answer to the request for secret %s within 10 s (only a frontend that holds "
+            "secrets answers it)" % key
+        )
+
+
+_lock = threading.Lock()  # one request at a time: replies are read from one stdin socket
+
+
+def get(key):
+    if not key or not isinstance(key, str):
+        raise ValueError("a secret name must be a non-empty string")
+    if re.search(r"\\s", key):
+        raise ValueError("a secret name has no whitespace in it")
+    with _lock:
+        try:
+            reply = _message.blocking_request("GetSecret", {"key": key}, timeout_sec=10)
+        except TimeoutError:
+            reply = None
+    if not reply:
+        raise TimeoutException(key)
+    if not reply.get("exists", False):
+        raise SecretNotFoundError(key)
+    if not reply.get("access", False):
+        raise NotebookAccessError(key)
+    return reply.get("payload", "")
+'''
+
 _COLAB_INIT = (
-    '"""google.colab, emulator copy (drive.mount only)."""\n\n__version__ = "0.0.emulator"\n'
+    '"""google.colab, emulator copy (drive, userdata and what they need)."""\n\n'
+    '__version__ = "0.0.emulator"\n'
 )
 _GOOGLE_INIT = "__path__ = __import__('pkgutil').extend_path(__path__, __name__)\n"
 
@@ -97,4 +163,6 @@ def write_kernel_site(directory: str) -> str:
     (colab / "__init__.py").write_text(_COLAB_INIT)
     (colab / "_message.py").write_text(_MESSAGE)
     (colab / "drive.py").write_text(_DRIVE)
+    (colab / "errors.py").write_text(_ERRORS)
+    (colab / "userdata.py").write_text(_USERDATA)
     return str(site)
