@@ -428,7 +428,6 @@ def one_megabyte(i: int) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_kernel_memory_stays_flat_over_many_large_results(session: cr.Session) -> None:
     f = session.remote(one_megabyte)
     rss = session.remote(kernel_rss_mb)
