@@ -188,3 +188,44 @@ def test_a_call_that_started_before_a_drop_is_fetched_not_run_again(
     assert running.result(timeout=60) == "finished"
     assert later.result(timeout=60) == "made during the drop"
     assert log.read_text().splitlines() == ["started", "finished", "made during the drop"]
+
+
+def plus(a: int, b: int) -> int:
+    return a + b
+
+
+def kill_kernel() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_new_client_never_gets_what_the_server_kept_for_the_last_one() -> None:
+    """jupyter_server keeps a closed connection's messages for its session id and replays them
+    to the next connection with that id. A reconnection asks for them (same id); the client
+    that replaces a dead kernel's must not (a new id), or it would hear the old kernel's
+    shutdown_reply and fail its first call as restarted."""
+    from colabremote.exceptions import KernelDied
+    from colabremote.testing import emulator_of
+
+    with cr.Session(backend="emulator") as session:
+        assert session.remote(plus)(1, 2) == 3
+        emu = emulator_of(session)
+
+        def channel_sessions() -> list[str]:
+            return [
+                r.query["session_id"][0]
+                for r in emu.requests
+                if r.path.endswith("/channels") and "session_id" in r.query
+            ]
+
+        first = channel_sessions()
+        assert len(set(first)) == 1
+        drop_connection(session)
+        assert session.remote(plus)(3, 4) == 7
+        assert set(channel_sessions()) == set(first)  # the reconnection asked for the replay
+        with pytest.raises(KernelDied):
+            session.remote(kill_kernel)()
+        assert session.remote(plus)(5, 6) == 11
+        assert len(set(channel_sessions())) == 2  # the new client did not

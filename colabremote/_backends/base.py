@@ -45,6 +45,10 @@ class Backend(abc.ABC):
     async def connect(self) -> Transport:
         """A new connection to the current kernel."""
 
+    def new_client(self) -> None:  # noqa: B027 - a hook; most backends have nothing to do
+        """A new kernel client is about to connect (not a reconnection of the last one): what a
+        server kept for the last client's connection must not be replayed to it."""
+
     @abc.abstractmethod
     async def interrupt(self) -> None:
         """Send SIGINT (or the server's equivalent) to the kernel."""

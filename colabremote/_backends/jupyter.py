@@ -242,6 +242,12 @@ class JupyterBackend(Backend):
                 return str(model["id"])
         return None
 
+    def new_client(self) -> None:
+        # jupyter_server keeps a closed connection's messages for its session id and replays
+        # them to the next connection with that id: right for a reconnection, wrong for a new
+        # client after a kernel restart (it would hear the old kernel's shutdown_reply).
+        self._ws_session = uuid.uuid4().hex
+
     async def connect(self) -> Transport:
         parts = urlsplit(self.url)
         scheme = "wss" if parts.scheme == "https" else "ws"

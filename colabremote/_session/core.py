@@ -194,6 +194,7 @@ class _Core:
         return SessionClosed(f"this session is closed: its start failed ({why}); create a new one")
 
     async def _connect(self) -> None:
+        self.backend.new_client()
         transport = await self.backend.connect()
         client = KernelClient(
             transport,
