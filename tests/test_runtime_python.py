@@ -133,6 +133,23 @@ def test_an_unknown_runtime_version_fails_the_open_naming_what_exists(emu: Colab
     assert live(emu) == before  # nothing was assigned
 
 
+@pytest.mark.slow
+def test_the_live_list_is_preferred_over_the_table(emu: ColabEmulator) -> None:
+    """An image in colabremote's table that Colab no longer offers is refused, naming the one
+    it does offer (a label unknown to the table is listed without a Python)."""
+    before = live(emu)
+    emu.experiments["runtime_version_names"] = ["2027.01"]
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            colab(emu, runtime_version="2025.07").open()
+    finally:
+        del emu.experiments["runtime_version_names"]
+    message = str(info.value)
+    assert "'2025.07' is not a runtime version Colab offers" in message
+    assert "use one of '2027.01', None (the default image" in message
+    assert live(emu) == before
+
+
 def test_the_emulator_offers_colabs_images_by_default() -> None:
     emulator = ColabEmulator()
     assert list(emulator.images) == list(IMAGE_PYTHONS)
