@@ -150,6 +150,21 @@ def test_the_live_list_is_preferred_over_the_table(emu: ColabEmulator) -> None:
     assert live(emu) == before
 
 
+@pytest.mark.slow
+def test_without_the_live_list_match_uses_the_table(
+    emu: ColabEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = choose_image("match", None)
+    if expected is None:
+        pytest.skip(f"Colab's default image, or none, runs Python {LOCAL}")
+    caplog.set_level(logging.INFO, logger="colabremote.colab")
+    emu.faults.fail_next("/vscode/experiment-state", status=403)  # not retried
+    with colab(emu, runtime_version="match") as session:
+        assert session.runtime().runtime_version == expected
+        assert session.remote(kernel_python)() == LOCAL
+    assert any("could not read the runtime versions" in r.getMessage() for r in caplog.records)
+
+
 def test_the_emulator_offers_colabs_images_by_default() -> None:
     emulator = ColabEmulator()
     assert list(emulator.images) == list(IMAGE_PYTHONS)
