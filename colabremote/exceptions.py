@@ -39,7 +39,8 @@ UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
 ├── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
 ├── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
-└── RestartNeededWarning        an install changed a package the kernel has imported: restart it
+├── RestartNeededWarning        an install changed a package the kernel has imported: restart it
+└── PythonMismatchWarning       the kernel runs another Python: code typed at a prompt cannot go
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -84,6 +85,7 @@ __all__ = [
     "OAuthError",
     "OutputDroppedWarning",
     "PackageInstallError",
+    "PythonMismatchWarning",
     "PythonVersionMismatch",
     "QuotaExceeded",
     "RemoteCallError",
@@ -266,6 +268,18 @@ class RestartNeededWarning(UserWarning):
         self.package = package
         self.old = old
         self.new = new
+
+
+class PythonMismatchWarning(UserWarning):
+    """The kernel runs another Python minor version than this one. Functions from .py files and
+    IPython cells travel as source and work; those typed at a plain python prompt or made with
+    exec cannot be sent (:class:`PythonVersionMismatch` when called). Said once, when a session
+    opens; ``local`` and ``remote`` are the two versions ("3.11")."""
+
+    def __init__(self, message: str, *, local: str, remote: str) -> None:
+        super().__init__(message)
+        self.local = local
+        self.remote = remote
 
 
 class SerializationError(ColabRemoteError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import math
@@ -11,7 +12,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,9 @@ from colabremote.exceptions import (
     SerializationError,
     SessionClosed,
 )
+from colabremote.testing import JupyterServer
 
+from ._wheels import build_wheel, kernel_venv
 from .conftest import Output
 
 # -- functions that run remotely (module level: shipped by value, code as source) --------------
@@ -463,3 +466,77 @@ def test_with_options_gives_a_copy_with_another_timeout(session: cr.Session) -> 
     with pytest.raises(RemoteTimeout):
         limited(30)
     assert f(0) == "slept"
+
+
+# -- the runtime as a workspace: packages, shell lines, env and secrets (issue 12) -------------
+
+
+def environment_seen(*names: str) -> dict[str, str | None]:
+    return {name: os.environ.get(name) for name in names}
+
+
+def imported_version(module: str) -> str:
+    import importlib
+
+    return str(importlib.import_module(module).VERSION)
+
+
+@pytest.fixture(scope="module")
+def workspace(backend: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[cr.Session]:
+    """A session whose kernels run in a venv of their own (installs never reach the suite's),
+    with pip pointed at a folder of tiny wheels (no index) through env=, and one secret."""
+    tmp = tmp_path_factory.mktemp(f"compliance-workspace-{backend.name}")
+    (tmp / "wheels").mkdir()
+    build_wheel(tmp / "wheels", "compliancepkg", "1.0")
+    python = kernel_venv(tmp / "venv")
+    env = {
+        "PIP_NO_INDEX": "1",
+        "PIP_FIND_LINKS": str(tmp / "wheels"),
+        "PIP_CONFIG_FILE": os.devnull,
+        "XDG_CACHE_HOME": str(tmp / "cache"),  # the runtime's install records
+        "COMPLIANCE_SETTING": "on",
+    }
+    secrets = {"COMPLIANCE_TOKEN": "compliance-secret-value"}
+    with contextlib.ExitStack() as stack:
+        if backend.name == "jupyter":
+            server = stack.enter_context(JupyterServer(python=python))
+            options: dict[str, Any] = {"url": server.url, "token": server.token}
+        else:
+            options = {**backend.options, "python": python}
+        yield stack.enter_context(
+            cr.Session(backend.name, progress=False, env=env, secrets=secrets, **options)
+        )
+
+
+def test_env_and_secrets_are_set_before_the_first_call(workspace: cr.Session) -> None:
+    seen = workspace.remote(environment_seen)("COMPLIANCE_SETTING", "COMPLIANCE_TOKEN")
+    assert seen == {"COMPLIANCE_SETTING": "on", "COMPLIANCE_TOKEN": "compliance-secret-value"}
+    assert "compliance-secret-value" not in repr(workspace)
+    assert "compliance-secret-value" not in repr(workspace.info())
+
+
+def test_pip_install_of_a_local_wheel(workspace: cr.Session) -> None:
+    workspace.pip_install("compliancepkg==1.0")
+    assert workspace.remote(imported_version)("compliancepkg") == "1.0"
+
+
+def test_shell_returns_status_and_output(session: cr.Session, output: Output) -> None:
+    output.clear()
+    result = session.shell("echo out-line; echo err-line >&2; exit 3")
+    assert isinstance(result, cr.ShellResult)
+    assert (result.returncode, result.stdout, result.stderr) == (3, "out-line\n", "err-line\n")
+    assert "out-line" in output.text("stdout") and "err-line" in output.text("stderr")
+    assert session.shell("true", check=True).returncode == 0
+
+
+def test_shell_check_raises_on_a_nonzero_exit(session: cr.Session) -> None:
+    with pytest.raises(cr.ShellCommandError) as info:
+        session.shell("echo why-it-failed >&2; exit 5", check=True)
+    assert info.value.returncode == 5
+    assert "why-it-failed" in str(info.value)
+
+
+def test_exec_runs_shell_lines_as_a_cell_does(session: cr.Session, output: Output) -> None:
+    output.clear()
+    session.exec("!echo from-a-shell-line\nvalue = 6 * 7\nprint(value)")
+    assert "from-a-shell-line" in output.text() and "42\n" in output.text()  # `!` uses a pty

@@ -29,7 +29,10 @@ pytestmark = pytest.mark.crossversion
 def versioned(request: pytest.FixtureRequest) -> Iterator[tuple[str, cr.Session]]:
     if request.param == "none":
         pytest.skip("no other Python versions configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
-    with cr.Session("local", python=PYTHONS[request.param], progress=False) as session:
+    session = cr.Session("local", python=PYTHONS[request.param], progress=False)
+    with pytest.warns(cr.PythonMismatchWarning):  # said once, at open
+        session.open()
+    with session:
         yield request.param, session
 
 
@@ -148,7 +151,10 @@ def test_kernel_without_colabremote_gets_a_pass_through(
     if version == "none":
         pytest.skip("no other Python versions configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
     monkeypatch.chdir(tmp_path)  # the kernel starts here, where no colabremote can be imported
-    with cr.Session("local", python=PYTHONS[version], progress=False) as session:
+    with (
+        pytest.warns(cr.PythonMismatchWarning),
+        cr.Session("local", python=PYTHONS[version], progress=False) as session,
+    ):
         doc, value = session.remote(decorates_with_colabremote)(5)
     assert doc.startswith("Pass-through stand-in") and value == 5
 

@@ -821,7 +821,7 @@ def test_credentials_propagation(
 
 def test_experiment_state_and_ccu(http: httpx.Client, auth: dict[str, str]) -> None:
     signed_out = unxssi(http.get("/vscode/experiment-state", params={"authuser": "0"}))
-    assert signed_out["experiments"]["runtime_version_names"] == ["2026.04"]
+    assert signed_out["experiments"]["runtime_version_names"] == ["2026.07", "2026.04", "2025.07"]
     ccu = unxssi(http.get("/tun/m/ccu-info", params={"authuser": "0"}, headers=auth))
     assert {"currentBalance", "consumptionRateHourly", "assignmentsCount"} <= set(ccu)
     info = unxssi(http.get("/v1/user-info?get_ccu_consumption_info=true", headers=auth))

@@ -330,7 +330,11 @@ def test_emulator_runtime_in_another_python(version: str) -> None:
     from the user's: functions from files travel as source, one typed at a prompt is refused."""
     if version not in other_pythons():
         pytest.skip(f"no Python {version} configured (COLABREMOTE_TEST_PYTHONS; .ci/run)")
-    with cr.Session("emulator", python=other_pythons()[version], progress=False) as session:
+    session = cr.Session("emulator", python=other_pythons()[version], progress=False)
+    if version != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        with pytest.warns(cr.PythonMismatchWarning):  # said once, at open
+            session.open()
+    with session:
         assert session.info().python.rsplit(".", 1)[0] == version
         assert session.remote(_double)(21) == 42
         namespace: dict[str, object] = {}

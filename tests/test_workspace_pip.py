@@ -8,16 +8,11 @@ them through PIP_FIND_LINKS. The runtime's install records go to a temporary XDG
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import os
 import stat
-import sysconfig
 import threading
 import time
-import venv
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,46 +23,8 @@ import pytest
 import colabremote as cr
 from colabremote.testing import JupyterServer
 
+from ._wheels import build_wheel, kernel_venv
 from .conftest import BACKENDS, BackendName, Output, wait_for_path
-
-
-def build_wheel(folder: Path, name: str, version: str) -> Path:
-    """A pure-Python wheel by hand: ``name/__init__.py`` with VERSION, and its dist-info."""
-    info = f"{name}-{version}.dist-info"
-    files = {
-        f"{name}/__init__.py": f'VERSION = "{version}"\n',
-        f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{info}/WHEEL": (
-            "Wheel-Version: 1.0\nGenerator: colabremote-tests\nRoot-Is-Purelib: true\n"
-            "Tag: py3-none-any\n"
-        ),
-    }
-    record = []
-    for path, text in files.items():
-        data = text.encode()
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(data)}")
-    record.append(f"{info}/RECORD,,")
-    files[f"{info}/RECORD"] = "\n".join(record) + "\n"
-    wheel = folder / f"{name}-{version}-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as archive:
-        for path, text in files.items():
-            archive.writestr(path, text)
-    return wheel
-
-
-def kernel_venv(folder: Path) -> str:
-    """A venv whose site-packages also reaches this one's (processed as a site dir, so
-    editable installs work there too); returns its python."""
-    venv.create(folder, with_pip=False, symlinks=True)
-    python = folder / "bin" / "python"
-    purelib = sysconfig.get_path("purelib", vars={"base": str(folder), "platbase": str(folder)})
-    ours = sysconfig.get_path("purelib")
-    Path(purelib, "_colabremote_tests.pth").write_text(
-        f"import site; site.addsitedir({ours!r})\n", encoding="utf-8"
-    )
-    return str(python)
-
 
 FAKE_UV = """#!/bin/sh
 printf '%s\\n' "$*" >> {log}

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import warnings
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
@@ -28,6 +30,13 @@ import httpx
 
 from .._colab.control import ControlPlane
 from .._colab.endpoints import ColabEndpoints
+from .._colab.images import (
+    DEFAULT_IMAGE_PYTHON,
+    MATCH,
+    check_runtime_version,
+    choose_image,
+    python_label,
+)
 from .._colab.models import (
     Assignment,
     RuntimeProxyInfo,
@@ -169,7 +178,8 @@ class ColabBackend(JupyterBackend):
         self.gpu = gpu.upper() if gpu else None
         self.tpu = tpu.upper() if tpu else None
         self.high_memory = high_memory
-        self.runtime_version = runtime_version
+        #: As given: an image label, "match", or None (the default image).
+        self.runtime_version = check_runtime_version(runtime_version)
         self.endpoint = endpoint
         #: Release the runtime at close: yes for one we assigned, no for one we attached to.
         self.release = (endpoint is None) if release is None else release
@@ -211,14 +221,17 @@ class ColabBackend(JupyterBackend):
             self.assignment = await self._find_assignment(self.endpoint)
             self._proxy = await self.control.refresh_proxy_token(self.endpoint)
         else:
+            image = await self._choose_image(progress)
             progress(f"assigning a Colab runtime ({self.accelerator_label})")
             variant = "GPU" if self.gpu else "TPU" if self.tpu else None
             assignment, _new = await self.control.assign(
                 variant=variant,
                 accelerator=self.gpu or self.tpu,
                 high_memory=self.high_memory,
-                runtime_version=self.runtime_version,
+                runtime_version=image,
             )
+            if assignment.runtime_version is None and image is not None:
+                assignment = replace(assignment, runtime_version=image)  # v1 does not echo it
             self.assignment = assignment
             self.endpoint = assignment.endpoint
             self._proxy = assignment.proxy
@@ -238,6 +251,31 @@ class ColabBackend(JupyterBackend):
         except BaseException:
             await self.close()
             raise
+
+    async def _choose_image(self, progress: Progress) -> str | None:
+        """The image label to ask for: ``runtime_version=`` checked against the labels Colab
+        offers (its live list; colabremote's table when that cannot be read), "match" resolved
+        to the image that runs this Python."""
+        if self.runtime_version is None:
+            return None
+        try:
+            offered: list[str] | None = await self.control.runtime_versions()
+        except ColabError as exc:
+            log.info("could not read the runtime versions Colab offers (%s); using the table", exc)
+            offered = None
+        image = choose_image(self.runtime_version, offered)
+        if self.runtime_version == MATCH:
+            local = python_label(sys.version_info)
+            if image is not None:
+                progress(f"runtime_version='match': image {image} runs Python {local}")
+            elif sys.version_info[:2] == DEFAULT_IMAGE_PYTHON:
+                progress(f"runtime_version='match': the default image runs Python {local}")
+            else:
+                progress(
+                    f"runtime_version='match': no image Colab offers runs Python {local}; "
+                    "using the default image"
+                )
+        return image
 
     async def _note_free_tier(self) -> None:
         """Say once, at open, when the account runs Colab free of charge: Colab's terms
@@ -300,12 +338,13 @@ class ColabBackend(JupyterBackend):
                 raise RuntimeGone(f"no Colab runtime {self.endpoint!r} is assigned to this account")
             runtime = found[0]
         else:
+            image = await self._choose_image(progress)
             progress(f"creating a Colab runtime ({self.accelerator_label}) with the v1beta API")
             runtime = await self.public.create_runtime(
                 variant="GPU" if self.gpu else "TPU" if self.tpu else None,
                 accelerator=self.gpu or self.tpu,
                 high_memory=self.high_memory,
-                version=self.runtime_version,
+                version=image,
             )
         if runtime.endpoint is None:
             raise ColabError(f"Colab runtime {runtime.runtime_id} has no endpoint yet")

@@ -548,6 +548,23 @@ class ControlPlane(OwnsHttpClient):
             "when idle. Start a new one."
         )
 
+    async def runtime_versions(self) -> list[str]:
+        """The pinned runtime image labels Colab offers this account (newest first, as listed),
+        from the ``runtime_version_names`` experiment flag; the default image is not listed."""
+        body = await self._call(
+            "GET",
+            f"{self.endpoints.colab}/vscode/experiment-state",
+            "reading Colab's runtime versions",
+            colab=True,
+        )
+        flags = body.get("experiments") if isinstance(body, Mapping) else None
+        names = flags.get("runtime_version_names") if isinstance(flags, Mapping) else None
+        if names is None:  # Colab leaves the flag out when it offers no pinned image
+            return []
+        if not isinstance(names, list):
+            raise ColabError("reading Colab's runtime versions: the list is not a list")
+        return [name for name in names if isinstance(name, str) and name]
+
     async def sign_in(self) -> None:
         """Get an access token before any call, so a missing sign-in is one plain
         SignInRequired rather than an error raised inside a request and its retries."""

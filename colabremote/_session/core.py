@@ -14,6 +14,7 @@ import logging
 import os
 import posixpath
 import sys
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from ..exceptions import (
     ConfigurationError,
     ConnectionLost,
     KernelDied,
+    PythonMismatchWarning,
     RemoteCallError,
     RemoteTimeout,
     SessionClosed,
@@ -124,6 +126,7 @@ class _Core:
         self._gpu_info: dict[str, Any] | None = None
         self._start_failure: BaseException | None = None  # why the last start failed
         self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
+        self._python_reported = False  # the PythonMismatchWarning is said once per session
 
     def _refuse_if_forked(self) -> None:
         """A forked child shares the parent's kernel connection and runtime: using them from
@@ -218,6 +221,26 @@ class _Core:
             self._connecting = None
         self.client = client
         self.modules.forget_sent()
+        self._report_python(client)
+
+    def _report_python(self, client: KernelClient) -> None:
+        """Say once, at open, when the kernel runs another Python minor version than this one,
+        which functions still travel (those with source) and which cannot."""
+        if self._python_reported or client.kernel_python is None:
+            return
+        self._python_reported = True
+        remote = ".".join(map(str, client.kernel_python[:2]))
+        local = ".".join(map(str, sys.version_info[:2]))
+        if remote == local:
+            return
+        message = (
+            f"the kernel runs Python {remote}, this Python is {local}: functions from .py files "
+            "and IPython cells travel as source and work; those typed at a plain python prompt "
+            "or made with exec cannot be sent (PythonVersionMismatch). For the same Python on "
+            f"both sides, run Python {remote} here, or on Colab pass runtime_version='match'"
+        )
+        log.info("%s", message)
+        warnings.warn(PythonMismatchWarning(message, local=local, remote=remote), stacklevel=2)
 
     async def _set_environment(self, client: KernelClient) -> None:
         """Set ``env=`` and ``secrets=`` in a new kernel's ``os.environ``, before any call of the

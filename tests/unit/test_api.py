@@ -20,6 +20,7 @@ PUBLIC = {
     "OutputDroppedWarning",
     "ColabTermsWarning",
     "PackageInstallError",
+    "PythonMismatchWarning",
     "RemoteError",
     "RemoteFunction",
     "RemoteTimeout",

@@ -23,9 +23,14 @@ one module per service role; ``_proxy.py`` is a runtime's proxy; ``_model.py`` t
 secrets out of logs, ``_clock.py`` the clock; ``backend.py`` is ``Session(backend="emulator")``.
 
 ``ColabEmulator(verbose=True)`` logs every request it serves, and request errors, on stderr;
-by default it is quiet. ``ColabEmulator(python="/path/to/python3.13")`` runs the runtimes' kernels
-in that interpreter (it needs ipykernel and cloudpickle), as Colab's own Python version differs
-from yours.
+by default it is quiet. ``ColabEmulator(python="/path/to/python3.13")`` runs the default image's
+kernels in that interpreter (it needs ipykernel and cloudpickle), as Colab's own Python version
+differs from yours. ``images={"2025.07": "/path/to/python3.11", ...}`` are the pinned runtime
+images it offers (the ``runtime_version_names`` experiment flag; a runtime asked for with
+``runtime_version_label``/``version``) and the interpreter each one's kernels run (None: the one
+running the emulator). By default it offers Colab's labels (``_colab/images.py``), all run by the
+emulator's own interpreter; a label it does not offer gets the default image, as the service's
+answer to one is not known.
 
 A runtime's files (its kernels' working directory, the contents API's root) are in ``/content``,
 as on Colab, when the emulator can create that folder: it never takes one that existed, one
@@ -64,11 +69,13 @@ import os
 import secrets
 import tempfile
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from ..._colab.images import IMAGE_PYTHONS
 from .._jupyter import JupyterServer
 from ._accounts import Accounts
 from ._clock import Clock, ManualClock, SystemClock
@@ -110,13 +117,18 @@ class ColabEmulator:
         clock: Clock | None = None,
         verbose: bool = False,
         python: str | None = None,
+        images: Mapping[str, str | None] | None = None,
         content_root: str | os.PathLike[str] | None = None,
     ) -> None:
         self._content_root_setting = content_root_setting(content_root)
         #: The access log and request errors on stderr (quiet by default).
         self.verbose = verbose
-        #: The runtimes' kernel interpreter (it needs ipykernel); None: this one.
+        #: The default image's kernel interpreter (it needs ipykernel); None: this one.
         self.python = python
+        #: The pinned images offered, label -> their kernels' interpreter (None: this one).
+        self.images: dict[str, str | None] = (
+            dict.fromkeys(IMAGE_PYTHONS) if images is None else dict(images)
+        )
         self._verbose_logs = VerboseLogs()
         #: What every expiry, TTL and idle decision reads (a ManualClock in tests).
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -141,12 +153,9 @@ class ColabEmulator:
         self.require_authuser = False
         self.colab_requires_colaboratory_scope = False
         self.drive_authorized_by_default = False
-        self.gapi_allowed = True
-        self.public_api_allowed = True
-        self.experiments: dict[str, Any] = {
-            "enable_public_api_vscode": False,
-            "runtime_version_names": ["2026.04"],
-        }
+        self.gapi_allowed = self.public_api_allowed = True
+        #: Experiment flags; ``runtime_version_names`` is added from ``images`` when served.
+        self.experiments: dict[str, Any] = {"enable_public_api_vscode": False}
         self.faults = Faults()
 
         self.accounts = Accounts(self.clock)
@@ -560,6 +569,13 @@ class ColabEmulator:
         if stop_jupyter and rt.endpoint in self._held_roots:  # else stop() frees it, later
             await asyncio.get_running_loop().run_in_executor(None, self._free_root, rt.endpoint)
 
+    def image_python(self, label: str) -> str | None:
+        """The interpreter that runs the kernels of image ``label`` ("": the default image;
+        None: the emulator's own)."""
+        if label and label in self.images:
+            return self.images[label]
+        return self.python
+
     def _start_jupyter(self, rt: Runtime) -> JupyterServer:
         """Start the runtime's jupyter_server (blocking; run in a worker thread)."""
         server = JupyterServer(
@@ -570,8 +586,8 @@ class ColabEmulator:
                 "colabremote.testing._emulator._kernelspec.ColabSiteKernelSpecManager",
                 f"--ColabSiteKernelSpecManager.colab_site={self._site_dir}",
                 *(
-                    [f"--ColabSiteKernelSpecManager.kernel_python={self.python}"]
-                    if self.python
+                    [f"--ColabSiteKernelSpecManager.kernel_python={python}"]
+                    if (python := self.image_python(rt.version))
                     else []
                 ),
             ),

@@ -270,7 +270,11 @@ class ExperimentStateHandler(ColabHandler):
         self.check_authuser()
         if "Authorization" in self.request.headers:
             self.bearer()
-        self.send({"experiments": dict(self.emulator.experiments), "selectedIds": [1]})
+        experiments = {
+            "runtime_version_names": list(self.emulator.images),
+            **self.emulator.experiments,
+        }
+        self.send({"experiments": experiments, "selectedIds": [1]})
 
 
 ROUTES: list[tuple[str, type[BaseHandler]]] = [
