@@ -67,6 +67,15 @@ def test_only_changed_files_are_sent(session: cr.Session, tmp_path: Path) -> Non
     assert tree(target) == tree(source)
 
 
+def test_many_small_files_go_several_to_a_call(session: cr.Session, tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    make(source, {f"d{i % 7}/f{i}.txt": str(i) for i in range(2500)})
+    assert len(session.sync(source, str(tmp_path / "dst")).sent) == 2500
+    assert tree(tmp_path / "dst") == tree(source)
+    assert len(session.download(str(tmp_path / "dst"), tmp_path / "back").sent) == 2500
+    assert tree(tmp_path / "back") == tree(source)
+
+
 def test_gitignore_exclude_and_git_stay_out(session: cr.Session, tmp_path: Path) -> None:
     source, target = tmp_path / "src", tmp_path / "dst"
     make(
@@ -194,8 +203,9 @@ def test_bad_inputs_are_typed_errors_before_anything_is_sent(
 def test_a_large_file_goes_in_chunks_with_bounded_memory(
     session: cr.Session, tmp_path: Path
 ) -> None:
-    """200 MB each way: the client's Python memory peaks far below the file's size, and the
-    file arrives whole (its digest checked on arrival, and here again)."""
+    """200 MB each way (a folder, and one file down): the client's Python memory peaks far
+    below the file's size, and the file arrives whole (its digest checked on arrival, and here
+    again)."""
     size = 200 * 1024 * 1024
     source = tmp_path / "src"
     source.mkdir()
@@ -213,10 +223,14 @@ def test_a_large_file_goes_in_chunks_with_bounded_memory(
         tracemalloc.reset_peak()
         back = session.download(str(tmp_path / "dst"), tmp_path / "back")
         _, down_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        one = session.download(str(tmp_path / "dst" / "big.bin"), tmp_path / "one.bin")
+        _, file_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert sent.bytes == size and back.bytes == size
+    assert sent.bytes == size and back.bytes == size and one.bytes == size
     assert up_peak < 64 * 1024 * 1024, up_peak
     assert down_peak < 64 * 1024 * 1024, down_peak
-    for path in (tmp_path / "dst" / "big.bin", tmp_path / "back" / "big.bin"):
+    assert file_peak < 64 * 1024 * 1024, file_peak
+    for path in (tmp_path / "dst" / "big.bin", tmp_path / "back" / "big.bin", tmp_path / "one.bin"):
         assert sha256_of(path) == digest.hexdigest()

@@ -30,6 +30,8 @@ from . import Caller, by_value
 
 #: The most bytes of file content one call carries, either way.
 CHUNK = 8 * 1024 * 1024
+#: The most files one call carries (many small files go several to a call).
+BATCH_FILES = 1000
 #: Totals below this transfer without a progress bar.
 PROGRESS_THRESHOLD = 4 * 1024 * 1024
 #: A digest is remembered only for files last changed longer ago than this (seconds): a file
@@ -378,7 +380,7 @@ async def _send(
     for rel, local in files:
         target = posixpath.join(root, rel)
         for piece in _pieces(rel, local, target):
-            if batch and size + len(piece["data"]) > CHUNK:
+            if batch and (size + len(piece["data"]) > CHUNK or len(batch) >= BATCH_FILES):
                 await flush()
             batch.append(piece)
             size += len(piece["data"])
@@ -481,9 +483,19 @@ async def download(
         )
     if remote.endswith("/"):
         raise FileNotFoundError(f"{remote} is not a folder on the runtime ({listing['root']})")
-    await session.transfer("download", remote, local, progress)
     name = posixpath.basename(path)
     target = os.path.join(local, name) if os.path.isdir(local) else local
+    if listing["kind"] == "file":  # in chunks through the kernel, never one giant request
+        size = int(listing["size"])
+        bar = Progress(f"downloading {name}", size, enabled=progress and size >= PROGRESS_THRESHOLD)
+        fetch = _Fetch(session, posixpath.dirname(listing["root"]), "", bar)
+        await fetch.file(name, size, str(listing["digest"]), target=os.path.abspath(target))
+        await fetch.flush()
+        bar.done()
+        return SyncResult(sent=(name,), bytes=size)
+    # Not there as the kernel sees it: the backend's own copy, for paths its file server
+    # names differently (a Colab emulator's /content in a temp folder), or its own error.
+    await session.transfer("download", remote, local, progress)
     return SyncResult(sent=(name,), bytes=os.path.getsize(target))
 
 
@@ -589,7 +601,7 @@ class _Fetch:
         self.root = root
         self.bar = bar
         self.received = 0
-        self.small: list[tuple[str, int, str]] = []
+        self.small: list[tuple[str, int, str, str]] = []
 
     async def _read(self, requests: list[tuple[str, int, int]]) -> list[bytes]:
         blobs: list[bytes] = await self.session.call(
@@ -597,15 +609,18 @@ class _Fetch:
         )
         return blobs
 
-    async def file(self, rel: str, size: int, digest: str) -> None:
+    async def file(self, rel: str, size: int, digest: str, *, target: str | None = None) -> None:
+        """Fetch ``rel`` into ``target`` (by default its place under the local root)."""
+        target = target or os.path.join(self.root, *rel.split("/"))
         if size <= CHUNK:
-            if sum(s for _r, s, _d in self.small) + size > CHUNK:
+            full = sum(entry[1] for entry in self.small) + size > CHUNK
+            if full or len(self.small) >= BATCH_FILES:
                 await self.flush()
-            self.small.append((rel, size, digest))
+            self.small.append((rel, size, digest, target))
             return
         await self.flush()
         path = posixpath.join(self.remote_root, rel)
-        incoming = _Incoming(os.path.join(self.root, *rel.split("/")), rel)
+        incoming = _Incoming(target, rel)
         try:
             for offset in range(0, size, CHUNK):
                 (data,) = await self._read([(path, offset, min(CHUNK, size - offset))])
@@ -619,10 +634,10 @@ class _Fetch:
         if not self.small:
             return
         batch, self.small = self.small, []
-        requests = [(posixpath.join(self.remote_root, rel), 0, size) for rel, size, _ in batch]
+        requests = [(posixpath.join(self.remote_root, entry[0]), 0, entry[1]) for entry in batch]
         blobs = await self._read(requests)
-        for (rel, _size, digest), data in zip(batch, blobs, strict=True):
-            incoming = _Incoming(os.path.join(self.root, *rel.split("/")), rel)
+        for (rel, _size, digest, target), data in zip(batch, blobs, strict=True):
+            incoming = _Incoming(target, rel)
             try:
                 self._arrived(incoming, data)
             except BaseException:
@@ -640,7 +655,8 @@ class _Fetch:
 
 
 def _list_on_kernel(path: str, sizes: dict[str, int], hash_all: bool) -> dict[str, Any]:
-    """Runs in the kernel: what ``path`` is, and for a folder its files (size, and the sha256
+    """Runs in the kernel: what ``path`` is (with a file's size and sha256), and for a folder
+    its files (size, and the sha256
     of those ``hash_all`` or ``sizes`` asks for) and subfolders, ``.git`` left out. Digests are
     remembered by size, mtime and inode while the kernel lives. Temporary files of transfers
     that never finished are removed."""
@@ -653,10 +669,6 @@ def _list_on_kernel(path: str, sizes: dict[str, int], hash_all: bool) -> dict[st
     import types
 
     root = os.path.abspath(path)
-    if not os.path.exists(root):
-        return {"kind": "missing", "root": root}
-    if not os.path.isdir(root):
-        return {"kind": "file", "root": root}
     store = sys.modules.setdefault("_colabremote_digests", types.ModuleType("digests"))
     known: dict[str, tuple[int, int, int, str]] = vars(store).setdefault("known", {})
     settled = time.time_ns() - 2_000_000_000
@@ -675,6 +687,13 @@ def _list_on_kernel(path: str, sizes: dict[str, int], hash_all: bool) -> dict[st
             known[full] = (*key, value)
         return value
 
+    if not os.path.exists(root):
+        return {"kind": "missing", "root": root}
+    if not os.path.isdir(root):
+        info = os.stat(root)
+        if not stat.S_ISREG(info.st_mode):
+            return {"kind": "other", "root": root}
+        return {"kind": "file", "root": root, "size": info.st_size, "digest": digest_of(root, info)}
     files: dict[str, list[Any]] = {}
     folders: list[str] = []
     for here, subfolders, names in os.walk(root):
