@@ -17,6 +17,7 @@ import pytest
 
 import colabremote as cr
 from colabremote.exceptions import ConfigurationError
+from tests.test_progress import Terminal
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -239,3 +240,30 @@ def test_a_large_file_goes_in_chunks_with_bounded_memory(
     )
     for path in (tmp_path / "dst" / "big.bin", tmp_path / "back" / "big.bin", tmp_path / "one.bin"):
         assert sha256_of(path) == digest.hexdigest()
+
+
+def test_large_totals_show_a_bar_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = Terminal()
+    try:
+        terminal.install(monkeypatch)
+        source = tmp_path / "src"
+        make(source, {"small.txt": "x"})
+        with cr.Session("local", progress=True) as session:
+            terminal()  # forget the start-up messages
+            session.sync(source, str(tmp_path / "dst"))
+            assert "syncing" not in terminal()  # small totals stay quiet
+            make(source, {"big.bin": os.urandom(6 * 1024 * 1024)})
+            session.sync(source, str(tmp_path / "dst"), progress=False)
+            assert "syncing" not in terminal()
+            (source / "big.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+            session.sync(source, str(tmp_path / "dst"))
+            shown = terminal()
+            assert "syncing src" in shown and "100%" in shown
+            session.download(str(tmp_path / "dst"), tmp_path / "back")
+            shown = terminal()
+            assert "downloading dst" in shown and "100%" in shown
+    finally:
+        terminal.stream.close()
+        os.close(terminal.master)
