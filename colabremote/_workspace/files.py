@@ -410,7 +410,7 @@ async def sync(
     files, folders = walk_local(root, rules, gitignore=bool(gitignore))
     sizes = {rel: local.size for rel, local in files.items()}
     listing = await session.call(_LIST, (remote, sizes, False), timeout=None, name="sync")
-    if listing["kind"] == "file":
+    if listing["kind"] not in ("dir", "missing"):
         raise ConfigurationError(
             f"remote_dir={remote_dir!r} is a file on the runtime ({listing['root']}); pass a "
             "folder's path"
@@ -450,8 +450,9 @@ async def sync(
 
 
 async def list_remote(session: Caller, remote: str) -> dict[str, Any]:
-    """The kernel's view of ``remote``: its kind ("dir", "file" or "missing"), its absolute
-    path, and for a folder every file's size and digest and every subfolder."""
+    """The kernel's view of ``remote``: its kind ("dir", "file", "other" or "missing"), its
+    absolute path, a file's size and digest, and for a folder every file's size and digest and
+    every subfolder."""
     result: dict[str, Any] = await session.call(
         _LIST, (remote, {}, True), timeout=None, name="download"
     )
@@ -467,8 +468,9 @@ async def download(
     delete: bool,
     exclude: Any,
 ) -> SyncResult:
-    """A remote folder mirrored into ``local``; a remote file copied there as before (through
-    the backend, so a ``/content/...`` path means what it always meant)."""
+    """A remote folder mirrored into ``local``, or a remote file copied there: through the
+    kernel when it sees the path, else through the backend's own copy (whose file server may
+    name paths differently: a Colab emulator's ``/content`` in a temp folder)."""
     path = remote_path(remote, "remote")
     if not isinstance(local, (str, os.PathLike)):
         raise ConfigurationError(
