@@ -20,6 +20,7 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
+from ._workspace.files import SyncResult
 from ._workspace.shell import ShellResult
 from .exceptions import (
     ColabRemoteError,
@@ -54,6 +55,7 @@ __all__ = [
     "SessionInfo",
     "ShellCommandError",
     "ShellResult",
+    "SyncResult",
     "__version__",
     "default_session",
     "exceptions",

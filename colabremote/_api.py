@@ -27,8 +27,10 @@ from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
 from ._tracebacks import public, public_async
 from ._validation import environment, seconds, secret_names, text
+from ._workspace import files as _files
 from ._workspace import packages as _packages
 from ._workspace import shell as _shell
+from ._workspace.files import SyncResult
 from ._workspace.packages import package_spec
 from ._workspace.secrets import KernelEnvironment
 from ._workspace.shell import ShellResult
@@ -357,11 +359,56 @@ class AsyncSession(_SessionBase):
 
     @public_async
     async def download(
-        self, remote: str, local: str | os.PathLike[str], *, progress: bool = True
-    ) -> None:
-        """Copy a file from the kernel's machine here; the local file appears whole or not at
-        all."""
-        await self._run(self._core.transfer("download", remote, os.fspath(local), progress))
+        self,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        progress: bool = True,
+        delete: bool = False,
+        exclude: Iterable[str] | str = (),
+    ) -> SyncResult:
+        """Copy a file, or mirror a folder, from the kernel's machine here; each local file
+        appears whole or not at all. A folder (relative to the kernel's working directory)
+        fetches only files whose content differs, skips ``exclude=`` patterns (gitignore
+        syntax), and with ``delete=True`` removes local files the remote folder lacks."""
+        return await self._run(
+            _files.download(
+                self._core,
+                remote,
+                local,
+                progress=progress and self._core.show_progress,
+                delete=delete,
+                exclude=exclude,
+            )
+        )
+
+    @public_async
+    async def sync(
+        self,
+        local_dir: str | os.PathLike[str],
+        remote_dir: str,
+        *,
+        exclude: Iterable[str] | str = (),
+        delete: bool = False,
+        progress: bool = True,
+        gitignore: bool = True,
+    ) -> SyncResult:
+        """Make ``remote_dir`` on the runtime (relative to the kernel's working directory) hold
+        what the local folder holds, sending only files whose content differs, in chunks,
+        verified by sha256 on arrival. ``.gitignore`` files (unless ``gitignore=False``),
+        ``exclude=`` patterns and ``.git`` stay out; ``delete=True`` removes remote files the
+        local folder lacks (nothing is deleted otherwise)."""
+        return await self._run(
+            _files.sync(
+                self._core,
+                local_dir,
+                remote_dir,
+                exclude=exclude,
+                delete=delete,
+                gitignore=gitignore,
+                progress=progress and self._core.show_progress,
+            )
+        )
 
 
 def _evaluate(expression: str) -> Any:
@@ -435,3 +482,4 @@ class Session(_SessionBase):
     runtime = _blocking(AsyncSession.runtime)
     upload = _blocking(AsyncSession.upload)
     download = _blocking(AsyncSession.download)
+    sync = _blocking(AsyncSession.sync)

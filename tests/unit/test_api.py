@@ -30,6 +30,7 @@ PUBLIC = {
     "SessionInfo",
     "ShellCommandError",
     "ShellResult",
+    "SyncResult",
     "__version__",
     "default_session",
     "exceptions",
@@ -101,7 +102,7 @@ def test_importing_colabremote_loads_nothing_from_testing_or_servers() -> None:
 def test_session_methods_are_derived_from_the_async_ones() -> None:
     """One implementation: each blocking method wraps the AsyncSession method of that name and
     keeps its signature and docstring."""
-    for name in ("close", "exec", "info", "runtime", "upload", "download"):
+    for name in ("close", "exec", "info", "runtime", "upload", "download", "sync"):
         blocking = getattr(cr.Session, name)
         asynchronous = getattr(cr.AsyncSession, name)
         assert inspect.iscoroutinefunction(asynchronous)
