@@ -1,4 +1,5 @@
-"""``colabremote``: sign in, see who you are, list and release runtimes, run an emulator.
+"""``colabremote``: sign in, see who you are, list and release runtimes, open a terminal on one,
+run an emulator.
 
     colabremote login [--adc | --no-browser] [--client-secrets FILE]
     colabremote logout
@@ -38,7 +39,8 @@ from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignIn
 if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
-_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, keep secrets, run an emulator.
+_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, open a terminal on one, keep
+secrets, run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.

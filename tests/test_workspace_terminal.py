@@ -50,7 +50,8 @@ def test_resize_reaches_the_remote_terminal(session: cr.Session) -> None:
 def test_ctrl_c_stops_the_foreground_command(session: cr.Session, tmp_path: Path) -> None:
     started = tmp_path / "started"
     with session.terminal() as t:
-        t.send(f"touch {started}; sleep 100\n")
+        # One foreground job that says it started: a Ctrl-C after the file exists reaches it.
+        t.send(f"sh -c 'touch {started}; exec sleep 100'\n")
         wait_for_path(started)
         t.send("\x03")
         t.send("echo after-$((1+1))\n")
@@ -264,7 +265,7 @@ def test_colabremote_shell_is_an_interactive_terminal(emu: ColabEmulator, tmp_pa
         os.write(master, b"echo $((6*7)); stty size\r")
         _read_until(master, b"42\r\n33 111\r\n", seen)
         started = tmp_path / "started"
-        os.write(master, f"touch {started}; sleep 100\r".encode())
+        os.write(master, f"sh -c 'touch {started}; exec sleep 100'\r".encode())
         wait_for_path(started)
         os.write(master, b"\x03")  # Ctrl-C as a key: passed through, it stops the remote sleep
         os.write(master, b"echo after-$((1+1))\r")

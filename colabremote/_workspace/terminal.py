@@ -62,7 +62,7 @@ def setup_line(nonce: str) -> str:
     """The line typed into the remote shell first (POSIX shells: sh, bash, zsh). The leading
     space keeps it out of bash's history where ``HISTCONTROL`` ignores such lines (Colab's)."""
     return (
-        f" trap 'printf \"\\n%s_%s:%d\\n\" {EXIT_TAG} {nonce} $?' EXIT;"
+        f" trap 'printf \"%s_%s:%d\\n\" {EXIT_TAG} {nonce} $?' EXIT;"
         f" printf '%s_%s\\n' {READY_TAG} {nonce}\n"
     )
 
@@ -105,9 +105,11 @@ class OutputFilter:
 
     def __init__(self, nonce: str) -> None:
         self._ready_mark = f"{READY_TAG}_{nonce}"
-        self._exit = re.compile(rf"(?:\r?\n)?{EXIT_TAG}_{nonce}:(\d+)\r?\n?")
+        self._exit = re.compile(rf"{EXIT_TAG}_{nonce}:(\d+)\r?\n")
+        self._exit_end = re.compile(rf"{EXIT_TAG}_{nonce}:(\d+)\r?$")
         self._exit_start = f"{EXIT_TAG}_{nonce}:"
         self.ready = False
+        self._line_end_next = False
         self.exit_status: int | None = None
         self._pending = ""
 
@@ -121,35 +123,49 @@ class OutputFilter:
                 self._pending = data[-len(self._ready_mark) :]
                 return ""
             self.ready = True
+            self._line_end_next = True
             data = data[at + len(self._ready_mark) :]
-            data = data[2:] if data.startswith("\r\n") else data.lstrip("\n")
+        if self._line_end_next:  # the ready marker's own line end
+            if data in ("", "\r"):
+                self._pending = data
+                return ""
+            self._line_end_next = False
+            data = data[2:] if data.startswith("\r\n") else data[data.startswith("\n") :]
         found = self._exit.search(data)
         if found is not None:
             self.exit_status = int(found.group(1))
             data = data[: found.start()] + data[found.end() :]
         keep = self._held_back(data)
-        self._pending = data[len(data) - keep :] if keep else ""
-        return data[: len(data) - keep] if keep else data
+        self._pending = data[len(data) - keep :]
+        return data[: len(data) - keep]
 
     def _held_back(self, data: str) -> int:
         """How many characters at the end of ``data`` could begin an exit marker."""
-        tail = data[-(len(self._exit_start) + 8) :]
+        tail = data[-(len(self._exit_start) + 12) :]
         for start in range(len(tail)):
-            piece = tail[start:].lstrip("\r\n")
-            candidate = self._exit_start
-            if piece and (candidate.startswith(piece) or _digits_after(piece, candidate)):
+            piece = tail[start:]
+            if self._exit_start.startswith(piece) or (
+                piece.startswith(self._exit_start)
+                and _PARTIAL_STATUS.fullmatch(piece[len(self._exit_start) :])
+            ):
                 return len(tail) - start
         return 0
 
     def flush(self) -> str:
-        """What was held back, at the end of the output."""
+        """What was held back, at the end of the output (an exit marker without its line end
+        included)."""
         data, self._pending = self._pending, ""
-        return data if self.ready else ""
+        if not self.ready:
+            return ""
+        found = self._exit_end.search(data)
+        if found is not None:
+            self.exit_status = int(found.group(1))
+            data = data[: found.start()]
+        return data
 
 
-def _digits_after(piece: str, prefix: str) -> bool:
-    rest = piece[len(prefix) :]
-    return piece.startswith(prefix) and (rest.isdigit() or rest == "") and "\n" not in rest
+#: What may follow an exit marker's prefix before its line end has arrived.
+_PARTIAL_STATUS = re.compile(r"\d*\r?")
 
 
 class Channel(abc.ABC):
