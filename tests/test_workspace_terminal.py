@@ -207,6 +207,11 @@ def _session_of(pid: int) -> int | None:
 # -- colabremote shell ------------------------------------------------------------------------
 
 
+def _take_terminal() -> None:
+    """In the child, after setsid: its stdin (the test's pty) becomes its controlling terminal."""
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 @pytest.fixture(scope="module")
 def emu() -> Iterator[ColabEmulator]:
     with ColabEmulator() as emulator:
@@ -258,6 +263,7 @@ def test_colabremote_shell_is_an_interactive_terminal(emu: ColabEmulator, tmp_pa
         stderr=follower,
         env=env,
         start_new_session=True,
+        preexec_fn=_take_terminal,  # its own terminal, so a resize sends it SIGWINCH
     )
     try:
         seen = bytearray()
@@ -270,6 +276,13 @@ def test_colabremote_shell_is_an_interactive_terminal(emu: ColabEmulator, tmp_pa
         os.write(master, b"\x03")  # Ctrl-C as a key: passed through, it stops the remote sleep
         os.write(master, b"echo after-$((1+1))\r")
         _read_until(master, b"after-2\r\n", seen)
+        # A resize here reaches the remote program as SIGWINCH, with the new size.
+        resized = tmp_path / "waiting"
+        waiter = f"trap 'stty size; exit' WINCH; touch {resized}; while :; do sleep 0.05; done"
+        os.write(master, f'sh -c "{waiter}"\r'.encode())
+        wait_for_path(resized)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 44, 122, 0, 0))
+        _read_until(master, b"44 122\r\n", seen)
         os.write(master, b"exit 3\r")
         assert process.wait(timeout=60) == 3
         assert b"__colabremote" not in seen
@@ -281,3 +294,50 @@ def test_colabremote_shell_is_an_interactive_terminal(emu: ColabEmulator, tmp_pa
         os.close(master)
         os.close(follower)
         emu.release(endpoint)
+
+
+@pytest.mark.slow
+def test_colabremote_shell_says_which_runtimes_there_are(
+    emu: ColabEmulator, tmp_path: Path
+) -> None:
+    from colabremote._colab.auth import EnvironmentToken
+
+    token = emu.mint_access_token(email="shell-choice@example.com")
+    env = dict(
+        os.environ,
+        COLABREMOTE_ACCESS_TOKEN=token,
+        COLABREMOTE_CONFIG_DIR=str(tmp_path / "config"),
+        COLABREMOTE_TOKEN_STORE="file",
+    )
+    command = [sys.executable, "-m", "colabremote", "--base-url", emu.url, "shell"]
+
+    def shell(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, *args], capture_output=True, text=True, env=env, timeout=120
+        )
+
+    none = shell()
+    assert none.returncode == 1 and "no Colab runtime is assigned" in none.stderr
+    endpoints = []
+    for gpu in ("T4", "L4"):
+        s = cr.Session(
+            "colab",
+            base_url=emu.url,
+            credentials=EnvironmentToken(token),
+            gpu=gpu,
+            release=False,
+            progress=False,
+        )
+        with s:
+            endpoints.append(s.runtime().endpoint)
+    try:
+        several = shell()
+        assert several.returncode == 1
+        assert all(e in several.stderr for e in endpoints)
+        assert "colabremote shell ENDPOINT" in several.stderr
+        unknown = shell("m-s-nothing-here")
+        assert unknown.returncode == 1 and "'m-s-nothing-here'" in unknown.stderr
+        assert token not in several.stderr + unknown.stderr
+    finally:
+        for endpoint in endpoints:
+            emu.release(endpoint)
