@@ -666,7 +666,12 @@ class TerminalCore:
                 if text:
                     await self._channel.send(text)
 
-        loop.add_reader(stdin, readable)
+        try:
+            loop.add_reader(stdin, readable)
+        except PermissionError:  # a regular file (`< keys.txt`): never blocks, cannot be watched
+            while data := os.read(stdin, 65536):
+                typed.put_nowait(data)
+            typed.put_nowait(b"")
         sender = loop.create_task(forward())
         try:
             await self._ended.wait()
