@@ -30,10 +30,12 @@ from ._validation import environment, seconds, secret_names, text
 from ._workspace import files as _files
 from ._workspace import packages as _packages
 from ._workspace import shell as _shell
+from ._workspace import terminal as _terminal
 from ._workspace.files import SyncResult
 from ._workspace.packages import package_spec
 from ._workspace.secrets import KernelEnvironment
 from ._workspace.shell import ShellResult
+from ._workspace.terminal import AsyncTerminal, Terminal, terminal_size_option
 from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
@@ -410,6 +412,15 @@ class AsyncSession(_SessionBase):
             )
         )
 
+    @public_async
+    async def terminal(self, *, cols: int | None = None, rows: int | None = None) -> AsyncTerminal:
+        """Open an interactive terminal on the runtime (a shell on a pseudo-terminal there; on
+        Colab its ``/colab/tty``): ``async with await s.terminal() as t``. ``cols`` and
+        ``rows`` set its window size."""
+        size = terminal_size_option(cols, rows)
+        core = await self._run(_terminal.open_terminal(self._core, size))
+        return AsyncTerminal(core, self._loop)
+
 
 def _evaluate(expression: str) -> Any:
     """Runs in the kernel: ``expression`` evaluated in the namespace the kernel's code runs in
@@ -483,3 +494,12 @@ class Session(_SessionBase):
     upload = _blocking(AsyncSession.upload)
     download = _blocking(AsyncSession.download)
     sync = _blocking(AsyncSession.sync)
+
+    @public
+    def terminal(self, *, cols: int | None = None, rows: int | None = None) -> Terminal:
+        """Open an interactive terminal on the runtime: ``with s.terminal() as t`` for programs
+        (``t.send``, ``t.expect``, ``t.resize``), ``s.terminal().interact()`` for people (this
+        terminal in raw mode until the remote shell exits; its exit status)."""
+        size = terminal_size_option(cols, rows)
+        core = self._loop.run(_terminal.open_terminal(self._core, size))
+        return Terminal(core, self._loop)

@@ -1,4 +1,5 @@
-"""``colabremote``: sign in, see who you are, list and release runtimes, run an emulator.
+"""``colabremote``: sign in, see who you are, list and release runtimes, open a terminal on one,
+run an emulator.
 
     colabremote login [--adc | --no-browser] [--client-secrets FILE]
     colabremote logout
@@ -6,6 +7,7 @@
     colabremote runtimes
     colabremote runtimes release ENDPOINT | --all
     colabremote secrets set NAME | delete NAME
+    colabremote shell [ENDPOINT]
     colabremote emulator
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
@@ -37,7 +39,8 @@ from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignIn
 if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
-_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, keep secrets, run an emulator.
+_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, open a terminal on one, keep
+secrets, run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.
@@ -275,6 +278,57 @@ def _read_secret(name: str) -> str:
     return sys.stdin.readline().rstrip("\r\n") if sys.stdin is not None else ""
 
 
+def _shell(args: argparse.Namespace) -> int:
+    """An interactive terminal on an assigned runtime (its ``/colab/tty``); the remote shell's
+    exit status is the command's. No kernel is started for it."""
+    from ._loop import loop_thread
+    from ._workspace.terminal import ColabTtyChannel, Terminal, TerminalCore, terminal_size
+
+    loop = loop_thread()
+    url, headers = loop.run(_tty_target(args))
+
+    async def open_terminal() -> TerminalCore:
+        channel = await ColabTtyChannel.open(url, headers)
+        return await TerminalCore.open(channel, terminal_size(sys.stdin.fileno()))
+
+    return Terminal(loop.run(open_terminal()), loop).interact()
+
+
+async def _tty_target(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
+    """The ``/colab/tty`` URL of the runtime the command names (or the only one assigned),
+    and the headers that open it."""
+    from ._backends.colab import CLIENT_AGENT
+    from ._workspace.terminal import colab_tty_url
+
+    await _reachable(args)
+    control = _control(args, _credentials(args))
+    try:
+        endpoints = [a.endpoint for a in await control.list_assignments()]
+        endpoint = args.endpoint
+        if endpoint is None:
+            if not endpoints:
+                raise ConfigurationError(
+                    "no Colab runtime is assigned to this account; open a session "
+                    "(cr.Session(backend='colab', release=False)) to get one"
+                )
+            if len(endpoints) > 1:
+                raise ConfigurationError(
+                    f"{len(endpoints)} Colab runtimes are assigned ({', '.join(endpoints)}); "
+                    "say which: colabremote shell ENDPOINT"
+                )
+            endpoint = endpoints[0]
+        elif endpoint not in endpoints:
+            listed = ", ".join(endpoints) or "none"
+            raise ConfigurationError(
+                f"no Colab runtime {endpoint!r} is assigned to this account (assigned: {listed})"
+            )
+        proxy = await control.refresh_proxy_token(endpoint)
+    finally:
+        await control.aclose()
+    headers = {"X-Colab-Runtime-Proxy-Token": proxy.token, "X-Colab-Client-Agent": CLIENT_AGENT}
+    return colab_tty_url(proxy.url), headers
+
+
 def _emulator(args: argparse.Namespace) -> int:
     from .testing._extra import require_emulator_extra
 
@@ -398,6 +452,17 @@ def parser() -> argparse.ArgumentParser:
     )
     secrets.add_argument("action", choices=["set", "delete"], help="store or forget")
     secrets.add_argument("name", help="the secret's name, as the kernel's variable: HF_TOKEN")
+    shell = commands.add_parser(
+        "shell",
+        parents=[common],
+        help="an interactive terminal on an assigned runtime",
+        description=(
+            "Open an interactive terminal (a shell) on an assigned Colab runtime: the only one, "
+            "or ENDPOINT. It ends when the remote shell exits (type exit), and exits with the "
+            "remote shell's exit status."
+        ),
+    )
+    shell.add_argument("endpoint", nargs="?", help="the runtime (default: the only one assigned)")
     emulator = commands.add_parser(
         "emulator",
         parents=[common],
@@ -439,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _emulator(args)
         if args.command == "secrets":
             return _secrets(args)
+        if args.command == "shell":
+            return _shell(args)
         return asyncio.run(_run(args))
     except ColabRemoteError as exc:
         # One line says what to do; the traceback is for reporting a bug.

@@ -14,6 +14,7 @@ from ..exceptions import ColabError, ConfigurationError, KernelDied, RuntimeGone
 if TYPE_CHECKING:
     from .._kernel.messages import Message
     from .._workspace.secrets import Secret
+    from .._workspace.terminal import Channel
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
@@ -85,6 +86,12 @@ class Backend(abc.ABC):
     def startup_failure(self) -> Exception:
         """Why the kernel died while starting, for the error the user sees."""
         return KernelDied("the kernel died while starting")
+
+    async def open_terminal(self) -> Channel:
+        """A new interactive terminal (a shell on a pseudo-terminal) on the kernel's machine."""
+        raise ConfigurationError(
+            f"the {self.name} backend has no terminal; use s.shell(command) to run commands"
+        )
 
     async def answer_colab_request(self, msg: Message) -> dict[str, Any]:
         """Answer a ``colab_request`` from code on the kernel (``drive.mount()``, ...); the

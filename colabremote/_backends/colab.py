@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -62,6 +62,9 @@ from ..exceptions import (
 )
 from .base import Progress
 from .jupyter import JupyterBackend
+
+if TYPE_CHECKING:
+    from .._workspace.terminal import Channel
 
 log = logging.getLogger("colabremote.colab")
 
@@ -550,6 +553,20 @@ class ColabBackend(JupyterBackend):
                 raise
         await self.refresh_proxy(stale=sent)
         return await super().connect()
+
+    async def open_terminal(self) -> Channel:
+        """The runtime's ``/colab/tty`` (a shell inside tmux), at the proxy's origin with the
+        proxy token in the header, as Colab's own extension opens it."""
+        from .._workspace.terminal import ColabTtyChannel, colab_tty_url
+
+        sent = self._proxy.token if self._proxy is not None else None
+        try:
+            return await ColabTtyChannel.open(colab_tty_url(self.url), self._headers)
+        except ServerError as exc:
+            if exc.status not in (401, 404):
+                raise
+        await self.refresh_proxy(stale=sent)
+        return await ColabTtyChannel.open(colab_tty_url(self.url), self._headers)
 
     async def close(self) -> None:
         if self._closed:

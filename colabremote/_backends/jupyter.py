@@ -8,14 +8,14 @@ import contextlib
 import os
 import tempfile
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import httpx
 
 from .._http import display_url, mapped_errors, refusal, server_reason
 from .._kernel.transport import Transport
-from .._kernel.websocket import WebSocketTransport, secret_values
+from .._kernel.websocket import WebSocketTransport, open_websocket, secret_values
 from .._progress import Progress
 from .._retry import retrying
 from .._tls import verify_setting
@@ -28,6 +28,9 @@ from ..exceptions import (
 )
 from .base import Backend
 from .base import Progress as ProgressCallback
+
+if TYPE_CHECKING:
+    from .._workspace.terminal import Channel
 
 #: Bytes per chunk of a chunked Contents API upload (base64 makes each request a third larger).
 UPLOAD_CHUNK = 8 * 1024 * 1024
@@ -262,6 +265,41 @@ class JupyterBackend(Backend):
         return await retrying(
             upgrade, what="opening the kernel WebSocket", attempts=OPEN_ATTEMPTS, deadline=60.0
         )
+
+    async def open_terminal(self) -> Channel:
+        """A terminal of the server's (jupyter_server_terminals): created with
+        ``POST /api/terminals``, spoken to on ``/terminals/websocket/{name}``, deleted at the
+        end."""
+        from .._workspace.terminal import TerminadoChannel
+
+        try:
+            response = await self._request("POST", "/api/terminals", "starting a terminal")
+        except ServerError as exc:
+            if exc.status != 404:
+                raise
+            raise ServerError(
+                f"the Jupyter server at {display_url(self.url)} offers no terminals (no "
+                "/api/terminals): install jupyter-server-terminals there, and do not start it "
+                "with terminals disabled",
+                status=404,
+            ) from None
+        name = str(response.json()["name"])
+        path = f"/api/terminals/{quote(name, safe='')}"
+
+        async def delete() -> None:
+            with contextlib.suppress(ServerError, ConnectionLost):
+                await self._request("DELETE", path, "deleting the terminal")
+
+        parts = urlsplit(self.url)
+        scheme = "wss" if parts.scheme == "https" else "ws"
+        ws_path = f"{parts.path}/terminals/websocket/{quote(name, safe='')}"
+        url = urlunsplit((scheme, parts.netloc, ws_path, "", ""))
+        try:
+            ws = await open_websocket(url, headers=self._headers, what="the terminal WebSocket")
+        except BaseException:
+            await delete()
+            raise
+        return TerminadoChannel(ws, delete)
 
     async def interrupt(self) -> None:
         await self._request("POST", self._kernel_path("/interrupt"), "interrupting the kernel")

@@ -8,7 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -18,6 +18,9 @@ from .._kernel.transport import Transport
 from .._kernel.zmq import ZMQTransport
 from ..exceptions import ConfigurationError, KernelStartError
 from .base import Backend, Progress
+
+if TYPE_CHECKING:
+    from .._workspace.terminal import Channel
 
 _SPEC_NAME = "colabremote-python"
 
@@ -67,6 +70,17 @@ class LocalBackend(Backend):
             interrupt_mode="signal",
             env={"PYDEVD_DISABLE_FILE_VALIDATION": "1"},
         )
+
+    async def open_terminal(self) -> Channel:
+        """A shell on a pseudo-terminal of this machine, in ``cwd=``."""
+        from .._workspace.terminal import LocalPtyChannel
+
+        try:
+            return LocalPtyChannel(self.cwd)
+        except ImportError:  # no termios/fcntl: not a POSIX system
+            raise ConfigurationError(
+                "local terminals need a POSIX system (pseudo-terminals); use s.shell(command)"
+            ) from None
 
     async def start(self, progress: Progress) -> None:
         progress(f"starting a local kernel ({self.python})")

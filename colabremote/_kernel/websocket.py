@@ -94,6 +94,61 @@ class _ConnectWithoutRedirects(connect):
         return exc
 
 
+async def open_websocket(
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    what: str,
+    subprotocols: Sequence[str] | None = None,
+    open_timeout: float = 30.0,
+    max_size: int | None = 2**20,
+    write_limit: int = 2**15,
+) -> ClientConnection:
+    """A WebSocket to a Jupyter server or Colab's proxy (``what`` names it in errors): no
+    redirect followed, credentials redacted from websockets' log, and a refused upgrade turned
+    into ServerError (AuthenticationError for 401 and 403) with the server's own reason."""
+    logger = RedactingLogger(logging.getLogger("websockets.client"), secret_values(headers))
+    try:
+        return await _ConnectWithoutRedirects(
+            url,
+            logger=logger,
+            additional_headers=dict(headers),
+            subprotocols=[websockets.Subprotocol(p) for p in subprotocols]
+            if subprotocols
+            else None,
+            max_size=max_size,
+            compression=None,  # tensors do not compress; deflate would only cost CPU
+            open_timeout=open_timeout,
+            ping_interval=30,
+            ping_timeout=None,  # a long call may keep the server's side busy; never time out
+            write_limit=write_limit,
+        )
+    except websockets.InvalidStatus as exc:
+        status = exc.response.status_code
+        if 300 <= status < 400:
+            raise ServerError(
+                f"the server answered {what} with a redirect (HTTP {status}); "
+                "colabremote does not follow it, which would send the connection's "
+                "credentials to another address. Use the server's final URL.",
+                status=status,
+            ) from None
+        answer = exc.response
+        reason = server_reason(
+            status,
+            answer.reason_phrase,
+            answer.headers.get("Content-Type"),
+            answer.body or b"",
+            *secret_values(headers),
+        )
+        refused = f"the server refused {what} (HTTP {status})"
+        if status in (401, 403):
+            why = reason or "check the token"  # the token, unless the server says otherwise
+            raise AuthenticationError(f"{refused}: {why}", status=status) from None
+        raise ServerError(refused + (f": {reason}" if reason else ""), status=status) from None
+    except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+        raise ConnectionLost(f"could not open {what}: {exc}") from None
+
+
 def masked_frame(pieces: Sequence[Buffer], mask: bytes) -> list[bytes]:
     """One final binary WebSocket frame (RFC 6455 5.2) holding ``pieces`` back to back, masked.
 
@@ -141,44 +196,15 @@ class WebSocketTransport(Transport):
         use_v1: bool = True,
         open_timeout: float = 30.0,
     ) -> WebSocketTransport:
-        logger = RedactingLogger(logging.getLogger("websockets.client"), secret_values(headers))
-        try:
-            connection = await _ConnectWithoutRedirects(
-                url,
-                logger=logger,
-                additional_headers=dict(headers),
-                subprotocols=[websockets.Subprotocol(V1_SUBPROTOCOL)] if use_v1 else None,
-                max_size=None,  # results arrive in chunks well under any limit we would pick
-                compression=None,  # tensors do not compress; deflate would only cost CPU
-                open_timeout=open_timeout,
-                ping_interval=30,
-                ping_timeout=None,  # a long call may keep the kernel's side busy; never time out
-                write_limit=4 * 1024 * 1024,
-            )
-        except websockets.InvalidStatus as exc:
-            status = exc.response.status_code
-            if 300 <= status < 400:
-                raise ServerError(
-                    f"the server answered the kernel WebSocket with a redirect (HTTP {status}); "
-                    "colabremote does not follow it, which would send the connection's "
-                    "credentials to another address. Use the server's final URL.",
-                    status=status,
-                ) from None
-            answer = exc.response
-            reason = server_reason(
-                status,
-                answer.reason_phrase,
-                answer.headers.get("Content-Type"),
-                answer.body or b"",
-                *secret_values(headers),
-            )
-            refused = f"the server refused the kernel WebSocket (HTTP {status})"
-            if status in (401, 403):
-                why = reason or "check the token"  # the token, unless the server says otherwise
-                raise AuthenticationError(f"{refused}: {why}", status=status) from None
-            raise ServerError(refused + (f": {reason}" if reason else ""), status=status) from None
-        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
-            raise ConnectionLost(f"could not open the kernel WebSocket: {exc}") from None
+        connection = await open_websocket(
+            url,
+            headers=headers,
+            what="the kernel WebSocket",
+            subprotocols=[V1_SUBPROTOCOL] if use_v1 else None,
+            open_timeout=open_timeout,
+            max_size=None,  # results arrive in chunks well under any limit we would pick
+            write_limit=4 * 1024 * 1024,
+        )
         sock = connection.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

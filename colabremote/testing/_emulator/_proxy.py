@@ -5,7 +5,8 @@ It behaves as Colab's proxy does: the runtime proxy token comes in the
 missing or unknown token gets 401, an expired one 404 (as the live service), and so does every
 request once the runtime is released. Repeated slashes in paths are collapsed. Kernel WebSockets
 are relayed frame by frame (binary frames included) with TCP_NODELAY on both legs, and no
-WebSocket subprotocol is ever selected (legacy Jupyter JSON protocol only).
+WebSocket subprotocol is ever selected (legacy Jupyter JSON protocol only). ``/colab/tty`` is a
+terminal on the runtime (``_tty.py``), behind the same token checks.
 """
 
 from __future__ import annotations
@@ -396,10 +397,13 @@ class RuntimeProxy:
         self.sockets: set[ProxyWebSocketHandler] = set()
         self.jupyter: Any = None
         self._starting: asyncio.Future[Any] | None = None
+        from ._tty import TtyHandler  # it builds on ProxyWebSocketHandler
+
         kwargs: dict[str, Any] = {"proxy": self}
         app = tornado.web.Application(
             [
                 (r"/+api/+kernels/+([^/]+)/+channels/*", ProxyWebSocketHandler, kwargs),
+                (r"/+colab/+tty/*", TtyHandler, kwargs),
                 (r"/.*", ProxyHTTPHandler, kwargs),
             ],
             websocket_max_message_size=2**31 - 1,
