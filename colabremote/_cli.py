@@ -6,6 +6,7 @@
     colabremote runtimes
     colabremote runtimes release ENDPOINT | --all
     colabremote secrets set NAME | delete NAME
+    colabremote forward [ENDPOINT] PORT [--local-port N]
     colabremote emulator
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
@@ -13,6 +14,8 @@ uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BA
 or after the command, points every command at a Colab emulator. Its sign-in is kept apart from
 the Google one; plain http is accepted only to a loopback address. ``secrets set NAME`` keeps a
 secret for ``Session(secrets=[NAME])`` in the OS keyring, asking for it without echo.
+``forward`` reaches a port of a runtime (the only one assigned, or ENDPOINT) from
+http://127.0.0.1:<port> until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -290,6 +293,57 @@ def _emulator(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _forward(args: argparse.Namespace) -> int:
+    """Forward a runtime's port to 127.0.0.1 until Ctrl-C or SIGTERM; the runtime stays."""
+    from ._workspace.ports import check_port
+
+    if len(args.target) > 2:
+        raise ConfigurationError("forward takes [ENDPOINT] PORT, for example: forward 6006")
+    *named, port_text = args.target
+    if not port_text.isdigit():
+        raise ConfigurationError(f"PORT {port_text!r} is not a number; for example: forward 6006")
+    port = check_port("PORT", int(port_text))
+    local_port = check_port("--local-port", args.local_port, zero_ok=True)
+    asyncio.run(_reachable(args))
+    endpoint = named[0] if named else asyncio.run(_only_runtime(args))
+    import colabremote as cr
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with (
+            cr.Session(
+                "colab", endpoint=endpoint, release=False, base_url=args.base_url, progress=False
+            ) as session,
+            session.forward(port, local_port=local_port) as url,
+        ):
+            print(f"{url} -> port {port} of runtime {endpoint} (Ctrl-C stops)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+async def _only_runtime(args: argparse.Namespace) -> str:
+    """The endpoint of the account's one runtime; with none or several, say what to do."""
+    control = _control(args, _credentials(args))
+    try:
+        endpoints: list[str] = [a.endpoint for a in await control.list_assignments()]
+    finally:
+        await control.aclose()
+    if len(endpoints) == 1:
+        return endpoints[0]
+    if not endpoints:
+        raise ConfigurationError(
+            "no Colab runtime is assigned to this account; start one (a Session) first"
+        )
+    raise ConfigurationError(
+        f"{len(endpoints)} runtimes are assigned ({', '.join(endpoints)}); name one: "
+        "forward ENDPOINT PORT"
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -398,6 +452,20 @@ def parser() -> argparse.ArgumentParser:
     )
     secrets.add_argument("action", choices=["set", "delete"], help="store or forget")
     secrets.add_argument("name", help="the secret's name, as the kernel's variable: HF_TOKEN")
+    forward = commands.add_parser(
+        "forward",
+        parents=[common],
+        help="reach a runtime's port from 127.0.0.1",
+        description=(
+            "Forward PORT of a Colab runtime (ENDPOINT, or the only one assigned) to "
+            "http://127.0.0.1:<port>, HTTP and WebSockets, until Ctrl-C (or SIGTERM). The "
+            "runtime is not released."
+        ),
+    )
+    forward.add_argument("target", nargs="+", metavar="[ENDPOINT] PORT", help="what to forward")
+    forward.add_argument(
+        "--local-port", type=int, default=0, metavar="N", help="the local port (default: any free)"
+    )
     emulator = commands.add_parser(
         "emulator",
         parents=[common],
@@ -439,6 +507,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _emulator(args)
         if args.command == "secrets":
             return _secrets(args)
+        if args.command == "forward":
+            return _forward(args)
         return asyncio.run(_run(args))
     except ColabRemoteError as exc:
         # One line says what to do; the traceback is for reporting a bug.

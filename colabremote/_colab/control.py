@@ -548,6 +548,19 @@ class ControlPlane(OwnsHttpClient):
             "when idle. Start a new one."
         )
 
+    async def port_proxy_token(self, endpoint: str, port: int) -> RuntimeProxyInfo:
+        """The proxy URL and token for ``port`` on runtime ``endpoint`` (each port has its own),
+        from ``/v1/runtime-proxy-token`` as Colab's own client asks for them."""
+        doing = f"getting a proxy token for port {port} of Colab runtime {endpoint!r}"
+        body = await self._call(
+            "GET",
+            f"{self.endpoints.gapi}/v1/runtime-proxy-token",
+            doing,
+            params=[("endpoint", endpoint), ("port", str(port))],
+            endpoint=endpoint,
+        )
+        return RuntimeProxyInfo.from_wire(body)
+
     async def sign_in(self) -> None:
         """Get an access token before any call, so a missing sign-in is one plain
         SignInRequired rather than an error raised inside a request and its retries."""
