@@ -133,13 +133,13 @@ class JupyterBackend(Backend):
         answers 404 there."""
         del fresh
         if port not in self._proxied_ports:
-            doing = f"checking for jupyter-server-proxy (/proxy/{port}/)"
+            doing = f"checking for jupyter-server-proxy (/proxy/{port})"
             with mapped_errors(doing, where=display_url(self.url), error=_lost):
-                response = await self._http.get(f"/proxy/{port}/")
+                response = await self._http.get(f"/proxy/{port}")
             if response.status_code == 404:
                 raise ConfigurationError(
                     f"the Jupyter server at {display_url(self.url)} cannot forward ports: it "
-                    f"answered 404 for /proxy/{port}/. Install jupyter-server-proxy where the "
+                    f"answered 404 for /proxy/{port}. Install jupyter-server-proxy where the "
                     "server runs (pip install jupyter-server-proxy) and restart the server"
                 )
             self._proxied_ports.add(port)

@@ -111,6 +111,21 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
             writer.write_eof()
 
 
+def upstream_head(
+    route: PortRoute, first: str, fields: list[tuple[str, str]], upgrade: bool
+) -> bytes:
+    """The request head as the route's proxy gets it: its host, its path prefix and headers,
+    and one request per connection (unless it is a WebSocket upgrade)."""
+    split = urlsplit(route.url)
+    method, target, version = first.split(" ")
+    names = {n.lower() for n in route.headers}
+    out = [("Host", split.netloc)]
+    out += [(n, v) for n, v in fields if n.lower() not in _DROP and n.lower() not in names]
+    out += list(route.headers.items())
+    out.append(("Connection", "Upgrade" if upgrade else "close"))
+    return build_head(f"{method} {split.path.rstrip('/')}{target} {version}", out)
+
+
 def _error_reply(status: int, reason: str, body: str) -> bytes:
     data = (body + "\n").encode()
     head = (
@@ -127,7 +142,9 @@ class Forwarder:
         self.port = port
         self._source = source
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        #: Open connections: each one's task and the streams it has open (the client's, and
+        #: the one upstream), aborted when the listener stops.
+        self._connections: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
         self.url = ""
 
     async def start(self, local_port: int) -> str:
@@ -149,8 +166,9 @@ class Forwarder:
         """Stop listening and end every open connection."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for writers in list(self._connections.values()):
+            for open_writer in writers:
+                open_writer.transport.abort()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
@@ -160,13 +178,13 @@ class Forwarder:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = [writer]
         try:
             await self._relay(reader, writer)
         except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
             log.debug("forward of port %d: a connection ended: %s", self.port, type(exc).__name__)
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -195,14 +213,10 @@ class Forwarder:
                 await writer.drain()
                 return
             up_reader, up_writer = up
-            split = urlsplit(route.url)
-            names = {n.lower() for n in route.headers}
-            out = [("Host", split.netloc)]
-            out += [(n, v) for n, v in fields if n.lower() not in _DROP and n.lower() not in names]
-            out += list(route.headers.items())
-            out.append(("Connection", "Upgrade" if upgrade else "close"))
-            path = split.path.rstrip("/") + target
-            up_writer.write(build_head(f"{method} {path} {version}", out))
+            task = asyncio.current_task()
+            if task in self._connections:
+                self._connections[task].append(up_writer)
+            up_writer.write(upstream_head(route, f"{method} {target} {version}", fields, upgrade))
             sending = asyncio.ensure_future(pipe(reader, up_writer)) if not again else None
             try:
                 answer = await read_head(up_reader)

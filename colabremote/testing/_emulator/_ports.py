@@ -32,6 +32,8 @@ log = logging.getLogger("colabremote.emulator")
 
 _TOKEN_HEADER = "x-colab-runtime-proxy-token"  # noqa: S105 - a header name
 _TOKEN_PARAM = "colab-runtime-proxy-token"  # noqa: S105 - a parameter name
+#: What the proxy reads and the app never sees.
+_PROXY_HEADERS = frozenset({_TOKEN_HEADER, "x-colab-client-agent"})
 
 
 def _reply(status: int, reason: str, message: str) -> bytes:
@@ -52,7 +54,9 @@ class PortProxy:
         self.port = port
         self.url = ""
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        #: Open connections: each one's task and the streams it has open (the client's, and
+        #: the one upstream), aborted when the listener stops.
+        self._connections: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD)
@@ -62,8 +66,9 @@ class PortProxy:
         """Stop listening and end the connections in flight."""
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections):
-            task.cancel()
+        for writers in list(self._connections.values()):
+            for open_writer in writers:
+                open_writer.transport.abort()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
@@ -73,13 +78,13 @@ class PortProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
+        self._connections[task] = [writer]
         try:
             await self._serve(reader, writer)
         except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
             log.debug("port proxy %d: a connection ended: %s", self.port, type(exc).__name__)
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
 
     def _refusal(self, token: str | None) -> int | None:
@@ -118,11 +123,14 @@ class PortProxy:
             writer.write(self._refused(status))
             await writer.drain()
             return
+        task = asyncio.current_task()
+        if task in self._connections:
+            self._connections[task].append(up_writer)
         if self.emulator.activity_counts_as_liveness:
             self.runtime.last_alive = self.emulator.clock.monotonic()
         kept = [(n, v) for n, v in query if n != _TOKEN_PARAM]
         path = split.path + (f"?{urllib.parse.urlencode(kept)}" if kept else "")
-        out = [(n, v) for n, v in fields if n.lower() != _TOKEN_HEADER]
+        out = [(n, v) for n, v in fields if n.lower() not in _PROXY_HEADERS]
         up_writer.write(build_head(f"{method} {path} {version}", out))
         sending = asyncio.ensure_future(pipe(reader, up_writer))
         try:
