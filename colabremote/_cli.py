@@ -40,7 +40,8 @@ from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignIn
 if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
-_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, keep secrets, run an emulator.
+_DESCRIPTION = """Sign in to Google Colab, list and release runtimes, keep secrets, forward a port,
+run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.

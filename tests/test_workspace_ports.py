@@ -7,6 +7,7 @@ from a subprocess."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websockets.exceptions
 import websockets.sync.client
 
 import colabremote as cr
@@ -162,6 +164,22 @@ def test_websocket_echo(session: cr.Session, ports: tuple[int, int]) -> None:
         assert ws.recv(timeout=30) == "text frame"
         ws.send(b"\x00\x01binary" * 1000)
         assert ws.recv(timeout=30) == b"\x00\x01binary" * 1000
+
+
+def test_closing_the_forward_closes_its_connections(
+    session: cr.Session, ports: tuple[int, int]
+) -> None:
+    if session.backend == "local":
+        pytest.skip("on local the URL is the port itself: there is no listener to close")
+    _, ws_port = ports
+    with contextlib.ExitStack() as stack:
+        with session.forward(ws_port) as url:
+            connect = websockets.sync.client.connect(url.replace("http", "ws", 1) + "/echo")
+            ws = stack.enter_context(connect)
+            ws.send("before")
+            assert ws.recv(timeout=30) == "before"
+        with pytest.raises(websockets.exceptions.ConnectionClosed):
+            ws.recv(timeout=30)
 
 
 def test_a_port_nothing_listens_on_is_one_typed_error(session: cr.Session) -> None:

@@ -126,6 +126,14 @@ def upstream_head(
     return build_head(f"{method} {split.path.rstrip('/')}{target} {version}", out)
 
 
+def closing(answer: bytes) -> bytes:
+    """A response head that tells the client the connection ends with this response, so that
+    it never sends a second request on a connection about to close."""
+    first, fields = parse_head(answer)
+    kept = [(n, v) for n, v in fields if n.lower() not in ("connection", "keep-alive")]
+    return build_head(first, [*kept, ("Connection", "close")])
+
+
 def _error_reply(status: int, reason: str, body: str) -> bytes:
     data = (body + "\n").encode()
     head = (
@@ -227,7 +235,7 @@ class Forwarder:
                     continue
                 if again:
                     sending = asyncio.ensure_future(pipe(reader, up_writer))
-                writer.write(answer)
+                writer.write(answer if upgrade else closing(answer))
                 await pipe(up_reader, writer)
                 return
             finally:

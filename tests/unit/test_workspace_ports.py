@@ -11,6 +11,7 @@ from colabremote._backends.colab import _margin, proxy_refresh_delay
 from colabremote._workspace.ports import (
     build_head,
     check_port,
+    closing,
     parse_head,
     status_of,
     upstream_head,
@@ -68,6 +69,11 @@ def test_the_upstream_head_carries_the_route_and_not_the_callers_proxy_credentia
     upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade")]
     _, out = parse_head(upstream_head(route, "GET /ws HTTP/1.1", upgrade, upgrade=True))
     assert ("Upgrade", "websocket") in out and out[-1] == ("Connection", "Upgrade")
+
+
+def test_the_answer_says_the_connection_closes() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nA: b\r\n\r\n"
+    assert closing(answer) == b"HTTP/1.1 200 OK\r\nA: b\r\nConnection: close\r\n\r\n"
 
 
 def test_the_route_repr_hides_its_headers() -> None:
