@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import signal
 import subprocess
@@ -209,7 +210,8 @@ def test_the_async_form(spec: BackendSpec) -> None:
 
 
 @pytest.mark.slow
-def test_emulator_port_tokens_are_refreshed() -> None:
+def test_emulator_port_tokens_are_refreshed(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     with cr.Session("emulator", gpu="T4", progress=False) as s:
         http_port, _ = s.remote(start_servers)()
         emu = emulator_of(s)
@@ -224,8 +226,8 @@ def test_emulator_port_tokens_are_refreshed() -> None:
             assert len(rt.port_tokens) == 2
             refused = [r for r in emu.requests if r.server.startswith("port:") and r.status == 404]
             assert len(refused) == 1
-        # No port token shows in the emulator's log.
-        logged = repr(emu.requests)
+        # No port token shows in the emulator's log, or in any log line (DEBUG included).
+        logged = repr(emu.requests) + caplog.text
         assert all(token not in logged for token in rt.port_tokens)
 
 
@@ -313,3 +315,23 @@ def test_cli_forward_against_an_emulator(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGTERM)
                 assert proc.wait(timeout=60) == 0
             assert rt in emu.runtimes  # not released by the command
+
+
+@pytest.mark.slow
+def test_a_runtime_taken_away_answers_502_through_the_forward() -> None:
+    with cr.Session("emulator", gpu="T4", progress=False) as s:
+        http_port, _ = s.remote(start_servers)()
+        emu = emulator_of(s)
+        (rt,) = emu.runtimes
+        emu.proxy_token_ttl = 2.0
+        with s.forward(http_port) as url, httpx.Client(base_url=url, timeout=60) as client:
+            assert client.get("/one").status_code == 200
+            (first,) = rt.port_tokens.values()
+            # Past half the token's life, the next request asks Colab for a new token.
+            while emu.clock.time() < first[1] - 1.0:
+                with httpx.Client(timeout=5) as probe:
+                    probe.get(url + "/wait")
+            emu.release(rt.endpoint)
+            gone = client.get("/two")
+            assert gone.status_code == 502
+            assert f"cannot reach the proxy of port {http_port}" in gone.text

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from .._backends.base import PortRoute
 from .._tls import verify_setting
-from ..exceptions import ConfigurationError
+from ..exceptions import ColabRemoteError, ConfigurationError
 from . import Caller, by_value
 
 log = logging.getLogger("colabremote.ports")
@@ -213,9 +213,13 @@ class Forwarder:
         again = not chunked and length.strip() in ("", "0")
         fresh = False
         while True:
-            route = await self._source(fresh)
-            up = await self._open(route)
-            if up is None:
+            try:
+                route = await self._source(fresh)
+            except ColabRemoteError as exc:  # no token for the port: the runtime is gone, ...
+                log.warning("forward of port %d: %s", self.port, exc)
+                route = None
+            up = None if route is None else await self._open(route)
+            if route is None or up is None:
                 reason = f"colabremote: cannot reach the proxy of port {self.port}"
                 writer.write(_error_reply(502, "Bad Gateway", reason))
                 await writer.drain()
