@@ -38,7 +38,7 @@ def start_servers() -> tuple[int, int]:
     import http.server
     import threading
 
-    from websockets.sync.server import serve
+    from websockets.sync.server import ServerConnection, serve
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -72,9 +72,9 @@ def start_servers() -> tuple[int, int]:
     http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=http_server.serve_forever, daemon=True).start()
 
-    def echo(connection: object) -> None:
-        for message in connection:  # type: ignore[attr-defined]
-            connection.send(message)  # type: ignore[attr-defined]
+    def echo(connection: ServerConnection) -> None:
+        for message in connection:
+            connection.send(message)
 
     ws_server = serve(echo, "127.0.0.1", 0)
     threading.Thread(target=ws_server.serve_forever, daemon=True).start()
