@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import functools
 import os
 import types
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ._backends.base import Backend
@@ -29,6 +30,7 @@ from ._tracebacks import public, public_async
 from ._validation import environment, seconds, secret_names, text
 from ._workspace import files as _files
 from ._workspace import packages as _packages
+from ._workspace import ports as _ports
 from ._workspace import shell as _shell
 from ._workspace import terminal as _terminal
 from ._workspace.files import SyncResult
@@ -340,6 +342,16 @@ class AsyncSession(_SessionBase):
         limit = seconds("timeout", timeout, example="60")
         return await self._run(_shell.run(self._core, command, check=check, timeout=limit))
 
+    def forward(
+        self, port: int, *, local_port: int = 0
+    ) -> contextlib.AbstractAsyncContextManager[str]:
+        """``async with s.forward(6006) as url``: ``url`` (http://127.0.0.1:<local_port>) reaches
+        port ``port`` on the runtime, HTTP and WebSockets, until the block ends. Nothing
+        listening there is a ConfigurationError at once."""
+        _ports.check_port("port", port)
+        _ports.check_port("local_port", local_port, zero_ok=True)
+        return _forwarding(self, port, local_port)
+
     @public_async
     async def info(self) -> SessionInfo:
         """Python version, platform, hostname, GPUs and backend of the kernel."""
@@ -444,6 +456,18 @@ _EVALUATE = types.FunctionType(
 )
 
 
+@contextlib.asynccontextmanager
+async def _forwarding(session: _SessionBase, port: int, local_port: int) -> AsyncIterator[str]:
+    """A forward's life: started on the private loop, stopped there when the block ends."""
+    start = _ports.start_forward(session._core, port, local_port)
+    started = await public_async(session._run)(start)
+    try:
+        yield started if isinstance(started, str) else started.url
+    finally:
+        if not isinstance(started, str):
+            await session._run(started.stop())
+
+
 def _blocking(
     method: Callable[Concatenate[Any, P], Coroutine[Any, Any, R]],
 ) -> Callable[Concatenate[Session, P], R]:
@@ -489,6 +513,21 @@ class Session(_SessionBase):
     pip_install = _blocking(AsyncSession.pip_install)
     shell = _blocking(AsyncSession.shell)
     eval = _blocking(AsyncSession.eval)
+
+    @contextlib.contextmanager
+    def forward(self, port: int, *, local_port: int = 0) -> Iterator[str]:
+        """``with s.forward(6006) as url``: ``url`` (http://127.0.0.1:<local_port>) reaches port
+        ``port`` on the runtime, HTTP and WebSockets, until the block ends (the blocking form of
+        :meth:`AsyncSession.forward`)."""
+        _ports.check_port("port", port)
+        _ports.check_port("local_port", local_port, zero_ok=True)
+        started = public(self._loop.run)(_ports.start_forward(self._core, port, local_port))
+        try:
+            yield started if isinstance(started, str) else started.url
+        finally:
+            if not isinstance(started, str):
+                self._loop.run(started.stop())
+
     info = _blocking(AsyncSession.info)
     runtime = _blocking(AsyncSession.runtime)
     upload = _blocking(AsyncSession.upload)

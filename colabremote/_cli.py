@@ -1,5 +1,5 @@
 """``colabremote``: sign in, see who you are, list and release runtimes, open a terminal on one,
-run an emulator.
+forward a port, run an emulator.
 
     colabremote login [--adc | --no-browser] [--client-secrets FILE]
     colabremote logout
@@ -8,6 +8,7 @@ run an emulator.
     colabremote runtimes release ENDPOINT | --all
     colabremote secrets set NAME | delete NAME
     colabremote shell [ENDPOINT]
+    colabremote forward [ENDPOINT] PORT [--local-port N]
     colabremote emulator
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
@@ -15,6 +16,8 @@ uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BA
 or after the command, points every command at a Colab emulator. Its sign-in is kept apart from
 the Google one; plain http is accepted only to a loopback address. ``secrets set NAME`` keeps a
 secret for ``Session(secrets=[NAME])`` in the OS keyring, asking for it without echo.
+``forward`` reaches a port of a runtime (the only one assigned, or ENDPOINT) from
+http://127.0.0.1:<port> until Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
 _DESCRIPTION = """Sign in to Google Colab, list and release runtimes, open a terminal on one, keep
-secrets, run an emulator.
+secrets, forward a port, run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.
@@ -344,6 +347,57 @@ def _emulator(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _forward(args: argparse.Namespace) -> int:
+    """Forward a runtime's port to 127.0.0.1 until Ctrl-C or SIGTERM; the runtime stays."""
+    from ._workspace.ports import check_port
+
+    if len(args.target) > 2:
+        raise ConfigurationError("forward takes [ENDPOINT] PORT, for example: forward 6006")
+    *named, port_text = args.target
+    if not port_text.isdigit():
+        raise ConfigurationError(f"PORT {port_text!r} is not a number; for example: forward 6006")
+    port = check_port("PORT", int(port_text))
+    local_port = check_port("--local-port", args.local_port, zero_ok=True)
+    asyncio.run(_reachable(args))
+    endpoint = named[0] if named else asyncio.run(_only_runtime(args))
+    import colabremote as cr
+
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with (
+            cr.Session(
+                "colab", endpoint=endpoint, release=False, base_url=args.base_url, progress=False
+            ) as session,
+            session.forward(port, local_port=local_port) as url,
+        ):
+            print(f"{url} -> port {port} of runtime {endpoint} (Ctrl-C stops)", flush=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+async def _only_runtime(args: argparse.Namespace) -> str:
+    """The endpoint of the account's one runtime; with none or several, say what to do."""
+    control = _control(args, _credentials(args))
+    try:
+        endpoints: list[str] = [a.endpoint for a in await control.list_assignments()]
+    finally:
+        await control.aclose()
+    if len(endpoints) == 1:
+        return endpoints[0]
+    if not endpoints:
+        raise ConfigurationError(
+            "no Colab runtime is assigned to this account; start one (a Session) first"
+        )
+    raise ConfigurationError(
+        f"{len(endpoints)} runtimes are assigned ({', '.join(endpoints)}); name one: "
+        "forward ENDPOINT PORT"
+    )
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -463,6 +517,20 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     shell.add_argument("endpoint", nargs="?", help="the runtime (default: the only one assigned)")
+    forward = commands.add_parser(
+        "forward",
+        parents=[common],
+        help="reach a runtime's port from 127.0.0.1",
+        description=(
+            "Forward PORT of a Colab runtime (ENDPOINT, or the only one assigned) to "
+            "http://127.0.0.1:<port>, HTTP and WebSockets, until Ctrl-C (or SIGTERM). The "
+            "runtime is not released."
+        ),
+    )
+    forward.add_argument("target", nargs="+", metavar="[ENDPOINT] PORT", help="what to forward")
+    forward.add_argument(
+        "--local-port", type=int, default=0, metavar="N", help="the local port (default: any free)"
+    )
     emulator = commands.add_parser(
         "emulator",
         parents=[common],
@@ -499,13 +567,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in ("adc", "no_browser"):
         setattr(args, name, getattr(args, name, False))
     args.client_secrets = getattr(args, "client_secrets", None)
+    # Commands that run in the foreground with their own loop; the rest share _run.
+    foreground = {
+        "emulator": _emulator,
+        "secrets": _secrets,
+        "shell": _shell,
+        "forward": _forward,
+    }
     try:
-        if args.command == "emulator":
-            return _emulator(args)
-        if args.command == "secrets":
-            return _secrets(args)
-        if args.command == "shell":
-            return _shell(args)
+        command = foreground.get(args.command)
+        if command is not None:
+            return command(args)
         return asyncio.run(_run(args))
     except ColabRemoteError as exc:
         # One line says what to do; the traceback is for reporting a bug.

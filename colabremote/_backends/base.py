@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +19,17 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
+
+
+@dataclass(frozen=True)
+class PortRoute:
+    """How to reach port N of the kernel's machine from here: the base ``url`` (scheme, host and
+    path prefix) and the ``headers`` each request needs there (values kept out of the repr).
+    ``direct``: the port is on this machine and ``url`` is the port itself."""
+
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    direct: bool = False
 
 
 class Backend(abc.ABC):
@@ -92,6 +104,12 @@ class Backend(abc.ABC):
         raise ConfigurationError(
             f"the {self.name} backend has no terminal; use s.shell(command) to run commands"
         )
+
+    async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
+        """The route to ``port`` on the kernel's machine, for ``Session.forward``; ``fresh``: the
+        proxy refused the last route's credentials, so get new ones."""
+        del port, fresh
+        raise ConfigurationError(f"the {self.name} backend cannot forward ports")
 
     async def answer_colab_request(self, msg: Message) -> dict[str, Any]:
         """Answer a ``colab_request`` from code on the kernel (``drive.mount()``, ...); the

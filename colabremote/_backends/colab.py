@@ -60,7 +60,7 @@ from ..exceptions import (
     RuntimeNotReleasedWarning,
     ServerError,
 )
-from .base import Progress
+from .base import PortRoute, Progress
 from .jupyter import JupyterBackend
 
 if TYPE_CHECKING:
@@ -99,8 +99,7 @@ def proxy_refresh_delay(lifetime: float | None, left: float | None) -> float:
     the lifetime when that is shorter, so a short-lived token is not refreshed in a loop."""
     if left is None:
         return 600.0
-    margin = PROXY_REFRESH_MARGIN if lifetime is None else min(PROXY_REFRESH_MARGIN, lifetime / 2)
-    return max(PROXY_REFRESH_MIN_INTERVAL, left - margin)
+    return max(PROXY_REFRESH_MIN_INTERVAL, left - _margin(lifetime))
 
 
 @runtime_checkable
@@ -204,6 +203,8 @@ class ColabBackend(JupyterBackend):
         self._proxy_lifetime: float | None = None  # seconds the current token had when issued
         self._tasks: list[asyncio.Task[None]] = []
         self._refresh_lock = asyncio.Lock()
+        #: Forwarded ports: each one's proxy URL and token, and the token's lifetime when issued.
+        self._ports: dict[int, tuple[RuntimeProxyInfo, float | None]] = {}
         self._closed = False
         # The Jupyter side is filled in once the runtime's proxy URL is known.
         super().__init__("http://colab.invalid")
@@ -413,6 +414,22 @@ class ColabBackend(JupyterBackend):
             except Exception as exc:  # noqa: BLE001 - try again soon; the 404 path also refreshes
                 log.warning("refreshing the runtime proxy token failed: %s", exc)
                 await asyncio.sleep(30)
+
+    async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
+        """Colab's proxy for ``port``: a URL and token of its own (``runtime-proxy-token`` with
+        ``port=``), refreshed as the Jupyter port's is, before it expires (or when refused)."""
+        assert self.endpoint is not None
+        async with self._refresh_lock:
+            held = self._ports.get(port)
+            if held is not None and not fresh:
+                info, lifetime = held
+                if not info.needs_refresh(margin=_margin(lifetime)):
+                    return _route(info)
+            info = await self.control.port_proxy_token(self.endpoint, port)
+            self._ports[port] = (info, info.seconds_left())
+            if held is not None:
+                log.info("refreshed the proxy token of port %d on %s", port, self.endpoint)
+            return _route(info)
 
     def _lost(self, exc: RuntimeGone) -> None:
         log.warning("Colab runtime %s is gone: %s", self.endpoint, exc)
@@ -662,6 +679,18 @@ class ColabBackend(JupyterBackend):
             "release_on_close": self.release,
             "api": self.api,
         }
+
+
+def _margin(lifetime: float | None) -> float:
+    """How long before expiry a token is refreshed: 5 minutes, or half its lifetime if shorter."""
+    return PROXY_REFRESH_MARGIN if lifetime is None else min(PROXY_REFRESH_MARGIN, lifetime / 2)
+
+
+def _route(info: RuntimeProxyInfo) -> PortRoute:
+    return PortRoute(
+        info.url.rstrip("/"),
+        {"X-Colab-Runtime-Proxy-Token": info.token, "X-Colab-Client-Agent": CLIENT_AGENT},
+    )
 
 
 def _not_released(endpoint: str, exc: BaseException) -> None:

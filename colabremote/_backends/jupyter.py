@@ -26,7 +26,7 @@ from ..exceptions import (
     KernelStartError,
     ServerError,
 )
-from .base import Backend
+from .base import Backend, PortRoute
 from .base import Progress as ProgressCallback
 
 if TYPE_CHECKING:
@@ -129,6 +129,24 @@ class JupyterBackend(Backend):
             verify=verify_setting(),
         )
         self._ws_session = uuid.uuid4().hex  # the same id on reconnect lets the server replay
+        self._proxied_ports: set[int] = set()  # ports jupyter-server-proxy answered for
+
+    async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
+        """jupyter-server-proxy's ``/proxy/{port}``, checked once per port: a server without it
+        answers 404 there."""
+        del fresh
+        if port not in self._proxied_ports:
+            doing = f"checking for jupyter-server-proxy (/proxy/{port})"
+            with mapped_errors(doing, where=display_url(self.url), error=_lost):
+                response = await self._http.get(f"/proxy/{port}")
+            if response.status_code == 404:
+                raise ConfigurationError(
+                    f"the Jupyter server at {display_url(self.url)} cannot forward ports: it "
+                    f"answered 404 for /proxy/{port}. Install jupyter-server-proxy where the "
+                    "server runs (pip install jupyter-server-proxy) and restart the server"
+                )
+            self._proxied_ports.add(port)
+        return PortRoute(f"{self.url}/proxy/{port}", self._headers)
 
     def _kernel_path(self, suffix: str = "") -> str:
         assert self.kernel_id is not None

@@ -17,7 +17,7 @@ from jupyter_client.manager import AsyncKernelManager
 from .._kernel.transport import Transport
 from .._kernel.zmq import ZMQTransport
 from ..exceptions import ConfigurationError, KernelStartError
-from .base import Backend, Progress
+from .base import Backend, PortRoute, Progress
 
 if TYPE_CHECKING:
     from .._workspace.terminal import Channel
@@ -156,6 +156,11 @@ class LocalBackend(Backend):
 
     async def download(self, remote: str, local: str, *, show_progress: bool) -> None:
         await asyncio.to_thread(_copy_file, remote, local)
+
+    async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
+        """The kernel runs here: its port is this machine's own."""
+        del fresh
+        return PortRoute(f"http://127.0.0.1:{port}", direct=True)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "python_path": self.python}

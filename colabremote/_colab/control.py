@@ -565,6 +565,19 @@ class ControlPlane(OwnsHttpClient):
             raise ColabError("reading Colab's runtime versions: the list is not a list")
         return [name for name in names if isinstance(name, str) and name]
 
+    async def port_proxy_token(self, endpoint: str, port: int) -> RuntimeProxyInfo:
+        """The proxy URL and token for ``port`` on runtime ``endpoint`` (each port has its own),
+        from ``/v1/runtime-proxy-token`` as Colab's own client asks for them."""
+        doing = f"getting a proxy token for port {port} of Colab runtime {endpoint!r}"
+        body = await self._call(
+            "GET",
+            f"{self.endpoints.gapi}/v1/runtime-proxy-token",
+            doing,
+            params=[("endpoint", endpoint), ("port", str(port))],
+            endpoint=endpoint,
+        )
+        return RuntimeProxyInfo.from_wire(body)
+
     async def sign_in(self) -> None:
         """Get an access token before any call, so a missing sign-in is one plain
         SignInRequired rather than an error raised inside a request and its retries."""

@@ -94,6 +94,7 @@ from ._model import (
     XsrfToken,
     normalize_scopes,
 )
+from ._ports import PortProxy
 from ._proxy import RuntimeProxy
 from ._server import ServerThread
 from .handlers import application
@@ -252,6 +253,9 @@ class ColabEmulator:
             await self._release(rt, "emulator stopped", stop_jupyter=False)
         for proxy in self._proxies.values():
             await proxy.close()
+        for rt in self._runtimes:
+            for port_proxy in rt.port_proxies.values():
+                await port_proxy.close()
 
     def __enter__(self) -> ColabEmulator:
         return self.start()
@@ -357,6 +361,7 @@ class ColabEmulator:
             found = self.accounts.secrets()
             for rt in self._runtimes:
                 found.update(rt.proxy_tokens)
+                found.update(rt.port_tokens)
                 if rt.jupyter_token:
                     found.add(rt.jupyter_token)
             return frozenset(found)
@@ -397,6 +402,8 @@ class ColabEmulator:
                 if endpoint is None or rt.endpoint == endpoint:
                     for token in rt.proxy_tokens:
                         rt.proxy_tokens[token] = now
+                    for token, (port, _expiry) in rt.port_tokens.items():
+                        rt.port_tokens[token] = (port, now)
 
         self._server.on_loop(expire)
 
@@ -557,6 +564,8 @@ class ColabEmulator:
         rt.release_reason = reason
         if rt.nbh is not None and self._by_nbh.get((rt.email, rt.nbh)) is rt:
             del self._by_nbh[(rt.email, rt.nbh)]
+        while rt.port_proxies:
+            await rt.port_proxies.popitem()[1].close()
         proxy = self._proxies.get(rt.endpoint)
         if proxy is None:
             return
@@ -575,6 +584,15 @@ class ColabEmulator:
         if label and label in self.images:
             return self.images[label]
         return self.python
+
+    async def _port_proxy(self, rt: Runtime, port: int) -> PortProxy:
+        """The proxy of ``port`` on ``rt``, started on first use (on the server's loop)."""
+        proxy = rt.port_proxies.get(port)
+        if proxy is None:
+            proxy = PortProxy(rt, self, port)
+            await proxy.start()
+            rt.port_proxies[port] = proxy
+        return proxy
 
     def _start_jupyter(self, rt: Runtime) -> JupyterServer:
         """Start the runtime's jupyter_server (blocking; run in a worker thread)."""

@@ -11,7 +11,10 @@ import asyncio
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._ports import PortProxy
 
 COLAB_SCOPE = "https://www.googleapis.com/auth/colaboratory"
 COLAB_READONLY_SCOPE = "https://www.googleapis.com/auth/colaboratory.readonly"
@@ -133,6 +136,10 @@ class Runtime:
     last_alive: float
     url: str = ""  # the runtime proxy's address, once it listens
     proxy_tokens: dict[str, float] = field(default_factory=dict, repr=False)
+    #: Tokens of the per-port proxies: token -> (port, expiry).
+    port_tokens: dict[str, tuple[int, float]] = field(default_factory=dict, repr=False)
+    #: The proxies of its other ports, by port, made when a token for one is first asked for.
+    port_proxies: dict[int, PortProxy] = field(default_factory=dict, repr=False)
     jupyter_token: str = field(default="", repr=False)  # its jupyter_server's, once started
     released: bool = False
     release_reason: str = ""
@@ -146,6 +153,12 @@ class Runtime:
         """A new proxy token valid for ``ttl`` seconds from wall time ``now``, and that TTL."""
         token = new_secret("emu-rt-")
         self.proxy_tokens[token] = now + ttl
+        return token, ttl
+
+    def issue_port_token(self, port: int, ttl: float, now: float) -> tuple[str, float]:
+        """A new token for the proxy of ``port`` only, valid for ``ttl`` seconds, and that TTL."""
+        token = new_secret("emu-port-")
+        self.port_tokens[token] = (port, now + ttl)
         return token, ttl
 
 

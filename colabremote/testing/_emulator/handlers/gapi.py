@@ -49,16 +49,24 @@ class GapiAssignmentsHandler(GapiHandler):
 
 
 class RuntimeProxyTokenHandler(GapiHandler):
-    def get(self) -> None:
+    """A proxy token and URL for one port: 8080 (the default) is the runtime's Jupyter server;
+    any other port gets a proxy of its own (see ``_ports.py``) and a token valid there only."""
+
+    async def get(self) -> None:
         token = self.api_user()
         endpoint = self.single("endpoint") or ""
-        port = self.single("port")
-        if port not in (None, "8080"):
-            self.error(400, "only port 8080 is proxied")
+        port = self.single("port") or "8080"
+        if not port.isdigit() or not 1 <= int(port) <= 65535:
+            self.error(400, f"port {port!r} is not a TCP port")
         rt = self.owned_runtime(token, endpoint)
         emu = self.emulator
-        proxy_token, ttl = rt.issue_proxy_token(emu.proxy_token_ttl, emu.clock.time())
-        self.send({"token": proxy_token, "tokenTtl": duration(ttl), "url": rt.url})
+        if port == "8080":
+            proxy_token, ttl = rt.issue_proxy_token(emu.proxy_token_ttl, emu.clock.time())
+            self.send({"token": proxy_token, "tokenTtl": duration(ttl), "url": rt.url})
+            return
+        proxy = await emu._port_proxy(rt, int(port))
+        proxy_token, ttl = rt.issue_port_token(int(port), emu.proxy_token_ttl, emu.clock.time())
+        self.send({"token": proxy_token, "tokenTtl": duration(ttl), "url": proxy.url})
 
 
 class UserInfoHandler(GapiHandler):
