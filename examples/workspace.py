@@ -1,5 +1,6 @@
-"""The runtime as a workspace, in one file: install packages, pass a secret, run shell commands,
-train remotely with live progress, and download what the training wrote.
+"""The runtime as a workspace, in one file: install packages, pass a secret, sync a data folder,
+run shell commands, train remotely with live progress while a dashboard on the runtime is
+forwarded here (TensorBoard's place), and download what the training wrote.
 
 Run: python examples/workspace.py
 It uses backend="emulator": a Colab emulator on this machine, so no Google account is needed, and
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 import colabremote as cr
@@ -27,6 +29,34 @@ SETTINGS = {"TRAINING_EPOCHS": "5"}
 #: Colab) and where its outputs land here.
 REMOTE_OUTPUTS = "outputs"
 LOCAL_OUTPUTS = Path("outputs")
+#: The training data here, and where it goes on the runtime (only changed files are sent).
+LOCAL_DATA = Path("data")
+REMOTE_DATA = "data"
+
+
+def make_data() -> None:
+    """A small local dataset, standing in for yours."""
+    LOCAL_DATA.mkdir(exist_ok=True)
+    rows = "".join(f"{i},{2 * i + 1}\n" for i in range(100))
+    (LOCAL_DATA / "train.csv").write_text("x,y\n" + rows)
+
+
+def serve_dashboard() -> int:
+    """Runs on the runtime: a small web server over the outputs folder, standing in for
+    TensorBoard (`tensorboard --logdir outputs --port 6006` on Colab). Returns its port."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    os.makedirs(REMOTE_OUTPUTS, exist_ok=True)
+    handler = functools.partial(Quiet, directory=os.path.abspath(REMOTE_OUTPUTS))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
 
 
 def train() -> tuple[float, list[str]]:
@@ -44,6 +74,9 @@ def train() -> tuple[float, list[str]]:
     else:
         assert userdata.get(SECRET) == token  # Colab's own secrets API answers too
     epochs = int(os.environ["TRAINING_EPOCHS"])
+    with open(os.path.join(REMOTE_DATA, "train.csv")) as f:
+        samples = len(f.readlines()) - 1
+    print(f"  {samples} samples", flush=True)
     os.makedirs(REMOTE_OUTPUTS, exist_ok=True)
     losses = []
     loss = 1.0
@@ -59,14 +92,6 @@ def train() -> tuple[float, list[str]]:
     return loss, sorted(os.listdir(REMOTE_OUTPUTS))
 
 
-def download_outputs(session: cr.Session, names: list[str]) -> None:
-    """Copy the files the training wrote to LOCAL_OUTPUTS."""
-    LOCAL_OUTPUTS.mkdir(exist_ok=True)
-    for name in names:
-        # Transfers name files on the runtime's disk: /content/... on Colab and the emulator.
-        session.download(f"/content/{REMOTE_OUTPUTS}/{name}", str(LOCAL_OUTPUTS))
-
-
 def main() -> None:
     os.environ.setdefault(SECRET, "made-up-token-for-the-example")
     with cr.Session(
@@ -76,11 +101,19 @@ def main() -> None:
         cpus = session.shell("nproc", check=True).stdout.strip()
         session.exec("!echo shell lines run as in a notebook cell: $TRAINING_EPOCHS epochs")
 
-        print(f"training on the runtime ({cpus} CPUs):")
-        loss, names = session.remote(train)()
-        print(f"final loss {loss:.4f}")
+        make_data()
+        synced = session.sync(LOCAL_DATA, REMOTE_DATA)  # again later: only what changed
+        print(f"synced {len(synced.sent)} file(s), {synced.bytes} bytes, to the runtime")
 
-        download_outputs(session, names)
+        port = session.remote(serve_dashboard)()
+        with session.forward(port) as url:  # http://127.0.0.1:<port> here -> the runtime's port
+            print(f"training on the runtime ({cpus} CPUs), dashboard at {url}:")
+            loss, names = session.remote(train)()
+            print(f"final loss {loss:.4f}")
+            with urllib.request.urlopen(f"{url}/metrics.json") as page:
+                print(f"the dashboard shows {len(json.load(page)['loss'])} epochs")
+
+        session.download(REMOTE_OUTPUTS, LOCAL_OUTPUTS)  # the whole folder
     print(f"downloaded to {LOCAL_OUTPUTS}/: {', '.join(names)}")
     metrics = json.loads((LOCAL_OUTPUTS / "metrics.json").read_text())
     print(f"losses by epoch: {metrics['loss']}")

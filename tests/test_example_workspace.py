@@ -1,6 +1,6 @@
 """examples/workspace.py runs as a user runs it (``python examples/workspace.py``, against the
-emulator, offline) and does what it says: packages, a secret, shell lines, live training output,
-downloaded outputs."""
+emulator, offline) and does what it says: packages, a secret, a synced folder, shell lines, live
+training output, a forwarded port, downloaded outputs."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ def test_the_workspace_example_runs_and_downloads_the_outputs(tmp_path: Path) ->
     assert "shell lines run as in a notebook cell: 5 epochs" in run.stdout  # env= on the runtime
     for epoch in range(1, 6):
         assert f"epoch {epoch}/5" in run.stdout
+    assert "synced 1 file(s)" in run.stdout
+    assert "100 samples" in run.stdout  # the synced data, read on the runtime
+    assert "the dashboard shows 5 epochs" in run.stdout  # the forwarded port
     assert "downloaded to outputs/: metrics.json, model.txt" in run.stdout
     metrics = json.loads((tmp_path / "outputs" / "metrics.json").read_text())
     assert len(metrics["loss"]) == 5 and metrics["signed_in"] is True  # the secret arrived
