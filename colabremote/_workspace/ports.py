@@ -143,32 +143,33 @@ def _error_reply(status: int, reason: str, body: str) -> bytes:
     return head.encode() + data
 
 
-class Forwarder:
-    """The local listener of one forward; relays to the route ``source`` gives."""
+class Relay:
+    """A listener on 127.0.0.1 whose connections each run :meth:`_handle`; stopping it ends
+    them all. The forward here and the emulator's per-port proxies are both one."""
 
-    def __init__(self, port: int, source: RouteSource) -> None:
+    #: Names the listener in log lines.
+    what = "relay"
+
+    def __init__(self, port: int) -> None:
         self.port = port
-        self._source = source
+        self.url = ""
         self._server: asyncio.Server | None = None
         #: Open connections: each one's task and the streams it has open (the client's, and
         #: the one upstream), aborted when the listener stops.
         self._connections: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
-        self.url = ""
 
-    async def start(self, local_port: int) -> str:
-        """Listen on 127.0.0.1 (only) and return the local URL."""
-        try:
-            self._server = await asyncio.start_server(
-                self._accept, "127.0.0.1", local_port, limit=MAX_HEAD
-            )
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot listen on 127.0.0.1:{local_port} ({exc.strerror or exc}); pass another "
-                "local_port=, or 0 for any free port"
-            ) from None
-        bound = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{bound}"
+    async def _listen(self, local_port: int) -> str:
+        self._server = await asyncio.start_server(
+            self._accept, "127.0.0.1", local_port, limit=MAX_HEAD
+        )
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self.url
+
+    def _holds(self, upstream: asyncio.StreamWriter) -> None:
+        """The current connection also has ``upstream`` open: abort it with the connection."""
+        task = asyncio.current_task()
+        if task in self._connections:
+            self._connections[task].append(upstream)
 
     async def stop(self) -> None:
         """Stop listening and end every open connection."""
@@ -188,14 +189,39 @@ class Forwarder:
         assert task is not None
         self._connections[task] = [writer]
         try:
-            await self._relay(reader, writer)
+            await self._handle(reader, writer)
         except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-            log.debug("forward of port %d: a connection ended: %s", self.port, type(exc).__name__)
+            log.debug(
+                "%s of port %d: a connection ended: %s", self.what, self.port, type(exc).__name__
+            )
         finally:
             self._connections.pop(task, None)
             writer.close()
 
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Forwarder(Relay):
+    """The local listener of one forward; relays to the route ``source`` gives."""
+
+    what = "forward"
+
+    def __init__(self, port: int, source: RouteSource) -> None:
+        super().__init__(port)
+        self._source = source
+
+    async def start(self, local_port: int) -> str:
+        """Listen on 127.0.0.1 (only) and return the local URL."""
+        try:
+            return await self._listen(local_port)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on 127.0.0.1:{local_port} ({exc.strerror or exc}); pass another "
+                "local_port=, or 0 for any free port"
+            ) from None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await read_head(reader)
         if head is None:
             return
@@ -225,9 +251,7 @@ class Forwarder:
                 await writer.drain()
                 return
             up_reader, up_writer = up
-            task = asyncio.current_task()
-            if task in self._connections:
-                self._connections[task].append(up_writer)
+            self._holds(up_writer)
             up_writer.write(upstream_head(route, f"{method} {target} {version}", fields, upgrade))
             sending = asyncio.ensure_future(pipe(reader, up_writer)) if not again else None
             try:

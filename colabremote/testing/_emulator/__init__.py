@@ -255,7 +255,7 @@ class ColabEmulator:
             await proxy.close()
         for rt in self._runtimes:
             for port_proxy in rt.port_proxies.values():
-                await port_proxy.close()
+                await port_proxy.stop()
 
     def __enter__(self) -> ColabEmulator:
         return self.start()
@@ -565,7 +565,7 @@ class ColabEmulator:
         if rt.nbh is not None and self._by_nbh.get((rt.email, rt.nbh)) is rt:
             del self._by_nbh[(rt.email, rt.nbh)]
         while rt.port_proxies:
-            await rt.port_proxies.popitem()[1].close()
+            await rt.port_proxies.popitem()[1].stop()
         proxy = self._proxies.get(rt.endpoint)
         if proxy is None:
             return

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import tornado.httputil
 
-from ..._workspace.ports import MAX_HEAD, build_head, parse_head, pipe, read_head
+from ..._workspace.ports import MAX_HEAD, Relay, build_head, parse_head, pipe, read_head
 from ._model import Runtime
 from ._redact import redact_headers, redact_query
 
@@ -45,47 +45,18 @@ def _reply(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
-class PortProxy:
+class PortProxy(Relay):
     """The proxy of port ``port`` of one runtime: a listener on 127.0.0.1 of its own."""
 
+    what = "port proxy"
+
     def __init__(self, runtime: Runtime, emulator: ColabEmulator, port: int) -> None:
+        super().__init__(port)
         self.runtime = runtime
         self.emulator = emulator
-        self.port = port
-        self.url = ""
-        self._server: asyncio.Server | None = None
-        #: Open connections: each one's task and the streams it has open (the client's, and
-        #: the one upstream), aborted when the listener stops.
-        self._connections: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, limit=MAX_HEAD)
-        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
-
-    async def close(self) -> None:
-        """Stop listening and end the connections in flight."""
-        if self._server is not None:
-            self._server.close()
-        for writers in list(self._connections.values()):
-            for open_writer in writers:
-                open_writer.transport.abort()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = [writer]
-        try:
-            await self._serve(reader, writer)
-        except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-            log.debug("port proxy %d: a connection ended: %s", self.port, type(exc).__name__)
-        finally:
-            self._connections.pop(task, None)
-            writer.close()
+        await self._listen(0)
 
     def _refusal(self, token: str | None) -> int | None:
         rt = self.runtime
@@ -98,7 +69,7 @@ class PortProxy:
             return 404
         return None
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await read_head(reader)
         if head is None:
             return
@@ -123,9 +94,7 @@ class PortProxy:
             writer.write(self._refused(status))
             await writer.drain()
             return
-        task = asyncio.current_task()
-        if task in self._connections:
-            self._connections[task].append(up_writer)
+        self._holds(up_writer)
         if self.emulator.activity_counts_as_liveness:
             self.runtime.last_alive = self.emulator.clock.monotonic()
         kept = [(n, v) for n, v in query if n != _TOKEN_PARAM]
