@@ -186,27 +186,22 @@ class Channel(abc.ABC):
         """Hang up; the shell on the other side ends."""
 
 
-class ColabTtyChannel(Channel):
-    """Colab's ``/colab/tty``: JSON text frames both ways."""
+class _JsonFrames(Channel):
+    """A terminal WebSocket that speaks JSON text frames; subclasses say which frames are
+    output (:meth:`_output`) and how keys and sizes are framed."""
 
     def __init__(self, ws: ClientConnection) -> None:
         self._ws = ws
 
-    @classmethod
-    async def open(cls, url: str, headers: Mapping[str, str]) -> ColabTtyChannel:
-        return cls(await open_websocket(url, headers=headers, what="the terminal WebSocket"))
-
-    async def _send(self, frame: dict[str, Any]) -> None:
+    async def _send(self, frame: object) -> None:
         try:
             await self._ws.send(json.dumps(frame))
         except ConnectionClosed as exc:
             raise ConnectionLost(f"the terminal WebSocket closed: {exc}") from None
 
-    async def send(self, keys: str) -> None:
-        await self._send({"data": keys})
-
-    async def resize(self, cols: int, rows: int) -> None:
-        await self._send({"cols": cols, "rows": rows})
+    @abc.abstractmethod
+    def _output(self, message: Any) -> tuple[bool, str | None]:
+        """(done, text): ``text`` is output when not None; ``done`` ends the terminal."""
 
     async def receive(self) -> str | None:
         while True:
@@ -218,14 +213,34 @@ class ColabTtyChannel(Channel):
                 message = json.loads(frame)
             except ValueError:
                 continue  # as Colab's own client: anything but JSON is dropped
-            if isinstance(message, dict) and isinstance(message.get("data"), str):
-                return str(message["data"])
+            done, text = self._output(message)
+            if done or text is not None:
+                return text
 
     async def close(self) -> None:
         await self._ws.close()
 
 
-class TerminadoChannel(Channel):
+class ColabTtyChannel(_JsonFrames):
+    """Colab's ``/colab/tty``: JSON text frames both ways."""
+
+    @classmethod
+    async def open(cls, url: str, headers: Mapping[str, str]) -> ColabTtyChannel:
+        return cls(await open_websocket(url, headers=headers, what="the terminal WebSocket"))
+
+    async def send(self, keys: str) -> None:
+        await self._send({"data": keys})
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._send({"cols": cols, "rows": rows})
+
+    def _output(self, message: Any) -> tuple[bool, str | None]:
+        if isinstance(message, dict) and isinstance(message.get("data"), str):
+            return False, str(message["data"])
+        return False, None
+
+
+class TerminadoChannel(_JsonFrames):
     """A Jupyter server's terminal (jupyter_server_terminals, terminado's frames):
     ``["stdin", keys]`` and ``["set_size", rows, cols]`` up, ``["stdout", text]`` down,
     ``["disconnect", ...]`` at the end. ``delete`` removes the terminal from the server."""
@@ -233,14 +248,8 @@ class TerminadoChannel(Channel):
     def __init__(
         self, ws: ClientConnection, delete: Callable[[], Coroutine[Any, Any, None]]
     ) -> None:
-        self._ws = ws
+        super().__init__(ws)
         self._delete = delete
-
-    async def _send(self, frame: list[Any]) -> None:
-        try:
-            await self._ws.send(json.dumps(frame))
-        except ConnectionClosed as exc:
-            raise ConnectionLost(f"the terminal WebSocket closed: {exc}") from None
 
     async def send(self, keys: str) -> None:
         await self._send(["stdin", keys])
@@ -248,26 +257,16 @@ class TerminadoChannel(Channel):
     async def resize(self, cols: int, rows: int) -> None:
         await self._send(["set_size", rows, cols])
 
-    async def receive(self) -> str | None:
-        while True:
-            try:
-                frame = await self._ws.recv()
-            except ConnectionClosed:
-                return None
-            try:
-                message = json.loads(frame)
-            except ValueError:
-                continue
-            if not isinstance(message, list) or not message:
-                continue
-            if message[0] == "stdout" and len(message) > 1 and isinstance(message[1], str):
-                return message[1]
-            if message[0] == "disconnect":
-                return None
+    def _output(self, message: Any) -> tuple[bool, str | None]:
+        if not isinstance(message, list) or not message:
+            return False, None
+        if message[0] == "stdout" and len(message) > 1 and isinstance(message[1], str):
+            return False, message[1]
+        return message[0] == "disconnect", None
 
     async def close(self) -> None:
         try:
-            await self._ws.close()
+            await super().close()
         finally:
             await self._delete()
 
