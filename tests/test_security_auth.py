@@ -42,6 +42,8 @@ from colabremote._http import BearerAuth
 from colabremote.exceptions import AuthError, ConfigurationError, SignInRequired
 from colabremote.testing._emulator import ColabEmulator
 
+from ._keyrings import MemoryKeyring
+
 T = TypeVar("T")
 
 STORED_ACCESS = "ya29.stored-google-access-token"
@@ -138,28 +140,6 @@ def recorder() -> Iterator[Recorder]:
     server = Recorder()
     yield server
     server.close()
-
-
-class MemoryKeyring:
-    """An encrypting OS keyring, as far as the store can tell; nothing leaves the process."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def set_password(self, service: str, user: str, value: str) -> None:
-        self.items[(service, user)] = value
-
-    def delete_password(self, service: str, user: str) -> None:
-        import keyring.errors
-
-        if (service, user) not in self.items:
-            raise keyring.errors.PasswordDeleteError("none")
-        del self.items[(service, user)]
 
 
 def google_sign_in(store: TokenStore) -> StoredCredentials:

@@ -20,6 +20,7 @@ import colabremote as cr
 from colabremote.exceptions import ConfigurationError, KernelDied, KernelRestarted, SessionClosed
 from colabremote.testing import JupyterServer, emulator_of
 
+from ._keyrings import MemoryKeyring
 from .conftest import BackendSpec, wait_for_path
 
 # Names no kernel inherits from this process: the session must have set them.
@@ -55,24 +56,6 @@ def userdata_digest(name: str) -> str:
 
 def digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
-
-
-class MemoryKeyring:
-    """An OS keyring as far as colabremote can tell; nothing leaves the process."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def set_password(self, service: str, user: str, value: str) -> None:
-        self.items[(service, user)] = value
-
-    def delete_password(self, service: str, user: str) -> None:
-        del self.items[(service, user)]
 
 
 @pytest.fixture

@@ -20,25 +20,9 @@ from colabremote._workspace.secrets import (
 )
 from colabremote.exceptions import ConfigurationError
 
+from .._keyrings import MemoryKeyring
+
 VALUE = "hf_unit-s3cret-0a1b2c"
-
-
-class MemoryKeyring:
-    """An OS keyring as far as colabremote can tell; nothing leaves the process."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def set_password(self, service: str, user: str, value: str) -> None:
-        self.items[(service, user)] = value
-
-    def delete_password(self, service: str, user: str) -> None:
-        del self.items[(service, user)]
 
 
 class BrokenKeyring(MemoryKeyring):
