@@ -16,6 +16,7 @@ import platform
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -358,6 +359,69 @@ class _DrainFirst:
         return msg
 
 
+SOURCES_PREFIX = "colabremote-src-"
+#: In each sources folder: a file its kernel holds an exclusive flock on while it lives. The
+#: lock goes with the process however it ends (SIGKILL included), unlike an exit hook.
+_OWNER = ".owner"
+#: The open lock files of this process's sources folders (closing one would release its lock).
+_HELD: list[int] = []
+
+
+def sources_folder() -> str:
+    """A new folder for shipped module sources, locked by this process; the folders of kernels
+    that ended without running their exit hooks (killed) are removed first."""
+    sweep_sources()
+    path = tempfile.mkdtemp(prefix=SOURCES_PREFIX)
+    atexit.register(_remove_in, os.getpid(), path)
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the exit hook is all there is
+        return path
+    # Locked under another name, then renamed: a sweeper only ever sees a locked ``.owner``.
+    pending = os.path.join(path, _OWNER + ".new")
+    fd = os.open(pending, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(pending, os.path.join(path, _OWNER))
+    _HELD.append(fd)
+    return path
+
+
+def sweep_sources(root: str | None = None) -> list[str]:
+    """Remove this user's sources folders whose kernel has ended (their lock is free); the
+    folders removed. Folders without a lock file (being made, or from older agents) stay."""
+    try:
+        import fcntl
+    except ImportError:
+        return []
+    root = root or tempfile.gettempdir()
+    removed = []
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(root, name)
+        if not name.startswith(SOURCES_PREFIX):
+            continue
+        try:
+            status = os.lstat(path)
+            if status.st_uid != os.getuid() or not stat.S_ISDIR(status.st_mode):
+                continue
+            fd = os.open(os.path.join(path, _OWNER), os.O_RDWR | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its kernel still runs
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 def _remove_in(pid: int, path: str) -> None:
     """At exit, remove ``path`` if this is still the process that made it (not a forked child
     of the kernel, which runs the same exit hooks)."""
@@ -384,8 +448,7 @@ class Agent:
         self.aborting = False
         #: Whether SIGINT (an interrupt) arrived during the current call.
         self.signalled = False
-        self.source_dir = tempfile.mkdtemp(prefix="colabremote-src-")
-        atexit.register(_remove_in, os.getpid(), self.source_dir)
+        self.source_dir = sources_folder()
         self.source_hashes: dict[str, str] = {}
         sys.path.insert(0, self.source_dir)
         self.operations: dict[str, Callable[[dict[str, Any], list[memoryview]], None]] = {
