@@ -68,10 +68,31 @@ MAP_MAX_BATCH = 1024
 MAP_WINDOW = 3
 
 
+class _Keep:
+    """``f.keep``: the same function with its results kept on the kernel; each call returns a
+    :class:`Ref` instead of the value (``f.keep(x)``, ``f.keep.submit(x)``, ``f.keep.map(xs)``,
+    ``await f.keep.aio(x)``). A descriptor rather than a property: mypy would pass a property's
+    value through ``RemoteFunction.__get__`` and lose its type."""
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _Keep: ...
+
+    @overload
+    def __get__(
+        self, instance: RemoteFunction[P, R], owner: type | None = None
+    ) -> RemoteFunction[P, Ref[R]]: ...
+
+    def __get__(
+        self, instance: RemoteFunction[P, R] | None, owner: type | None = None
+    ) -> RemoteFunction[P, Ref[R]] | _Keep:
+        return self if instance is None else _KeptResults(instance)
+
+
 class RemoteFunction(RemoteCallable, Generic[P, R]):
     """A function whose calls run on a colabremote session's kernel."""
 
     fn: Callable[P, R]
+    keep = _Keep()
 
     @public
     def __init__(
@@ -109,13 +130,6 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
     def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
         """The same function with other call options."""
         return RemoteFunction(self.fn, session=self._session, timeout=timeout)
-
-    @property
-    def keep(self) -> RemoteFunction[P, Ref[R]]:
-        """The same function with its results kept on the kernel: each call returns a
-        :class:`Ref` instead of the value (``f.keep(x)``, ``f.keep.submit(x)``,
-        ``f.keep.map(xs)``, ``await f.keep.aio(x)``)."""
-        return _KeptResults(self)
 
     def __repr__(self) -> str:
         return f"<RemoteFunction {self.__qualname__} timeout={self.timeout}>"
