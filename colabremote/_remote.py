@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -85,7 +86,7 @@ class _Keep:
     def __get__(
         self, instance: RemoteFunction[P, R] | None, owner: type | None = None
     ) -> RemoteFunction[P, Ref[R]] | _Keep:
-        return self if instance is None else _KeptResults(instance)
+        return self if instance is None else instance._kept_form()
 
 
 class RemoteFunction(RemoteCallable, Generic[P, R]):
@@ -130,6 +131,10 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
     def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
         """The same function with other call options."""
         return RemoteFunction(self.fn, session=self._session, timeout=timeout)
+
+    def _kept_form(self) -> RemoteFunction[P, Ref[R]]:
+        """What ``self.keep`` is (a remote class has none: its instances stay anyway)."""
+        return _KeptResults(self)
 
     def __repr__(self) -> str:
         return f"<RemoteFunction {self.__qualname__} timeout={self.timeout}>"
@@ -246,7 +251,6 @@ class _KeptResults(RemoteFunction[P, Ref[R]]):
         # Every option of ``plain`` carries over as it is (no RemoteFunction.__init__).
         self.__dict__.update(plain.__dict__)
         self._plain = plain
-        self.fn = cast(Callable[P, Ref[R]], functools.partial(keep_result, plain.fn))
 
     def with_options(self, **options: Any) -> RemoteFunction[P, Ref[R]]:
         """The same function with other call options; results are still kept."""
@@ -262,8 +266,12 @@ class _KeptResults(RemoteFunction[P, Ref[R]]):
         return self.run_kept(items, caller_origin(f"{self.__qualname__}.keep()"))
 
     async def run_kept(self, items: list[Item], origin: str) -> tuple[list[Outcome], float]:
-        """Run the items; each value that comes back is a :class:`Ref` made at ``origin``."""
-        outcomes, kernel_seconds = await super()._run(items)
+        """Run the items as the plain function does (a remote method too), its function
+        wrapped in ``keep_result``; each value that comes back is a :class:`Ref` made at
+        ``origin``."""
+        keeping = copy.copy(self._plain)
+        keeping.fn = cast(Callable[P, R], functools.partial(keep_result, self._plain.fn))
+        outcomes, kernel_seconds = await keeping._run(items)
         return refs_from(outcomes, self.session, origin), kernel_seconds
 
     def __repr__(self) -> str:

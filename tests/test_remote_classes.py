@@ -122,8 +122,12 @@ def test_methods_have_every_way_to_call(counters: cr.RemoteClass[Counter]) -> No
         return int(await handle.add.aio(1))
 
     assert asyncio.run(main()) == 101
+    kept = counter.add.keep(1)
+    assert isinstance(kept, cr.Ref) and kept.fetch() == 5
+    with pytest.raises(ConfigurationError, match=r"drop the \.keep"):
+        counters.keep  # noqa: B018 - the attribute access is what raises
     typed = counter.method(Counter.add)
-    assert typed(1) == 5
+    assert typed(1) == 6
     assert counter.method(Counter.close)() == "the class's own close"
     with pytest.raises(ConfigurationError, match="not a method of Counter"):
         counter.method(read_total)

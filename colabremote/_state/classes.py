@@ -60,9 +60,17 @@ class RemoteClass(RemoteFunction[..., Any], Generic[T]):
         """An ordinary instance, made here."""
         return self.cls(*args, **kwargs)
 
+    def _kept_form(self) -> RemoteFunction[..., Ref[Any]]:
+        raise ConfigurationError(
+            f"{self.__qualname__} is a remote class: its instances stay on the kernel already, "
+            f"and {self.__qualname__}(...) returns a handle to one; drop the .keep"
+        )
+
     def _run(self, items: list[Item]) -> Coroutine[Any, Any, tuple[list[Outcome], float]]:
         origin = caller_origin(f"{self.__qualname__}()")
-        return self._handles(_KeptResults(self).run_kept(items, origin))
+        constructor: RemoteFunction[..., Any] = RemoteFunction.__new__(RemoteFunction)
+        constructor.__dict__.update(self.__dict__)  # the class's options, as a plain function
+        return self._handles(_KeptResults(constructor).run_kept(items, origin))
 
     async def _handles(
         self, running: Coroutine[Any, Any, tuple[list[Outcome], float]]
