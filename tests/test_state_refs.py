@@ -63,6 +63,7 @@ def s() -> Iterator[cr.Session]:
 
 def wait_kept(s: cr.Session, expected: int, timeout: float = 10.0) -> None:
     """Until the kernel keeps ``expected`` values (frees travel in batches, off the call path)."""
+    gc.collect()  # values of earlier tests' refs caught in reference cycles go too
     count = s.remote(kept_count)
     deadline = time.monotonic() + timeout
     while (current := count()) != expected:
@@ -142,7 +143,6 @@ def test_dropped_refs_are_freed_on_the_kernel(s: cr.Session) -> None:
     refs.append(s.remote(doubled).keep(1))
     wait_kept(s, 6)
     del refs
-    gc.collect()
     wait_kept(s, 0)
 
 
