@@ -601,7 +601,7 @@ def test_refs_and_instances_survive_a_dropped_connection(session: cr.Session, ba
 
     ref = session.put([1, 2])
     accumulator = session.remote(Accumulator)(10.0)
-    drop_connection(session)  # the reconnection installs the agent afresh; the table stays
+    drop_connection(session)  # the session reconnects to the same kernel, which keeps them
     assert ref.fetch() == [1, 2]
     assert accumulator.add(1.0) == 11.0
 

@@ -17,7 +17,7 @@ import pytest
 
 import colabremote as cr
 from colabremote._serialization import _ClientPickler
-from colabremote.exceptions import RefLost, ResultRefused
+from colabremote.exceptions import ConnectionLost, RefLost, ResultRefused
 
 
 def kept_count() -> int:
@@ -193,6 +193,21 @@ def test_a_ref_in_a_closure_travels_as_a_key(s: cr.Session) -> None:
         return x + ref  # type: ignore[operator]
 
     assert s.remote(plus_kept)(1) == 11
+
+
+def test_kept_values_outlive_the_agent_of_a_lost_connection(s: cr.Session) -> None:
+    """A new client on the same kernel installs a new agent; the object table is the kernel's,
+    so refs made through the old one still resolve."""
+    ref = s.put([1, 2])
+    client = s._core.client
+    assert client is not None
+
+    async def lose_it() -> None:
+        client.fail_all(ConnectionLost("lost for the test"))
+
+    s._loop.run(lose_it())
+    assert ref.fetch() == [1, 2]
+    assert s._core.client is not client
 
 
 @pytest.mark.slow
