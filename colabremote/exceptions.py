@@ -132,8 +132,9 @@ class ConfigurationError(ColabRemoteError, ValueError):
 
 
 class RemoteAttributeError(ConfigurationError, AttributeError):
-    """A remote instance's handle was asked for an attribute that is not a method of its class:
-    the instance's data lives on the kernel; read it through a method."""
+    """A remote instance's handle was asked for an attribute that is not a method of its class
+    (the instance's data lives on the kernel: read it through a method), or a remote class for
+    ``.keep`` (its instances stay on the kernel anyway)."""
 
 
 class SessionClosed(ColabRemoteError):

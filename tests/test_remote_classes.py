@@ -62,6 +62,13 @@ class Counter:
     def close(self) -> str:
         return "the class's own close"
 
+    @classmethod
+    def kind(cls) -> str:
+        return cls.__name__
+
+    def __len__(self) -> int:
+        return self.total
+
 
 def read_total(counter: Counter) -> int:
     """A plain remote function given a handle: it gets the instance itself."""
@@ -125,11 +132,15 @@ def test_methods_have_every_way_to_call(counters: cr.RemoteClass[Counter]) -> No
     assert asyncio.run(main()) == 101
     kept = counter.add.keep(1)
     assert isinstance(kept, cr.Ref) and kept.fetch() == 5
-    with pytest.raises(ConfigurationError, match=r"drop the \.keep"):
+    with pytest.raises(RemoteAttributeError, match=r"drop the \.keep"):
         counters.keep  # noqa: B018 - the attribute access is what raises
+    assert not hasattr(counters, "keep")
     typed = counter.method(Counter.add)
     assert typed(1) == 6
     assert counter.method(Counter.close)() == "the class's own close"
+    assert counter.method(Counter.kind)() == "Counter"
+    assert counter.kind() == "Counter"
+    assert counter.method(Counter.__len__)() == 6
     with pytest.raises(ConfigurationError, match="not a method of Counter"):
         counter.method(read_total)
 

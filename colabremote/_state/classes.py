@@ -61,7 +61,7 @@ class RemoteClass(RemoteFunction[..., Any], Generic[T]):
         return self.cls(*args, **kwargs)
 
     def _kept_form(self) -> RemoteFunction[..., Ref[Any]]:
-        raise ConfigurationError(
+        raise RemoteAttributeError(
             f"{self.__qualname__} is a remote class: its instances stay on the kernel already, "
             f"and {self.__qualname__}(...) returns a handle to one; drop the .keep"
         )
@@ -121,7 +121,7 @@ class RemoteInstance(KeptReference, Generic[T]):
         itself (``close``, ``method``, ``ref``) or that start with ``_``."""
         name = getattr(fn, "__name__", None)
         own = inspect.getattr_static(self._remote_class.cls, name, None) if name else None
-        if name is None or getattr(own, "__func__", own) is not fn:
+        if name is None or getattr(own, "__func__", own) is not getattr(fn, "__func__", fn):
             raise ConfigurationError(
                 f"{fn!r} is not a method of {self._remote_class.__qualname__}; pass one from "
                 f"the class, like handle.method({self._remote_class.__qualname__}.cls.name)"
