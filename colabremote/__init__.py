@@ -20,6 +20,8 @@ from ._api import AsyncSession, Session
 from ._default import default_session
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
+from ._state.classes import RemoteClass, RemoteInstance, RemoteMethod
+from ._state.refs import Ref
 from ._workspace.files import SyncResult
 from ._workspace.shell import ShellResult
 from .exceptions import (
@@ -46,8 +48,12 @@ __all__ = [
     "OutputDroppedWarning",
     "PackageInstallError",
     "PythonMismatchWarning",
+    "Ref",
+    "RemoteClass",
     "RemoteError",
     "RemoteFunction",
+    "RemoteInstance",
+    "RemoteMethod",
     "RemoteTimeout",
     "RestartNeededWarning",
     "RuntimeInfo",

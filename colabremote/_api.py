@@ -23,9 +23,12 @@ from ._http import TokenSource
 from ._info import RuntimeInfo, SessionInfo
 from ._kernel.client import OutputHandler
 from ._loop import loop_thread
-from ._remote import RemoteFunction, remote
+from ._remote import RemoteDecorator, RemoteFunction, remote
 from ._session.core import State, _Core, _silent, outcome_value
 from ._session.exit import release_on_sigterm
+from ._state import refs as _refs
+from ._state.classes import RemoteClass
+from ._state.refs import Ref
 from ._tracebacks import public, public_async
 from ._validation import environment, seconds, secret_names, text
 from ._workspace import files as _files
@@ -42,6 +45,7 @@ from .exceptions import ConfigurationError
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 CredentialKind = Literal["drive", "google"]
 """``allow_credentials=``: what code on a Colab runtime may ask this session for: ``"drive"``
@@ -225,20 +229,22 @@ class _SessionBase:
         return self._core.state is State.CLOSED
 
     @overload
+    def remote(self, fn: type[T], /, *, timeout: float | None = None) -> RemoteClass[T]: ...
+
+    @overload
     def remote(
         self, fn: Callable[P, R], /, *, timeout: float | None = None
     ) -> RemoteFunction[P, R]: ...
 
     @overload
-    def remote(
-        self, fn: None = None, /, *, timeout: float | None = None
-    ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+    def remote(self, fn: None = None, /, *, timeout: float | None = None) -> RemoteDecorator: ...
 
     @public
     def remote(
-        self, fn: Callable[P, R] | None = None, /, *, timeout: float | None = None
-    ) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
-        """Decorate a function so calling it runs it on this session's kernel."""
+        self, fn: Callable[..., Any] | None = None, /, *, timeout: float | None = None
+    ) -> RemoteFunction[..., Any] | RemoteDecorator:
+        """Decorate a function so calling it runs it on this session's kernel; on a class,
+        its instances live on the kernel (calling it returns a handle)."""
         if fn is None:
             return remote(timeout=timeout, session=self)
         return remote(fn, timeout=timeout, session=self)
@@ -315,6 +321,14 @@ class AsyncSession(_SessionBase):
             self._core.run(_EVALUATE, [((expression,), {})], timeout=limit, name="eval")
         )
         return outcome_value(outcomes[0], "eval")
+
+    @public_async
+    async def put(self, value: T) -> Ref[T]:
+        """Keep ``value`` on the kernel (one upload) and return a :class:`Ref` to it. Pass the
+        ref to this session's remote functions, also inside lists and dicts: it arrives as the
+        value, with no transfer. The kernel forgets the value when the ref is dropped."""
+        origin = _refs.caller_origin("put()")
+        return await self._run(_refs.put(self, value, origin))
 
     @public_async
     async def pip_install(
@@ -510,6 +524,14 @@ class Session(_SessionBase):
         self.close()
 
     exec = _blocking(AsyncSession.exec)
+
+    @public
+    def put(self, value: T) -> Ref[T]:
+        """Keep ``value`` on the kernel and return a :class:`Ref` to it (the blocking form of
+        :meth:`AsyncSession.put`)."""
+        origin = _refs.caller_origin("put()")
+        return self._loop.run(_refs.put(self, value, origin))
+
     pip_install = _blocking(AsyncSession.pip_install)
     shell = _blocking(AsyncSession.shell)
     eval = _blocking(AsyncSession.eval)

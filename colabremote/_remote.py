@@ -2,27 +2,36 @@
 
 Calling it runs remotely and returns the result (or raises what the function raised);
 ``.local`` runs here, ``.submit`` returns a Future, ``.map`` runs over many inputs in order, and
-``.aio`` is the ``await``-able form.
+``.aio`` is the ``await``-able form. ``.keep`` is the same function with its results kept on the
+kernel (each call returns a :class:`Ref`). On a class, ``@remote`` makes a remote class
+(``_state/classes.py``, which registers itself here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import functools
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, cast, overload
 
+from ._kernel.agent.objects import keep_result
 from ._loop import loop_thread, wait_future
 from ._serialization import RemoteCallable
 from ._session.core import Item, Outcome, _Core, outcome_value
+from ._state.refs import Ref, caller_origin, refs_from
 from ._tracebacks import debugging, public, public_async, public_iterator, trim
 from ._validation import seconds
 from .exceptions import ConfigurationError
 
+if TYPE_CHECKING:
+    from ._state.classes import RemoteClass
+
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class SessionLike(Protocol):
@@ -42,6 +51,17 @@ def use_default_session(provider: Callable[[], SessionLike]) -> None:
     _default_session = provider
 
 
+ClassMaker = Callable[[type, "float | None", "SessionLike | None"], "RemoteClass[Any]"]
+_class_maker: ClassMaker | None = None
+
+
+def use_class_maker(maker: ClassMaker) -> None:
+    """What ``@remote`` makes of a class (set by ``_state/classes.py``, which sits above this
+    module because a remote class's methods are RemoteFunctions)."""
+    global _class_maker
+    _class_maker = maker
+
+
 #: Map batches are sized so each takes about this long on the kernel.
 MAP_BATCH_SECONDS = 0.02
 MAP_MAX_BATCH = 1024
@@ -49,10 +69,31 @@ MAP_MAX_BATCH = 1024
 MAP_WINDOW = 3
 
 
+class _Keep:
+    """``f.keep``: the same function with its results kept on the kernel; each call returns a
+    :class:`Ref` instead of the value (``f.keep(x)``, ``f.keep.submit(x)``, ``f.keep.map(xs)``,
+    ``await f.keep.aio(x)``). A descriptor rather than a property: mypy would pass a property's
+    value through ``RemoteFunction.__get__`` and lose its type."""
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> _Keep: ...
+
+    @overload
+    def __get__(
+        self, instance: RemoteFunction[P, R], owner: type | None = None
+    ) -> RemoteFunction[P, Ref[R]]: ...
+
+    def __get__(
+        self, instance: RemoteFunction[P, R] | None, owner: type | None = None
+    ) -> RemoteFunction[P, Ref[R]] | _Keep:
+        return self if instance is None else instance._kept_form()
+
+
 class RemoteFunction(RemoteCallable, Generic[P, R]):
     """A function whose calls run on a colabremote session's kernel."""
 
     fn: Callable[P, R]
+    keep = _Keep()
 
     @public
     def __init__(
@@ -90,6 +131,10 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
     def with_options(self, *, timeout: float | None = None) -> RemoteFunction[P, R]:
         """The same function with other call options."""
         return RemoteFunction(self.fn, session=self._session, timeout=timeout)
+
+    def _kept_form(self) -> RemoteFunction[P, Ref[R]]:
+        """What ``self.keep`` is (a remote class has none: its instances stay anyway)."""
+        return _KeptResults(self)
 
     def __repr__(self) -> str:
         return f"<RemoteFunction {self.__qualname__} timeout={self.timeout}>"
@@ -198,6 +243,41 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
                 future.cancel()
 
 
+class _KeptResults(RemoteFunction[P, Ref[R]]):
+    """``f.keep``: ``f``, each result kept on the kernel (by the agent's ``keep_result``) and
+    returned as a :class:`Ref` to it."""
+
+    def __init__(self, plain: RemoteFunction[P, R]) -> None:
+        # Every option of ``plain`` carries over as it is (no RemoteFunction.__init__).
+        self.__dict__.update(plain.__dict__)
+        self._plain = plain
+
+    def with_options(self, **options: Any) -> RemoteFunction[P, Ref[R]]:
+        """The same function with other call options; results are still kept."""
+        return _KeptResults(self._plain.with_options(**options))
+
+    def local(self, *args: P.args, **kwargs: P.kwargs) -> Ref[R]:
+        raise ConfigurationError(
+            f"{self.__qualname__}.keep keeps results on a kernel, and .local runs here; call "
+            f"{self.__qualname__}.local(...) for the plain value"
+        )
+
+    def _run(self, items: list[Item]) -> Coroutine[Any, Any, tuple[list[Outcome], float]]:
+        return self.run_kept(items, caller_origin(f"{self.__qualname__}.keep()"))
+
+    async def run_kept(self, items: list[Item], origin: str) -> tuple[list[Outcome], float]:
+        """Run the items as the plain function does (a remote method too), its function
+        wrapped in ``keep_result``; each value that comes back is a :class:`Ref` made at
+        ``origin``."""
+        keeping = copy.copy(self._plain)
+        keeping.fn = cast(Callable[P, R], functools.partial(keep_result, self._plain.fn))
+        outcomes, kernel_seconds = await keeping._run(items)
+        return refs_from(outcomes, self.session, origin), kernel_seconds
+
+    def __repr__(self) -> str:
+        return f"<RemoteFunction {self.__qualname__}.keep timeout={self.timeout}>"
+
+
 class _Future(concurrent.futures.Future[R]):
     """What ``submit`` returns: ``result()`` and ``exception()`` give the call's error trimmed
     to the user's frames, like a direct call (see ``_tracebacks``)."""
@@ -211,6 +291,22 @@ class _Future(concurrent.futures.Future[R]):
         return error if error is None or debugging() else trim(error)
 
 
+class RemoteDecorator(Protocol):
+    """What ``@remote(timeout=...)`` returns: the decorator, for a function or a class."""
+
+    @overload
+    def __call__(self, fn: type[T], /) -> RemoteClass[T]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> RemoteFunction[P, R]: ...
+
+
+@overload
+def remote(
+    fn: type[T], /, *, timeout: float | None = None, session: SessionLike | None = None
+) -> RemoteClass[T]: ...
+
+
 @overload
 def remote(
     fn: Callable[P, R], /, *, timeout: float | None = None, session: SessionLike | None = None
@@ -220,35 +316,37 @@ def remote(
 @overload
 def remote(
     fn: None = None, /, *, timeout: float | None = None, session: SessionLike | None = None
-) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
+) -> RemoteDecorator: ...
 
 
 @public
 def remote(
-    fn: Callable[P, R] | None = None,
+    fn: Callable[..., Any] | None = None,
     /,
     *,
     timeout: float | None = None,
     session: SessionLike | None = None,
-) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
+) -> RemoteFunction[..., Any] | RemoteDecorator:
     """Run the decorated function remotely: ``@remote``, ``@remote(timeout=600)``, or
-    ``remote(fn, timeout=600)``.
+    ``remote(fn, timeout=600)``. On a class, instances live on the kernel (a remote class).
 
     Without ``session=`` it uses the default session, made on first call from ``COLABREMOTE_*``
     settings (the local backend when none are set) and closed when the interpreter exits.
     """
     if fn is None:
-
-        def decorate(f: Callable[P, R]) -> RemoteFunction[P, R]:
-            return _make(f, timeout, session)
-
-        return decorate
-    return _make(fn, timeout, session)
+        return cast(RemoteDecorator, functools.partial(_make, timeout=timeout, session=session))
+    return _make(fn, timeout=timeout, session=session)
 
 
 def _make(
-    fn: Callable[P, R], timeout: float | None, session: SessionLike | None
+    fn: Callable[P, R], *, timeout: float | None, session: SessionLike | None
 ) -> RemoteFunction[P, R]:
+    target = fn.fn if isinstance(fn, RemoteFunction) else fn
+    if isinstance(target, type) and _class_maker is not None:
+        if isinstance(fn, RemoteFunction):
+            timeout = timeout if timeout is not None else fn.timeout
+            session = session or fn._session
+        return cast(RemoteFunction[P, R], _class_maker(target, timeout, session))
     if isinstance(fn, RemoteFunction):
         return RemoteFunction(
             fn.fn,

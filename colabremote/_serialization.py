@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import abc
 import ast
 import contextlib
 import fnmatch
@@ -48,6 +49,7 @@ from .exceptions import (
     ArgumentNotSerializable,
     ConfigurationError,
     PythonVersionMismatch,
+    RefLost,
     RemoteTraceback,
     ResultNotSerializable,
     ResultRefused,
@@ -56,6 +58,8 @@ from .exceptions import (
 
 __all__ = [
     "FunctionPayload",
+    "KeptReference",
+    "KernelTarget",
     "LocalModules",
     "ModuleExclusions",
     "PlainUnpickler",
@@ -75,6 +79,25 @@ class RemoteCallable:
     its place, so a remote function called from remote code runs inline on the kernel."""
 
     fn: Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class KernelTarget:
+    """The kernel a pickle is made for: the session core that owns it, and the identity of the
+    kernel's object table (``agent/objects.py``). Refs check it before they travel."""
+
+    owner: object
+    identity: str | None
+
+
+class KeptReference(abc.ABC):
+    """What a handle to an object kept on a kernel (a ref, a remote instance) is to the wire: it
+    travels as its key, which the kernel resolves to the object, never as its value."""
+
+    @abc.abstractmethod
+    def _kept_reduce(self, target: KernelTarget | None) -> tuple[Any, ...]:
+        """The pickle reduction for a call to ``target`` (None: no call, nothing to check);
+        raises :class:`RefLost` when the object is not kept there."""
 
 
 def _unwrap(obj: Any) -> Any:
@@ -103,9 +126,11 @@ class _ClientPickler(shipping.SourcePickler):
         by_value: frozenset[str],
         allow_bytecode: bool,
         buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
+        kernel: KernelTarget | None = None,
     ) -> None:
         super().__init__(file, buffer_callback=buffer_callback, allow_bytecode=allow_bytecode)
         self.by_value = by_value
+        self.kernel = kernel
         self.reached: set[str] = set()  # modules the kernel may import to rebuild or run this
         self._namespaces: dict[str, _SharedNamespace] = {}
 
@@ -128,8 +153,8 @@ class _ClientPickler(shipping.SourcePickler):
 
             return get_ipython, ()
 
-        if isinstance(obj, RemoteCallable):
-            return operator.getitem, ([obj.fn], 0)
+        if isinstance(obj, (KeptReference, RemoteCallable)):
+            return self._stand_in(obj)
         if isinstance(obj, types.FunctionType):
             if obj.__module__ in self.by_value:
                 self.reached.update(imported_names(obj))  # it may import them when it runs
@@ -143,6 +168,13 @@ class _ClientPickler(shipping.SourcePickler):
         elif isinstance(obj, types.ModuleType):
             self._reaches(obj.__name__)
         return super().reducer_override(obj)
+
+    def _stand_in(self, obj: KeptReference | RemoteCallable) -> Any:
+        """A handle to an object kept on the kernel travels as its key; a RemoteFunction as
+        its plain function."""
+        if isinstance(obj, KeptReference):
+            return obj._kept_reduce(self.kernel)
+        return operator.getitem, ([obj.fn], 0)
 
     def _reaches(self, module: object) -> None:
         """Note a module that a function or class pickled by reference (or a module object)
@@ -174,18 +206,28 @@ class FunctionPayload:
 def _home_module(fn: Any) -> str:
     """The module a callable's code comes from: through partials, bound and static methods to
     the function, and from a callable instance to its class. (A partial's own ``__module__`` is
-    ``functools``, which must never be pickled by value.)"""
+    ``functools``, which must never be pickled by value.) A partial of one of the agent's own
+    functions (``keep_result(fn, ...)``) counts as ``fn``'s; the agent's functions themselves go
+    by reference, as every kernel has them."""
     target = fn
     while isinstance(target, functools.partial):
-        target = target.func
+        inner = target.func
+        if getattr(inner, "__module__", None) == wire.AGENT_MODULE and target.args:
+            inner = target.args[0]
+        target = inner
     target = getattr(target, "__func__", target)
     if not isinstance(target, (types.FunctionType, type)):
         target = type(target)
-    return str(getattr(target, "__module__", None) or "__main__")
+    module = str(getattr(target, "__module__", None) or "__main__")
+    return "__main__" if module == wire.AGENT_MODULE else module
 
 
 def pack_function(
-    fn: Callable[..., Any], *, kernel_python: Sequence[int], reached: set[str] | None = None
+    fn: Callable[..., Any],
+    *,
+    kernel_python: Sequence[int],
+    reached: set[str] | None = None,
+    kernel: KernelTarget | None = None,
 ) -> FunctionPayload:
     """Pickle ``fn`` for a kernel running ``kernel_python``: a function, a partial, a bound or
     static method, a callable instance, or a decorated function. The modules it reaches (that
@@ -202,6 +244,7 @@ def pack_function(
         by_value=frozenset({module, "__main__"}),
         allow_bytecode=same_version,
         buffer_callback=buffers.append,
+        kernel=kernel,
     )
     name = getattr(fn, "__qualname__", repr(fn))
     try:
@@ -217,6 +260,8 @@ def pack_function(
             local=local,
             remote=remote,
         ) from None
+    except RefLost:
+        raise
     except Exception as exc:
         raise SerializationError(
             f"cannot send function {name}: {exc}. Everything it uses from its module is sent "
@@ -233,7 +278,11 @@ def pack_function(
 
 
 def pack_arguments(
-    items: Sequence[Item], *, kernel_python: Sequence[int], reached: set[str] | None = None
+    items: Sequence[Item],
+    *,
+    kernel_python: Sequence[int],
+    reached: set[str] | None = None,
+    kernel: KernelTarget | None = None,
 ) -> list[memoryview]:
     """Pickle call arguments; the failing argument is named when one cannot be pickled. The
     modules the kernel imports to rebuild them (their classes') are added to ``reached``."""
@@ -245,6 +294,7 @@ def pack_arguments(
         by_value=frozenset({"__main__"}),
         allow_bytecode=same_version,
         buffer_callback=buffers.append,
+        kernel=kernel,
     )
     try:
         pickler.dump(list(items))
@@ -257,6 +307,8 @@ def pack_arguments(
             local=local,
             remote=remote,
         ) from None
+    except RefLost:
+        raise
     except Exception as exc:
         raise _explain_argument_failure(items, exc) from exc
     if reached is not None:

@@ -3,6 +3,8 @@
 ```
 ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
+│   └── RemoteAttributeError    a remote instance's attribute that is not a method (also an
+│                               AttributeError): read it through a method
 ├── SessionClosed               the session was closed (or never opened)
 │   └── SessionForked           the session was made in the parent of this forked process
 ├── BlockingCallError           a blocking call inside a running event loop: use the async form
@@ -32,8 +34,10 @@ ColabRemoteError
     ├── RemoteTimeout           the call ran longer than its timeout and was interrupted
     ├── PackageInstallError     pip/uv failed on the runtime; carries the command and its last lines
     ├── ShellCommandError       s.shell(..., check=True): the command exited with a nonzero status
-    └── KernelDied              the kernel died during the call; the session starts a fresh one
-        └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
+    ├── KernelDied              the kernel died during the call; the session starts a fresh one
+    │   └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
+    └── RefLost                 a ref or remote instance whose object is gone (kernel restarted
+                                or replaced, freed) or that was passed to another session
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
@@ -88,6 +92,8 @@ __all__ = [
     "PythonMismatchWarning",
     "PythonVersionMismatch",
     "QuotaExceeded",
+    "RefLost",
+    "RemoteAttributeError",
     "RemoteCallError",
     "RemoteError",
     "RemoteTimeout",
@@ -123,6 +129,12 @@ class ColabRemoteError(Exception):
 
 class ConfigurationError(ColabRemoteError, ValueError):
     """An argument or setting is wrong. The message says which and what to use instead."""
+
+
+class RemoteAttributeError(ConfigurationError, AttributeError):
+    """A remote instance's handle was asked for an attribute that is not a method of its class
+    (the instance's data lives on the kernel: read it through a method), or a remote class for
+    ``.keep`` (its instances stay on the kernel anyway)."""
 
 
 class SessionClosed(ColabRemoteError):
@@ -385,6 +397,17 @@ class KernelRestarted(KernelDied):
     Calls in flight fail with it at once; the next call installs colabremote's agent again in
     the fresh kernel. State kept in the old kernel is gone.
     """
+
+
+class RefLost(RemoteCallError):
+    """A ref (or remote instance) was used where its object is not kept: its kernel was
+    restarted or replaced since, it was freed, or it belongs to another session. Nothing was
+    sent. ``type_name`` is the object's type and ``origin`` where it was made."""
+
+    def __init__(self, message: str, *, type_name: str, origin: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.origin = origin
 
 
 class RemoteTraceback(Exception):

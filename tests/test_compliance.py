@@ -540,3 +540,82 @@ def test_exec_runs_shell_lines_as_a_cell_does(session: cr.Session, output: Outpu
     output.clear()
     session.exec("!echo from-a-shell-line\nvalue = 6 * 7\nprint(value)")
     assert "from-a-shell-line" in output.text() and "42\n" in output.text()  # `!` uses a pty
+
+
+# -- state on the kernel: refs and remote classes (issue 13) -----------------------------------
+
+
+def object_id(value: Any) -> int:
+    return id(value)
+
+
+def array_total(values: Any) -> float:
+    return float(np.sum(values))
+
+
+class Accumulator:
+    """A remote class: its instance lives on the kernel between calls."""
+
+    def __init__(self, start: float) -> None:
+        self.total = start
+
+    def add(self, amount: float) -> float:
+        self.total += amount
+        return self.total
+
+
+def accumulated(accumulator: Accumulator) -> float:
+    return accumulator.total
+
+
+def kill_the_kernel() -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_refs_are_kept_passed_and_fetched(session: cr.Session) -> None:
+    array = np.arange(10_000, dtype=np.float64)
+    ref = session.put(array)
+    where = session.remote(object_id)
+    assert where(ref) == where([ref][0])  # the same object each time: never sent again
+    kept = session.remote(array_total).keep(ref)
+    assert kept.fetch() == float(array.sum())
+    np.testing.assert_array_equal(ref.fetch(), array)
+    ref.free()
+    with pytest.raises(cr.exceptions.RefLost, match="freed"):
+        where(ref)
+
+
+def test_a_remote_instance_lives_on_the_kernel(session: cr.Session) -> None:
+    with session.remote(Accumulator)(1.0) as accumulator:
+        assert accumulator.add(2.0) == 3.0
+        assert list(accumulator.add.map([1.0, 1.0])) == [4.0, 5.0]
+        assert session.remote(accumulated)(accumulator) == 5.0  # type: ignore[arg-type]
+
+
+def test_refs_and_instances_survive_a_dropped_connection(session: cr.Session, backend: Any) -> None:
+    if backend.name == "local":
+        pytest.skip("a local kernel's connection is ZeroMQ sockets, with nothing to drop")
+    from colabremote.testing import drop_connection
+
+    ref = session.put([1, 2])
+    accumulator = session.remote(Accumulator)(10.0)
+    drop_connection(session)  # the session reconnects to the same kernel, which keeps them
+    assert ref.fetch() == [1, 2]
+    assert accumulator.add(1.0) == 11.0
+
+
+def test_a_kernel_killed_under_a_remote_instance(fresh_session: cr.Session) -> None:
+    """Using the instance afterwards names its class; the session goes on with a new kernel."""
+    accumulator = fresh_session.remote(Accumulator)(1.0)
+    ref = fresh_session.put("kept")
+    with pytest.raises(cr.exceptions.KernelDied):
+        fresh_session.remote(kill_the_kernel)()
+    with pytest.raises(cr.exceptions.RefLost, match=r"test_compliance\.Accumulator") as lost:
+        accumulator.add(1.0)
+    assert "restarted or been replaced" in str(lost.value)
+    assert lost.value.type_name.endswith("Accumulator")
+    with pytest.raises(cr.exceptions.RefLost):
+        ref.fetch()
+    assert fresh_session.remote(Accumulator)(2.0).add(1.0) == 3.0

@@ -76,3 +76,38 @@ async def async_session_methods(s: cr.AsyncSession) -> None:
     assert_type(await s.info(), cr.SessionInfo)
     assert_type(await s.runtime(), cr.RuntimeInfo)
     await s.exec("x = 1", timeout=5)
+
+
+# Refs and remote classes keep their types.
+def kept_values(s: cr.Session) -> None:
+    ref = s.put([1, 2])
+    assert_type(ref, cr.Ref[list[int]])
+    assert_type(ref.fetch(), list[int])
+    assert_type(session.remote(scale).keep(1.0), cr.Ref[float])
+    assert_type(session.remote(scale).keep.submit(1.0), concurrent.futures.Future[cr.Ref[float]])
+
+
+class Model:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def predict(self, x: float) -> float:
+        return x
+
+
+def remote_classes(s: cr.Session) -> None:
+    remote_model = s.remote(Model)
+    assert_type(remote_model, cr.RemoteClass[Model])
+    assert_type(cr.remote(timeout=5)(Model), cr.RemoteClass[Model])
+    handle = remote_model("bert")
+    assert_type(handle, cr.RemoteInstance[Model])
+    predict = handle.method(Model.predict)
+    assert_type(predict(1.0), float)
+    assert_type(predict.submit(1.0), concurrent.futures.Future[float])
+    predict("x")  # type: ignore[arg-type]
+    assert_type(remote_model.local("bert"), Model)
+
+
+async def async_kept_values(s: cr.AsyncSession) -> None:
+    assert_type(await s.put(1.0), cr.Ref[float])
+    assert_type(await (await s.put("x")).fetch_async(), str)

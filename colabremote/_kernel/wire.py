@@ -13,6 +13,7 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
   if new, arguments pickle, out-of-band buffers). ``ack``: results the client has, to forget.
   ``resume``: stop aborting after an interrupt. ``fetch``: send a kept result again. ``info``:
   slower facts (GPUs). Acknowledgements also ride on every message as an ``ack`` list.
+  ``free``: forget kept objects (``agent/objects.py``) whose refs the client dropped.
 - A call is answered by a ``result`` whose ``status`` says how it went. Results are kept, keyed by
   call id, until acknowledged, so a dropped socket loses nothing.
 - While a call runs, what it writes to ``sys.stdout`` and ``sys.stderr`` comes ahead of its
@@ -56,6 +57,7 @@ class Op:
     ACK: Final = "ack"
     RESUME: Final = "resume"
     INFO: Final = "info"  # also the agent's answer
+    FREE: Final = "free"  # kept objects the client dropped: ``keys``, ``identity``; no answer
     # from the agent
     RESULT: Final = "result"
     RESUMED: Final = "resumed"

@@ -26,6 +26,7 @@ from .._kernel.client import KernelClient, OutputHandler
 from .._kernel.messages import AgentReply
 from .._kernel.wire import ItemStatus, Op
 from .._serialization import (
+    KernelTarget,
     LocalModules,
     SourceFile,
     pack_arguments,
@@ -422,8 +423,10 @@ class _Core:
         client = await self.ready_client()
         python = client.kernel_python or sys.version_info[:3]
         reached: set[str] = set()
-        function = pack_function(fn, kernel_python=python, reached=reached)
-        arguments = pack_arguments(items, kernel_python=python, reached=reached)
+        # Refs in the call travel as keys, checked against this session and this kernel.
+        target = KernelTarget(self, client.hello.get("kept_identity"))
+        function = pack_function(fn, kernel_python=python, reached=reached, kernel=target)
+        arguments = pack_arguments(items, kernel_python=python, reached=reached, kernel=target)
         files = self.modules.pending(reached)
         # Nothing is awaited between here and sending the call, so calls reach the kernel in
         # the order they were made; the sources go just ahead of the call that needs them.

@@ -42,6 +42,7 @@ from ..wire import (
     Status,
 )
 from .framing import Assembler, Buffer, split_message
+from .objects import forget_kept, kernel_identity
 from .shipping import SourcePickler, dumps, loads
 
 
@@ -458,6 +459,7 @@ class Agent:
             Op.ACK: self.op_ack,
             Op.RESUME: self.op_resume,
             Op.INFO: self.op_info,
+            Op.FREE: self.op_free,
         }
         comm.on_msg(self.on_msg)
 
@@ -519,6 +521,10 @@ class Agent:
 
     def op_ack(self, data: dict[str, Any], parts: list[memoryview]) -> None:
         """Acknowledgements ride on every message; this op exists to send them alone."""
+
+    def op_free(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Forget kept objects whose refs the client dropped; no answer (like ``ack``)."""
+        forget_kept(data.get("keys", ()), str(data.get("identity")))
 
     def op_resume(self, data: dict[str, Any], parts: list[memoryview]) -> None:
         self.aborting = False
@@ -789,6 +795,7 @@ def hello() -> dict[str, Any]:
         "pid": os.getpid(),
         "cwd": os.getcwd(),
         "cloudpickle": cloudpickle.__version__,
+        "kept_identity": kernel_identity(),
     }
 
 

@@ -29,6 +29,16 @@ import cloudpickle
 from ..wire import AGENT_MODULE, PICKLE_PROTOCOL
 from .framing import Buffer
 
+# Pickles name the object table's functions as _colabremote_agent.*, which on the client is this
+# module (see the end of the file): so they must be found here too.
+from .objects import (  # noqa: F401
+    call_kept_method,
+    keep_result,
+    keep_value,
+    kept_object,
+    kept_value,
+)
+
 
 class SourceUnavailable(Exception):
     """This code object cannot be shipped as source."""

@@ -1,0 +1,2 @@
+"""State that lives on the kernel between calls: refs to kept values (``refs.py``) and remote
+instances of classes (``classes.py``)."""
