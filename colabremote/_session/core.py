@@ -33,6 +33,7 @@ from .._serialization import (
     rebuild_exception,
     unpack_outcomes,
 )
+from .._workspace import files
 from .._workspace.packages import PackageSpec, install
 from .._workspace.secrets import SET_ENVIRONMENT, KernelEnvironment
 from ..exceptions import (
@@ -502,6 +503,10 @@ class _Core:
         if direction == "upload":
             if not os.path.isfile(source):
                 raise FileNotFoundError(f"{source} is not a file here")
+            if os.path.getsize(source) > files.CHUNK and await files.upload_in_pieces(
+                self, source, target, progress=progress
+            ):
+                return  # through the kernel in pieces, never one giant request
             await self.backend.upload(source, target, show_progress=progress)
             return
         if os.path.isdir(target):
@@ -512,6 +517,13 @@ class _Core:
                 )
             target = os.path.join(target, name)
         await self.backend.download(source, target, show_progress=progress)
+
+    async def kernel_file_path(self, remote: str) -> str | None:
+        """Where the file ``upload``/``download`` name ``remote`` is on the kernel's machine,
+        when the backend can tell."""
+        client = await self.ready_client()
+        kernel = files.KernelSide(self, str(client.hello.get("cwd") or ""))
+        return await self.backend.kernel_file_path(remote, kernel)
 
     async def info(self) -> SessionInfo:
         client = await self.ready_client()
