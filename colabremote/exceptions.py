@@ -3,6 +3,7 @@
 ```
 ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
+├── PathNotFound                a file or folder named is not there (also a FileNotFoundError)
 ├── SessionClosed               the session was closed (or never opened)
 │   └── SessionForked           the session was made in the parent of this forked process
 ├── BlockingCallError           a blocking call inside a running event loop: use the async form
@@ -85,6 +86,7 @@ __all__ = [
     "OAuthError",
     "OutputDroppedWarning",
     "PackageInstallError",
+    "PathNotFound",
     "PythonMismatchWarning",
     "PythonVersionMismatch",
     "QuotaExceeded",
@@ -123,6 +125,11 @@ class ColabRemoteError(Exception):
 
 class ConfigurationError(ColabRemoteError, ValueError):
     """An argument or setting is wrong. The message says which and what to use instead."""
+
+
+class PathNotFound(ColabRemoteError, FileNotFoundError):
+    """A file or folder an operation names is not there (here, or on the runtime): the message
+    names it and where it was looked for. ``except FileNotFoundError`` catches it too."""
 
 
 class SessionClosed(ColabRemoteError):

@@ -662,5 +662,30 @@ def test_forward_reaches_a_server_on_the_runtime(session: cr.Session, backend: A
         reply = httpx.get(url + "/", timeout=30)
     assert (reply.status_code, reply.text) == (200, "hello from the runtime")
     nothing = session.remote(unused_port)()
-    with pytest.raises(ConfigurationError, match=f"port {nothing}"), session.forward(nothing):
+    here = 0 if backend.name == "local" else unused_port()  # local: the port itself, no relay
+    with (
+        pytest.raises(ConfigurationError, match=f"nothing listens on port {nothing}"),
+        session.forward(nothing, local_port=here),
+    ):
         pytest.fail("the forward should not have started")
+    if here:  # refused before its listener started: the local port is still free
+        import socket
+
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", here))
+
+
+def test_bad_workspace_input_is_one_typed_error_naming_it(
+    session: cr.Session, backend: Any, tmp_path: Any
+) -> None:
+    """Each refused before anything was applied: no remote folder made, no local listener."""
+    from colabremote.exceptions import PathNotFound
+
+    with pytest.raises(PathNotFound, match="no-such-folder"):
+        session.sync(tmp_path / "no-such-folder", str(tmp_path / "dst"))
+    assert not (tmp_path / "dst").exists()
+    with pytest.raises(PathNotFound, match="not-made"):
+        session.download(str(tmp_path / "not-made"), tmp_path / "here")
+    assert not (tmp_path / "here").exists()
+    with pytest.raises(cr.ShellCommandError, match=r"'echo no; exit 4' exited with status 4"):
+        session.shell("echo no; exit 4", check=True)

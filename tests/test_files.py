@@ -12,7 +12,7 @@ import pytest
 import colabremote as cr
 from colabremote._backends.jupyter import JupyterBackend
 from colabremote._workspace.files import CHUNK
-from colabremote.exceptions import ConfigurationError
+from colabremote.exceptions import ConfigurationError, PathNotFound
 from colabremote.testing import JupyterServer, emulator_of
 from tests.test_progress import Terminal
 
@@ -47,11 +47,12 @@ def test_round_trip_small_and_large(session: cr.Session, tmp_path: Path, backend
 
 
 def test_missing_files_are_typed_errors(session: cr.Session, tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(PathNotFound, match=r"nope\.bin is not a file here"):
         session.upload(tmp_path / "nope.bin", "nope.bin")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(PathNotFound, match=r"not-there\.bin is not on the runtime"):
         session.download(str(tmp_path / "not-there.bin"), tmp_path / "x.bin")
     assert not (tmp_path / "x.bin").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".colabremote-")] == []
 
 
 @pytest.mark.parametrize(

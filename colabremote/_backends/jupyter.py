@@ -26,6 +26,7 @@ from ..exceptions import (
     ConfigurationError,
     ConnectionLost,
     KernelStartError,
+    PathNotFound,
     ServerError,
 )
 from .base import Backend, KernelFiles, PortRoute
@@ -473,7 +474,7 @@ class JupyterBackend(Backend):
             )
         except ServerError as exc:
             if exc.status == 404:
-                raise FileNotFoundError(f"{remote} does not exist on the server") from None
+                raise PathNotFound(f"{remote} does not exist on the server") from None
             raise
         model: Any = response.json()
         if model.get("type") != "file":

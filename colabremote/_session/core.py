@@ -41,6 +41,7 @@ from ..exceptions import (
     ConfigurationError,
     ConnectionLost,
     KernelDied,
+    PathNotFound,
     PythonMismatchWarning,
     RemoteCallError,
     RemoteTimeout,
@@ -502,7 +503,9 @@ class _Core:
         await self.ready_client()
         if direction == "upload":
             if not os.path.isfile(source):
-                raise FileNotFoundError(f"{source} is not a file here")
+                raise PathNotFound(
+                    f"{source} is not a file here; pass the path of an existing file to upload"
+                )
             if os.path.getsize(source) > files.CHUNK and await files.upload_in_pieces(
                 self, source, target, progress=progress
             ):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._progress import Progress
-from ..exceptions import ConfigurationError, RemoteCallError
+from ..exceptions import ConfigurationError, PathNotFound, RemoteCallError
 from . import Caller, by_value
 
 #: The most bytes of file content one call carries, either way.
@@ -327,7 +327,7 @@ def local_folder(value: Any, name: str) -> str:
         )
     path = os.fspath(value)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise PathNotFound(
             f"{name}={path!r} does not exist here (relative to the working directory, "
             f"{os.getcwd()}); pass the path of an existing folder"
         )
@@ -515,14 +515,24 @@ async def download(
         # Not there from the kernel's working directory: where the backend's file server
         # names it (a Jupyter server's root; the emulator's /content), still through the kernel.
         mapped = await session.kernel_file_path(path)
-        if mapped is not None and mapped != listing["root"]:
-            listing = await list_remote(session, mapped)
+        if mapped is not None:
+            places = [listing["root"]]
+            if mapped != listing["root"]:
+                listing = await list_remote(session, mapped)
+                places.append(mapped)
+            if listing["kind"] == "missing":
+                raise PathNotFound(
+                    f"{remote} is not on the runtime (looked for {' and '.join(places)}); pass "
+                    "the path of an existing file or folder there"
+                )
     if listing["kind"] == "dir":
         return await download_folder(
             session, listing, local, exclude=exclude, delete=delete, progress=progress
         )
     if remote.endswith("/"):
-        raise FileNotFoundError(f"{remote} is not a folder on the runtime ({listing['root']})")
+        missing = listing["kind"] == "missing"
+        what = "is not on the runtime" if missing else "is not a folder on the runtime"
+        raise PathNotFound(f"{remote} {what} ({listing['root']})")
     name = posixpath.basename(path)
     target = os.path.join(local, name) if os.path.isdir(local) else local
     if listing["kind"] == "file":  # in chunks through the kernel, never one giant request
