@@ -72,7 +72,7 @@ class KernelSide:
 
     async def take(self, path: str) -> str | None:
         found: str | None = await self.session.call(
-            _TAKE, (self.cwd, path), timeout=None, name="upload"
+            _TAKE, (self.cwd, path), timeout=None, name="locating a file"
         )
         return found
 
