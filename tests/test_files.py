@@ -28,7 +28,7 @@ def remote_cwd() -> str:
 
 def test_round_trip_small_and_large(session: cr.Session, tmp_path: Path, backend: object) -> None:
     name = getattr(backend, "name", "")
-    for size in (0, 1234, 20 * 1024 * 1024 + 17):  # the last one goes in chunks
+    for size in (0, 1234, CHUNK + 17):  # the last one goes in pieces
         payload = os.urandom(size)
         local = tmp_path / f"data-{size}.bin"
         local.write_bytes(payload)
@@ -92,10 +92,11 @@ def remote_digest(path: str) -> str | None:
         return hashlib.sha256(file.read()).hexdigest()
 
 
-def leftovers(folder: str) -> list[str]:
-    """The temporary files of transfers in a folder on the kernel's machine."""
+def leftovers_beside(path: str) -> list[str]:
+    """The temporary files of transfers in the folder of ``path`` on the kernel's machine."""
     import os
 
+    folder = os.path.dirname(os.path.abspath(path))
     return sorted(name for name in os.listdir(folder) if name.startswith(".colabremote-"))
 
 
@@ -198,7 +199,7 @@ def test_an_upload_failing_midway_leaves_nothing(
         session.upload(local, remote, progress=False)
     session.remote(free_disk)()
     assert session.remote(remote_digest)(on_kernel) == before
-    assert session.remote(leftovers)(os.path.dirname(os.path.abspath(on_kernel)) or ".") == []
+    assert session.remote(leftovers_beside)(on_kernel) == []
 
 
 def test_a_download_failing_midway_leaves_nothing(
@@ -243,3 +244,29 @@ def test_upload_paths_are_the_servers_when_kernels_start_elsewhere(
         assert sorted(os.listdir(root / "top")) == ["big.bin"]  # no probe, no piece
         session.download("top/big.bin", tmp_path / "back.bin")
         assert (tmp_path / "back.bin").read_bytes() == payload
+
+
+@pytest.mark.slow
+def test_where_the_kernel_cannot_find_the_file_the_contents_api_takes_it(tmp_path: Path) -> None:
+    """The colab backend against an emulator whose runtime root is not a folder named
+    "content": the probe put at /content is not where the kernel looks, so a large upload goes
+    through the Contents API (in chunks) and still lands in the root; the probe is gone, and the
+    next upload does not probe again."""
+    from colabremote._colab.auth import EnvironmentToken
+    from colabremote.testing import ColabEmulator
+
+    local = tmp_path / "big.bin"
+    payload = os.urandom(CHUNK + 1)
+    local.write_bytes(payload)
+    root = tmp_path / "runtime-root"
+    with ColabEmulator(content_root=str(root)) as emu:
+        token = EnvironmentToken(emu.mint_access_token())
+        with cr.Session("colab", base_url=emu.url, credentials=token, progress=False) as s:
+            s.upload(local, "/content/big.bin")
+            assert (root / "big.bin").read_bytes() == payload
+            assert [name for name in os.listdir(root) if "probe" in name] == []
+            emu.clear_requests()
+            s.upload(local, "/content/again.bin")
+            puts = [r.path for r in emu.requests if r.method == "PUT"]
+            assert len(puts) == 2 and all("probe" not in path for path in puts)  # two chunks
+            assert (root / "again.bin").read_bytes() == payload

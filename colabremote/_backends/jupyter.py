@@ -133,8 +133,9 @@ class JupyterBackend(Backend):
         )
         self._ws_session = uuid.uuid4().hex  # the same id on reconnect lets the server replay
         self._proxied_ports: set[int] = set()  # ports jupyter-server-proxy answered for
-        #: The server's root as the kernel sees it, by the kernel's working directory.
-        self._roots: dict[str, str] = {}
+        #: The server's root as the kernel sees it, by the kernel's working directory (None:
+        #: the kernel does not see the server's files).
+        self._roots: dict[str, str | None] = {}
 
     async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
         """jupyter-server-proxy's ``/proxy/{port}``, checked once per port: a server without it
@@ -390,8 +391,9 @@ class JupyterBackend(Backend):
         server's files, or the folder is not there)."""
         path = self._contents_path(remote)  # checked before anything is sent
         relative = path[len("/api/contents/") :]
-        root = self._roots.get(kernel.cwd)
-        if root is None:
+        if kernel.cwd in self._roots:
+            root = self._roots[kernel.cwd]
+        else:
             # Not a hidden name: Jupyter servers refuse to create those by default.
             probe = posixpath.join(
                 posixpath.dirname(relative), f"colabremote-probe-{secrets.token_hex(8)}"
@@ -408,10 +410,8 @@ class JupyterBackend(Backend):
                 if found is None:  # a server's DELETE may move the file to the trash instead
                     with contextlib.suppress(ServerError, ConnectionLost):
                         await self._request("DELETE", f"/api/contents/{probe}", "removing a probe")
-            if found is None:
-                return None
             root = self._roots[kernel.cwd] = found
-        return posixpath.join(root, _unquoted(relative))
+        return None if root is None else posixpath.join(root, _unquoted(relative))
 
     async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
         """PUT a file through the Contents API: in chunks when the server takes them (files
