@@ -5,6 +5,7 @@ ColabRemoteError
 ├── ConfigurationError          bad arguments or settings; the message says what to change
 │   └── RemoteAttributeError    a remote instance's attribute that is not a method (also an
 │                               AttributeError): read it through a method
+├── PathNotFound                a file or folder named is not there (also a FileNotFoundError)
 ├── SessionClosed               the session was closed (or never opened)
 │   └── SessionForked           the session was made in the parent of this forked process
 ├── BlockingCallError           a blocking call inside a running event loop: use the async form
@@ -89,6 +90,7 @@ __all__ = [
     "OAuthError",
     "OutputDroppedWarning",
     "PackageInstallError",
+    "PathNotFound",
     "PythonMismatchWarning",
     "PythonVersionMismatch",
     "QuotaExceeded",
@@ -135,6 +137,11 @@ class RemoteAttributeError(ConfigurationError, AttributeError):
     """A remote instance's handle was asked for an attribute that is not a method of its class
     (the instance's data lives on the kernel: read it through a method), or a remote class for
     ``.keep`` (its instances stay on the kernel anyway)."""
+
+
+class PathNotFound(ColabRemoteError, FileNotFoundError):
+    """A file or folder an operation names is not there (here, or on the runtime): the message
+    names it and where it was looked for. ``except FileNotFoundError`` catches it too."""
 
 
 class SessionClosed(ColabRemoteError):

@@ -619,3 +619,152 @@ def test_a_kernel_killed_under_a_remote_instance(fresh_session: cr.Session) -> N
     with pytest.raises(cr.exceptions.RefLost):
         ref.fetch()
     assert fresh_session.remote(Accumulator)(2.0).add(1.0) == 3.0
+
+
+# -- the runtime as a workspace: sync, folder download, terminal, forward (issue 12) ----------
+# Every backend's kernel runs on this machine here, so remote folders are absolute paths under
+# tmp_path (a relative one would land in the local kernel's working directory: this checkout).
+
+
+def write_tree(root: str, files: dict[str, str]) -> None:
+    """Runs on the kernel: ``files`` (relative path -> text) under ``root``."""
+    import os
+
+    for rel, text in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as file:
+            file.write(text)
+
+
+def read_tree(root: str) -> dict[str, str]:
+    """Runs on the kernel: every file under ``root`` (relative path -> text)."""
+    import os
+
+    found = {}
+    for here, _folders, names in os.walk(root):
+        for name in names:
+            path = os.path.join(here, name)
+            with open(path) as file:
+                found[os.path.relpath(path, root).replace(os.sep, "/")] = file.read()
+    return found
+
+
+def serve_once_started() -> int:
+    """Runs on the kernel: a small HTTP server in a thread; its port."""
+    import http.server
+    import threading
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"hello from the runtime"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return int(server.server_address[1])
+
+
+def unused_port() -> int:
+    """Runs on the kernel: a port nothing listens on there."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _needs(backend: Any, module: str, what: str) -> None:
+    """Skip on a Jupyter server without the server extension ``module`` that ``what`` needs."""
+    import importlib.util
+
+    if backend.name == "jupyter" and importlib.util.find_spec(module) is None:
+        pytest.skip(f"{what} on a Jupyter server needs {module} installed there")
+
+
+def test_sync_sends_only_what_changed_and_ignores_what_git_ignores(
+    session: cr.Session, tmp_path: Any
+) -> None:
+    source, target = tmp_path / "src", str(tmp_path / "dst")
+    (source / "sub").mkdir(parents=True)
+    (source / "a.txt").write_text("alpha")
+    (source / "sub" / "b.txt").write_text("beta")
+    (source / ".gitignore").write_text("*.tmp\n")
+    (source / "scratch.tmp").write_text("stays here")
+    first = session.sync(source, target)
+    assert first.sent == (".gitignore", "a.txt", "sub/b.txt")
+    assert session.remote(read_tree)(target) == {
+        ".gitignore": "*.tmp\n",
+        "a.txt": "alpha",
+        "sub/b.txt": "beta",
+    }
+    (source / "a.txt").write_text("ALPHA")
+    second = session.sync(source, target)
+    assert second.sent == ("a.txt",) and second.skipped == (".gitignore", "sub/b.txt")
+
+
+def test_folder_download_mirrors_only_what_differs(session: cr.Session, tmp_path: Any) -> None:
+    remote = str(tmp_path / "made-there")
+    session.remote(write_tree)(remote, {"score.txt": "0.93", "logs/run.txt": "epoch 1"})
+    first = session.download(remote, tmp_path / "here")
+    assert sorted(first.sent) == ["logs/run.txt", "score.txt"]
+    assert (tmp_path / "here" / "logs" / "run.txt").read_text() == "epoch 1"
+    second = session.download(remote, tmp_path / "here")
+    assert second.sent == () and sorted(second.skipped) == ["logs/run.txt", "score.txt"]
+
+
+def test_terminal_runs_a_shell_and_reports_its_exit_status(
+    session: cr.Session, backend: Any
+) -> None:
+    _needs(backend, "jupyter_server_terminals", "a terminal")
+    with session.terminal(cols=100, rows=30) as t:
+        t.send("echo $((6*7))\n")
+        t.expect(r"(?<![(*])\b42\r?\n", timeout=30)  # computed, so the typed line never matches
+        t.send("exit 3\n")
+        assert t.wait(timeout=30) == 3
+
+
+def test_forward_reaches_a_server_on_the_runtime(session: cr.Session, backend: Any) -> None:
+    import httpx
+
+    from colabremote.exceptions import ConfigurationError
+
+    _needs(backend, "jupyter_server_proxy", "forward")
+    port = session.remote(serve_once_started)()
+    with session.forward(port) as url:
+        reply = httpx.get(url + "/", timeout=30)
+    assert (reply.status_code, reply.text) == (200, "hello from the runtime")
+    nothing = session.remote(unused_port)()
+    here = 0 if backend.name == "local" else unused_port()  # local: the port itself, no relay
+    with (
+        pytest.raises(ConfigurationError, match=f"nothing listens on port {nothing}"),
+        session.forward(nothing, local_port=here),
+    ):
+        pytest.fail("the forward should not have started")
+    if here:  # refused before its listener started: the local port is still free
+        import socket
+
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", here))
+
+
+def test_bad_workspace_input_is_one_typed_error_naming_it(
+    session: cr.Session, backend: Any, tmp_path: Any
+) -> None:
+    """Each refused before anything was applied: no remote folder made, no local listener."""
+    from colabremote.exceptions import PathNotFound
+
+    with pytest.raises(PathNotFound, match="no-such-folder"):
+        session.sync(tmp_path / "no-such-folder", str(tmp_path / "dst"))
+    assert not (tmp_path / "dst").exists()
+    with pytest.raises(PathNotFound, match="not-made"):
+        session.download(str(tmp_path / "not-made"), tmp_path / "here")
+    assert not (tmp_path / "here").exists()
+    with pytest.raises(cr.ShellCommandError, match=r"'echo no; exit 4' exited with status 4"):
+        session.shell("echo no; exit 4", check=True)

@@ -136,6 +136,30 @@ def test_an_unknown_secret_fails_the_open_naming_where_it_looked(
         session.remote(variable)(ENV_NAME)
 
 
+@pytest.mark.slow
+def test_an_unknown_secret_starts_no_kernel_on_a_jupyter_server(
+    jupyter_server: JupyterServer, monkeypatch: pytest.MonkeyPatch, memory_keyring: MemoryKeyring
+) -> None:
+    monkeypatch.delenv("COLABREMOTE_NO_SUCH_SECRET", raising=False)
+    headers = {"Authorization": f"token {jupyter_server.token}"}
+
+    def kernels() -> list[str]:
+        listing = httpx.get(f"{jupyter_server.url}/api/kernels", headers=headers, timeout=30)
+        return sorted(kernel["id"] for kernel in listing.json())
+
+    before = kernels()
+    session = cr.Session(
+        "jupyter",
+        url=jupyter_server.url,
+        token=jupyter_server.token,
+        secrets=["COLABREMOTE_NO_SUCH_SECRET"],
+        progress=False,
+    )
+    with pytest.raises(ConfigurationError, match="COLABREMOTE_NO_SUCH_SECRET"):
+        session.open()
+    assert kernels() == before  # read before a kernel was asked for: nothing to clean up
+
+
 # -- a new kernel gets them again ---------------------------------------------------------------
 
 

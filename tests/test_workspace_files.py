@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import colabremote as cr
-from colabremote.exceptions import ConfigurationError
+from colabremote.exceptions import ConfigurationError, PathNotFound
 from tests.test_progress import Terminal
 
 
@@ -179,7 +179,7 @@ def test_bad_inputs_are_typed_errors_before_anything_is_sent(
 ) -> None:
     target = tmp_path / "dst"
     missing = tmp_path / "no-such-folder"
-    with pytest.raises(FileNotFoundError, match="no-such-folder"):
+    with pytest.raises(PathNotFound, match=r"local_dir=.*no-such-folder.* does not exist here"):
         session.sync(missing, str(target))
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ConfigurationError, match=r"file\.txt.*is a file, not a folder"):
@@ -195,7 +195,7 @@ def test_bad_inputs_are_typed_errors_before_anything_is_sent(
     assert not target.exists()
     with pytest.raises(ConfigurationError, match="is a file on the runtime"):
         session.sync(tmp_path / "src", str(tmp_path / "file.txt"))
-    with pytest.raises(FileNotFoundError, match="is not a folder on the runtime"):
+    with pytest.raises(PathNotFound, match="no-such-folder/ is not on the runtime"):
         session.download(str(missing) + "/", tmp_path / "back")
     assert not (tmp_path / "back").exists()
 

@@ -6,7 +6,7 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .._info import RuntimeInfo
 from .._kernel.transport import Transport
@@ -19,6 +19,21 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 """Receives one-line descriptions of slow steps (starting a kernel, assigning a runtime)."""
+
+
+class KernelFiles(Protocol):
+    """What a backend may ask of the kernel to place a file there: the kernel's working
+    directory, and a search for a file the backend has just written through its own API."""
+
+    @property
+    def cwd(self) -> str:
+        """The kernel's working directory, an absolute path on its machine."""
+        ...
+
+    async def take(self, path: str) -> str | None:
+        """The first of the kernel's working directory and its parents under which the
+        relative file ``path`` exists (the kernel then removes that file), or None."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,14 @@ class Backend(abc.ABC):
     async def download(self, remote: str, local: str, *, show_progress: bool) -> None:
         """Copy a file from the kernel's machine here."""
         raise NotImplementedError(f"the {self.name} backend cannot download files")
+
+    async def kernel_file_path(self, remote: str, kernel: KernelFiles) -> str | None:
+        """The absolute path on the kernel's machine of the file ``upload``/``download`` name
+        ``remote`` (a path on the Jupyter server, which may serve another folder than the
+        kernel's working directory), so a large file can go through the kernel in pieces; None
+        when this backend cannot tell (the file then goes through ``upload``/``download``)."""
+        del remote, kernel
+        return None
 
     def describe(self) -> dict[str, Any]:
         """Facts for ``Session.info()`` (never secrets)."""

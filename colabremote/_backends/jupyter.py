@@ -6,10 +6,12 @@ import asyncio
 import base64
 import contextlib
 import os
+import posixpath
+import secrets
 import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -24,9 +26,10 @@ from ..exceptions import (
     ConfigurationError,
     ConnectionLost,
     KernelStartError,
+    PathNotFound,
     ServerError,
 )
-from .base import Backend, PortRoute
+from .base import Backend, KernelFiles, PortRoute
 from .base import Progress as ProgressCallback
 
 if TYPE_CHECKING:
@@ -130,6 +133,9 @@ class JupyterBackend(Backend):
         )
         self._ws_session = uuid.uuid4().hex  # the same id on reconnect lets the server replay
         self._proxied_ports: set[int] = set()  # ports jupyter-server-proxy answered for
+        #: The server's root as the kernel sees it, by the kernel's working directory (None:
+        #: the kernel does not see the server's files).
+        self._roots: dict[str, str | None] = {}
 
     async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
         """jupyter-server-proxy's ``/proxy/{port}``, checked once per port: a server without it
@@ -377,6 +383,36 @@ class JupyterBackend(Backend):
             )
         return "/api/contents/" + "/".join(quote(part, safe="") for part in parts)
 
+    async def kernel_file_path(self, remote: str, kernel: KernelFiles) -> str | None:
+        """The server's root is not named by its API, and the kernel's working directory need
+        not be it: an empty probe file is put beside ``remote`` through the Contents API, and
+        the kernel looks for it under its working directory and that folder's parents (and
+        removes it). None when the kernel does not see it (it runs on another machine than the
+        server's files, or the folder is not there)."""
+        path = self._contents_path(remote)  # checked before anything is sent
+        relative = path[len("/api/contents/") :]
+        if kernel.cwd in self._roots:
+            root = self._roots[kernel.cwd]
+        else:
+            # Not a hidden name: Jupyter servers refuse to create those by default.
+            probe = posixpath.join(
+                posixpath.dirname(relative), f"colabremote-probe-{secrets.token_hex(8)}"
+            )
+            body = {"type": "file", "format": "text", "content": ""}
+            try:
+                await self._request("PUT", f"/api/contents/{probe}", "placing a probe", json=body)
+            except (ServerError, ConnectionLost):
+                return None  # a folder that is not there: upload() says so in its own words
+            found = None
+            try:
+                found = await kernel.take(_unquoted(probe))  # the kernel removes what it finds
+            finally:
+                if found is None:  # a server's DELETE may move the file to the trash instead
+                    with contextlib.suppress(ServerError, ConnectionLost):
+                        await self._request("DELETE", f"/api/contents/{probe}", "removing a probe")
+            root = self._roots[kernel.cwd] = found
+        return None if root is None else posixpath.join(root, _unquoted(relative))
+
     async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
         """PUT a file through the Contents API: in chunks when the server takes them (files
         larger than one chunk), else in one request."""
@@ -438,7 +474,7 @@ class JupyterBackend(Backend):
             )
         except ServerError as exc:
             if exc.status == 404:
-                raise FileNotFoundError(f"{remote} does not exist on the server") from None
+                raise PathNotFound(f"{remote} does not exist on the server") from None
             raise
         model: Any = response.json()
         if model.get("type") != "file":
@@ -461,3 +497,8 @@ class JupyterBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "url": self.url, "kernel_id": self.kernel_id}
+
+
+def _unquoted(path: str) -> str:
+    """A Contents API URL path (each part quoted) as the plain relative path it names."""
+    return "/".join(unquote(part) for part in path.split("/"))

@@ -17,7 +17,7 @@ from jupyter_client.manager import AsyncKernelManager
 from .._kernel.transport import Transport
 from .._kernel.zmq import ZMQTransport
 from ..exceptions import ConfigurationError, KernelStartError
-from .base import Backend, PortRoute, Progress
+from .base import Backend, KernelFiles, PortRoute, Progress
 
 if TYPE_CHECKING:
     from .._workspace.terminal import Channel
@@ -156,6 +156,12 @@ class LocalBackend(Backend):
 
     async def download(self, remote: str, local: str, *, show_progress: bool) -> None:
         await asyncio.to_thread(_copy_file, remote, local)
+
+    async def kernel_file_path(self, remote: str, kernel: KernelFiles) -> str | None:
+        """The kernel shares this machine: ``remote`` is a path here (relative ones to this
+        process's working directory, as ``upload`` copies them)."""
+        del kernel
+        return os.path.abspath(remote)
 
     async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
         """The kernel runs here: its port is this machine's own."""

@@ -34,6 +34,7 @@ from .._serialization import (
     rebuild_exception,
     unpack_outcomes,
 )
+from .._workspace import files
 from .._workspace.packages import PackageSpec, install
 from .._workspace.secrets import SET_ENVIRONMENT, KernelEnvironment
 from ..exceptions import (
@@ -41,6 +42,7 @@ from ..exceptions import (
     ConfigurationError,
     ConnectionLost,
     KernelDied,
+    PathNotFound,
     PythonMismatchWarning,
     RemoteCallError,
     RemoteTimeout,
@@ -504,7 +506,13 @@ class _Core:
         await self.ready_client()
         if direction == "upload":
             if not os.path.isfile(source):
-                raise FileNotFoundError(f"{source} is not a file here")
+                raise PathNotFound(
+                    f"{source} is not a file here; pass the path of an existing file to upload"
+                )
+            if os.path.getsize(source) > files.CHUNK and await files.upload_in_pieces(
+                self, source, target, progress=progress
+            ):
+                return  # through the kernel in pieces, never one giant request
             await self.backend.upload(source, target, show_progress=progress)
             return
         if os.path.isdir(target):
@@ -515,6 +523,13 @@ class _Core:
                 )
             target = os.path.join(target, name)
         await self.backend.download(source, target, show_progress=progress)
+
+    async def kernel_file_path(self, remote: str) -> str | None:
+        """Where the file ``upload``/``download`` name ``remote`` is on the kernel's machine,
+        when the backend can tell."""
+        client = await self.ready_client()
+        kernel = files.KernelSide(self, str(client.hello.get("cwd") or ""))
+        return await self.backend.kernel_file_path(remote, kernel)
 
     async def info(self) -> SessionInfo:
         client = await self.ready_client()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._progress import Progress
-from ..exceptions import ConfigurationError, RemoteCallError
+from ..exceptions import ConfigurationError, PathNotFound, RemoteCallError
 from . import Caller, by_value
 
 #: The most bytes of file content one call carries, either way.
@@ -55,9 +55,26 @@ class SyncResult:
 
 
 class Transfers(Caller, Protocol):
-    """What a download needs from a session: calls, and the backend's copy of one file."""
+    """What a download needs from a session: calls, where the backend's file paths are on the
+    kernel's machine, and the backend's copy of one file."""
+
+    async def kernel_file_path(self, remote: str) -> str | None: ...
 
     async def transfer(self, direction: str, source: str, target: str, progress: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class KernelSide:
+    """The kernel as a backend sees it when it maps its file paths (``KernelFiles``)."""
+
+    session: Caller
+    cwd: str
+
+    async def take(self, path: str) -> str | None:
+        found: str | None = await self.session.call(
+            _TAKE, (self.cwd, path), timeout=None, name="locating a file"
+        )
+        return found
 
 
 # -- which files take part ---------------------------------------------------------------------
@@ -310,7 +327,7 @@ def local_folder(value: Any, name: str) -> str:
         )
     path = os.fspath(value)
     if not os.path.exists(path):
-        raise FileNotFoundError(
+        raise PathNotFound(
             f"{name}={path!r} does not exist here (relative to the working directory, "
             f"{os.getcwd()}); pass the path of an existing folder"
         )
@@ -446,6 +463,21 @@ async def sync(
     return SyncResult(tuple(r for r, _ in changed), tuple(skipped), tuple(deleted), sent)
 
 
+async def upload_in_pieces(session: Transfers, local: str, remote: str, *, progress: bool) -> bool:
+    """Send the local file ``local`` to ``remote`` (a path as ``upload`` takes it) through the
+    kernel, in pieces, checked and renamed into place as ``sync`` sends files; False when the
+    backend cannot tell where ``remote`` is on the kernel's machine (nothing was sent)."""
+    target = await session.kernel_file_path(remote)
+    if target is None:
+        return False
+    info = os.stat(local)
+    bar = Progress(f"uploading {os.path.basename(local)}", info.st_size, enabled=progress)
+    file = _LocalFile(local, info.st_size, stat.S_IMODE(info.st_mode))
+    await _send(session, posixpath.dirname(target), [(posixpath.basename(target), file)], bar)
+    bar.done()
+    return True
+
+
 # -- receiving ----------------------------------------------------------------------------------
 
 
@@ -469,8 +501,8 @@ async def download(
     exclude: Any,
 ) -> SyncResult:
     """A remote folder mirrored into ``local``, or a remote file copied there: through the
-    kernel when it sees the path, else through the backend's own copy (whose file server may
-    name paths differently: a Colab emulator's ``/content`` in a temp folder)."""
+    kernel when it sees the path (from its working directory, else where the backend's file
+    server names it), else through the backend's own copy."""
     path = remote_path(remote, "remote")
     if not isinstance(local, (str, os.PathLike)):
         raise ConfigurationError(
@@ -479,12 +511,28 @@ async def download(
     local = os.fspath(local)
     ignore_rules(exclude)  # checked before anything is asked of the kernel
     listing = await list_remote(session, path)
+    if listing["kind"] not in ("dir", "file"):
+        # Not there from the kernel's working directory: where the backend's file server
+        # names it (a Jupyter server's root; the emulator's /content), still through the kernel.
+        mapped = await session.kernel_file_path(path)
+        if mapped is not None:
+            places = [listing["root"]]
+            if mapped != listing["root"]:
+                listing = await list_remote(session, mapped)
+                places.append(mapped)
+            if listing["kind"] == "missing":
+                raise PathNotFound(
+                    f"{remote} is not on the runtime (looked for {' and '.join(places)}); pass "
+                    "the path of an existing file or folder there"
+                )
     if listing["kind"] == "dir":
         return await download_folder(
             session, listing, local, exclude=exclude, delete=delete, progress=progress
         )
     if remote.endswith("/"):
-        raise FileNotFoundError(f"{remote} is not a folder on the runtime ({listing['root']})")
+        missing = listing["kind"] == "missing"
+        what = "is not on the runtime" if missing else "is not a folder on the runtime"
+        raise PathNotFound(f"{remote} {what} ({listing['root']})")
     name = posixpath.basename(path)
     target = os.path.join(local, name) if os.path.isdir(local) else local
     if listing["kind"] == "file":  # in chunks through the kernel, never one giant request
@@ -495,8 +543,7 @@ async def download(
         await fetch.flush()
         bar.done()
         return SyncResult(sent=(name,), bytes=size)
-    # Not there as the kernel sees it: the backend's own copy, for paths its file server
-    # names differently (a Colab emulator's /content in a temp folder), or its own error.
+    # Not there as the kernel sees it: the backend's own copy, or its own error.
     await session.transfer("download", remote, local, progress)
     return SyncResult(sent=(name,), bytes=os.path.getsize(target))
 
@@ -764,6 +811,23 @@ def _receive_on_kernel(pieces: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
+def _take_on_kernel(start: str, path: str) -> str | None:
+    """Runs in the kernel: the first of ``start`` and its parents under which the relative
+    file ``path`` exists, which is then removed; None when there is none."""
+    import os
+
+    folder = start
+    while True:
+        found = os.path.join(folder, path)
+        if os.path.isfile(found):
+            os.unlink(found)
+            return folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
+
+
 def _read_on_kernel(requests: list[tuple[str, int, int]]) -> list[bytes]:
     """Runs in the kernel: the bytes at (path, offset, length) of each request."""
     blobs = []
@@ -791,4 +855,5 @@ def _delete_on_kernel(root: str, files: list[str], folders: list[str]) -> None:
 _LIST = by_value(_list_on_kernel, "colabremote-files")
 _RECEIVE = by_value(_receive_on_kernel, "colabremote-files")
 _READ = by_value(_read_on_kernel, "colabremote-files")
+_TAKE = by_value(_take_on_kernel, "colabremote-files")
 _DELETE = by_value(_delete_on_kernel, "colabremote-files")

@@ -3,6 +3,7 @@ and the key that names an install on the runtime. No kernel is started here."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,14 @@ def test_bad_requirements_fail_at_construction(pip: object, match: str) -> None:
 
 def test_a_missing_requirements_file_fails_at_construction(tmp_path: Path) -> None:
     missing = tmp_path / "requirements.txt"
-    with pytest.raises(ConfigurationError, match=r"requirements=.*is not a file here"):
+    named = re.escape(f"requirements='{missing}' is not a file here")
+    with pytest.raises(ConfigurationError, match=named):
         cr.Session("local", requirements=missing)
+    s = cr.Session("local")
+    with pytest.raises(ConfigurationError, match=named):
+        s.pip_install("numpy", requirements=missing)
+    assert "state='new'" in repr(s)  # refused before the session opened: no kernel started
+    s.close()
     with pytest.raises(ConfigurationError, match="requirements=42 is not a file path"):
         cr.Session("local", requirements=42)  # type: ignore[call-overload]
 

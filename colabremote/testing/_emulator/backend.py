@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import posixpath
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import unquote
 
-from ..._backends.base import Progress
+from ..._backends.base import KernelFiles, Progress
 from ..._backends.colab import ColabBackend
 from ..._colab.auth import ClientConfig, GoogleOAuth, UserCredentials
 from ..._colab.endpoints import ColabEndpoints
@@ -93,6 +95,15 @@ class EmulatorBackend(ColabBackend):
                 await starting
             self.emulator.stop()
             raise
+
+    async def kernel_file_path(self, remote: str, kernel: KernelFiles) -> str | None:
+        """The emulator's proxy serves a runtime's content root (its kernels' working
+        directory) as ``/content``, and as the root of its other paths."""
+        relative = self._contents_path(remote)[len("/api/contents/") :]
+        parts = [unquote(part) for part in relative.split("/")]
+        if parts[0] == "content":
+            parts = parts[1:]
+        return posixpath.join(kernel.cwd, *parts)
 
     async def close(self) -> None:
         try:
