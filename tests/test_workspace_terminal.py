@@ -74,6 +74,16 @@ def test_a_plain_exit_reports_the_last_commands_status(session: cr.Session) -> N
         assert "__colabremote" not in t.read(timeout=0)  # the marker never shows
 
 
+def test_close_right_after_open_ends_the_shell_with_exit(session: cr.Session) -> None:
+    """Readline may swallow the keys typed just after close's Ctrl-C (bash ran ``xit``): the
+    shell must still end by ``exit``, which reports a status, not by the hang-up after the
+    grace period, which reports none."""
+    for _ in range(3):
+        t = session.terminal()
+        t.close()
+        assert t.ended and t.exit_status is not None
+
+
 def test_bad_sizes_are_refused_before_anything_is_sent(session: cr.Session) -> None:
     with pytest.raises(ConfigurationError, match="both cols= and rows="):
         session.terminal(cols=80)

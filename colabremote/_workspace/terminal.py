@@ -53,6 +53,8 @@ READY_TAG = "__colabremote_ready"
 EXIT_TAG = "__colabremote_exit"
 #: How long :meth:`TerminalCore.aclose` waits for the shell to end after ``exit``.
 CLOSE_GRACE = 5.0
+#: How long closing waits before typing ``exit`` again.
+EXIT_RETRY = 0.5
 #: How long opening waits for the shell to print its ready marker.
 READY_TIMEOUT = 60.0
 _SIZE_LIMIT = 10_000
@@ -611,11 +613,8 @@ class TerminalCore:
             return
         self._closed = True
         try:
-            if not hang_up_only and not self._ended.is_set():
-                with contextlib.suppress(ConnectionLost):
-                    await self._channel.send("\x03exit\n")
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._ended.wait(), CLOSE_GRACE)
+            if not hang_up_only:
+                await self._type_exit()
         finally:
             try:
                 await self._channel.close()
@@ -623,6 +622,23 @@ class TerminalCore:
                 self._reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._reader
+
+    async def _type_exit(self) -> None:
+        """Ctrl-C then ``exit``, and ``exit`` again every EXIT_RETRY seconds until the shell
+        has gone or CLOSE_GRACE is up: readline can swallow the keys typed right after a
+        Ctrl-C (bash then runs ``xit``), which would leave the shell running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE
+        keys = "\x03exit\n"
+        while not self._ended.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(ConnectionLost):
+                await self._channel.send(keys)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._ended.wait(), min(EXIT_RETRY, remaining))
+            keys = "exit\n"
 
     async def interact(self, stdin: int, stdout: int) -> int | None:
         """Connect file descriptors ``stdin`` and ``stdout`` to the terminal until the shell
