@@ -88,13 +88,16 @@ class BackendSpec:
 _SLOW_BACKENDS = {"jupyter", "emulator"}
 
 
-@pytest.fixture(
-    scope="module",
-    params=[
+def backend_params(names: list[BackendName] = BACKENDS) -> list[Any]:
+    """Backend names as fixture parameters: all of them by default, only local in the fast
+    subset."""
+    return [
         pytest.param(name, marks=pytest.mark.slow) if name in _SLOW_BACKENDS else name
-        for name in BACKENDS
-    ],
-)
+        for name in names
+    ]
+
+
+@pytest.fixture(scope="module", params=backend_params())
 def backend(request: pytest.FixtureRequest) -> BackendSpec:
     if request.param == "jupyter":
         server: JupyterServer = request.getfixturevalue("jupyter_server")

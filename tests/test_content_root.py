@@ -43,6 +43,7 @@ def emulator_session() -> cr.Session:
     return cr.Session("emulator", progress=False)
 
 
+@pytest.mark.slow
 def test_absolute_content_paths_work_and_content_goes_at_release(
     content_absent: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

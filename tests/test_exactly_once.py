@@ -165,7 +165,7 @@ def emulated(emu: ColabEmulator, **options: Any) -> cr.Session:
     return cr.Session("colab", base_url=emu.url, credentials=token, progress=False, **options)
 
 
-@pytest.fixture(params=["jupyter", "emulator"])
+@pytest.fixture(params=["jupyter", pytest.param("emulator", marks=pytest.mark.slow)])
 def restartable(request: pytest.FixtureRequest) -> Iterator[tuple[cr.Session, Restart]]:
     """A session, and a way to restart its kernel from outside: the Jupyter server's REST call
     as JupyterLab sends it, or Colab's "Restart session" through the runtime's proxy."""
@@ -274,6 +274,7 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_restart_during_the_reconnection_after_a_kernel_kill_fails_fast_and_close_releases(
     emu: ColabEmulator,
 ) -> None:

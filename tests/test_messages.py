@@ -293,17 +293,20 @@ def test_a_free_account_is_told_once_about_colabs_terms(
     assert len(logged) == 1
 
 
+@pytest.mark.slow
 def test_the_notice_comes_when_colab_refuses_user_info(no_compute_units: ColabEmulator) -> None:
     no_compute_units.gapi_allowed = False  # as for a third-party OAuth client
     with pytest.warns(ColabTermsWarning), colab(no_compute_units) as session:
         assert session.remote(double)(3) == 6
 
 
+@pytest.mark.slow
 def test_the_notice_comes_with_the_v1beta_api(no_compute_units: ColabEmulator) -> None:
     with pytest.warns(ColabTermsWarning), colab(no_compute_units, api="v1beta") as session:
         assert session.remote(double)(4) == 8
 
 
+@pytest.mark.slow
 def test_pay_as_you_go_is_not_the_free_tier(free_emu: ColabEmulator) -> None:
     assert free_emu.compute_units > 0  # free tier, with compute units bought
     with warnings.catch_warnings():
@@ -312,7 +315,7 @@ def test_pay_as_you_go_is_not_the_free_tier(free_emu: ColabEmulator) -> None:
             assert session.remote(double)(5) == 10
 
 
-@pytest.mark.parametrize("backend", ["colab", "emulator"])
+@pytest.mark.parametrize("backend", ["colab", pytest.param("emulator", marks=pytest.mark.slow)])
 def test_a_paid_account_hears_nothing_and_costs_no_request(backend: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", ColabTermsWarning)

@@ -246,6 +246,7 @@ def write_to_fd(size: int) -> int:
     return size
 
 
+@pytest.mark.slow
 def test_output_dropped_by_the_server_is_reported(tiny_limit_server: JupyterServer) -> None:
     output = Output()
     with (

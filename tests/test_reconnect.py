@@ -77,6 +77,7 @@ def test_many_calls_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -
     assert log.read_text().splitlines() == [f"call {i}" for i in range(15)]
 
 
+@pytest.mark.slow
 def test_large_result_across_a_drop(jupyter_session: cr.Session, tmp_path: Path) -> None:
     """The connection is cut as each 32 MB result starts on its way (several chunks)."""
     f = jupyter_session.remote(big_result)
@@ -145,6 +146,7 @@ def hold_reconnection(emu: ColabEmulator, session: cr.Session) -> Any:
     return emu.faults.hold_next(f"/api/kernels/{kernel_id}/channels")
 
 
+@pytest.mark.slow
 def test_a_call_caught_in_transit_keeps_its_place(
     emu: ColabEmulator, emu_session: cr.Session, tmp_path: Path
 ) -> None:
@@ -170,6 +172,7 @@ def test_a_call_caught_in_transit_keeps_its_place(
     assert f(str(log), "after") == "after"
 
 
+@pytest.mark.slow
 def test_a_call_that_started_before_a_drop_is_fetched_not_run_again(
     emu: ColabEmulator, emu_session: cr.Session, tmp_path: Path
 ) -> None:
@@ -201,6 +204,7 @@ def kill_kernel() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_a_new_client_never_gets_what_the_server_kept_for_the_last_one() -> None:
     """jupyter_server keeps a closed connection's messages for its session id and replays them
     to the next connection with that id. A reconnection asks for them (same id); the client

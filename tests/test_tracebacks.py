@@ -159,7 +159,10 @@ def scenario_env(name: str, env: dict[str, str], emulator: ColabEmulator) -> dic
     return dict(env, **extra)
 
 
-@pytest.mark.parametrize("name", list(SCRIPTS))
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.slow) if n == "time-out" else n for n in SCRIPTS],
+)
 def test_a_script_shows_the_users_frames_and_our_message(
     name: str, tmp_path: Path, env: dict[str, str], emulator: ColabEmulator
 ) -> None:
@@ -251,6 +254,7 @@ def test_every_public_entry_point_is_trimmed(tmp_path: Path, env: dict[str, str]
         assert_trimmed(output, str(script), raised=label != "submit exception()")
 
 
+@pytest.mark.slow
 def test_pytest_reports_only_the_test_frames(tmp_path: Path, env: dict[str, str]) -> None:
     (tmp_path / "test_user.py").write_text(
         textwrap.dedent(
@@ -363,7 +367,10 @@ def interrupt(script: Path, env: dict[str, str], marker: Path) -> tuple[int, str
     return process.returncode, out, err
 
 
-@pytest.mark.parametrize("how", list(CTRL_C_SCRIPTS))
+@pytest.mark.parametrize(
+    "how",
+    [pytest.param(h, marks=pytest.mark.slow) if h == "exec" else h for h in CTRL_C_SCRIPTS],
+)
 def test_ctrl_c_during_a_call_prints_one_short_keyboard_interrupt(
     how: str, tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -415,6 +422,7 @@ def test_the_session_works_after_ctrl_c_stops_an_exec(tmp_path: Path, env: dict[
 # -- the CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prints_one_line_and_the_traceback_only_under_debug(
     env: dict[str, str], emulator: ColabEmulator
 ) -> None:

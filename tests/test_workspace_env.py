@@ -198,6 +198,7 @@ def restart(server: JupyterServer, kernel_id: str) -> None:
     response.raise_for_status()
 
 
+@pytest.mark.slow
 def test_env_is_set_again_after_a_restart_between_calls(
     jupyter_server: JupyterServer, jupyter_session: tuple[cr.Session, str]
 ) -> None:
@@ -252,10 +253,12 @@ def emulator_session() -> Iterator[cr.Session]:
         yield s
 
 
+@pytest.mark.slow
 def test_userdata_get_answers_the_session_secret(emulator_session: cr.Session) -> None:
     assert emulator_session.remote(userdata_digest)(SECRET_NAME) == digest(SECRET_VALUE)
 
 
+@pytest.mark.slow
 def test_userdata_get_of_a_name_the_session_lacks_raises_secret_not_found(
     emulator_session: cr.Session,
 ) -> None:
@@ -263,6 +266,7 @@ def test_userdata_get_of_a_name_the_session_lacks_raises_secret_not_found(
     assert answer.startswith("SecretNotFoundError:") and "HF_TOKEN_NOT_GIVEN" in answer
 
 
+@pytest.mark.slow
 def test_userdata_get_for_a_session_without_secrets_raises_secret_not_found() -> None:
     with cr.Session("emulator", progress=False) as s:
         assert s.remote(userdata_digest)("ANY").startswith("SecretNotFoundError:")

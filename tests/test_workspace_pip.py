@@ -24,7 +24,7 @@ import colabremote as cr
 from colabremote.testing import JupyterServer
 
 from ._wheels import build_wheel, kernel_venv
-from .conftest import BACKENDS, BackendName, Output, wait_for_path
+from .conftest import BackendName, Output, backend_params, wait_for_path
 
 FAKE_UV = """#!/bin/sh
 printf '%s\\n' "$*" >> {log}
@@ -54,7 +54,7 @@ class Workspace:
         return set(os.listdir(self.records)) if self.records.exists() else set()
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
+@pytest.fixture(scope="module", params=backend_params())
 def workspace(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Workspace]:
