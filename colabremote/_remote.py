@@ -2,7 +2,7 @@
 
 Calling it runs remotely and returns the result (or raises what the function raised);
 ``.local`` runs here, ``.submit`` returns a Future, ``.map`` runs over many inputs in order, and
-``.aio`` is the ``await``-able form.
+``.aio`` is the ``await``-able form; ``.spawn`` starts a detached call (``_detached/``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import concurrent.futures
 import functools
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Iterator
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from ._loop import loop_thread, wait_future
 from ._serialization import RemoteCallable
@@ -20,6 +20,9 @@ from ._session.core import Item, Outcome, _Core, outcome_value
 from ._tracebacks import debugging, public, public_async, public_iterator, trim
 from ._validation import seconds
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from ._detached.public import AsyncRemoteCall, RemoteCall
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -154,6 +157,29 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         """``await f.aio(...)``: the remote call for async code (cancelling interrupts it)."""
         outcomes, _ = await asyncio.wrap_future(self._future([(args, kwargs)]))
         return self._value(outcomes)
+
+    @public
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> RemoteCall[R]:
+        """Start a detached call and return once it is sent: it runs on the kernel whether or
+        not this process lives on, with its output and result kept on the runtime's disk.
+        ``call.id`` finds it again from any process (``s.call(id)``). No ``timeout``."""
+        from ._detached.calls import spawn
+        from ._detached.public import RemoteCall
+
+        loop = loop_thread()
+        call = loop.run(spawn(self.session._core, self.fn, (args, kwargs), self.__qualname__))
+        return RemoteCall(call, loop)
+
+    @public_async
+    async def spawn_aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncRemoteCall[R]:
+        """``await f.spawn_aio(...)``: :meth:`spawn` for async code."""
+        from ._detached.calls import spawn
+        from ._detached.public import AsyncRemoteCall
+
+        loop = loop_thread()
+        started = spawn(self.session._core, self.fn, (args, kwargs), self.__qualname__)
+        call = await asyncio.wrap_future(loop.submit(started))
+        return AsyncRemoteCall(call, loop)
 
     @public_iterator
     def map(self, *iterables: Iterable[Any]) -> Iterator[R]:

@@ -77,6 +77,11 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release what :meth:`start` got. Kernels this backend attached to are left running."""
 
+    def keep_kernel(self) -> bool:
+        """Make :meth:`close` leave the kernel (and the runtime it is on) running, for detached
+        calls still running there; False where the kernel cannot outlive this process."""
+        return False
+
     async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
         """Copy a local file to the kernel's machine."""
         raise NotImplementedError(f"the {self.name} backend cannot upload files")

@@ -352,6 +352,10 @@ class JupyterBackend(Backend):
             return False
         return response.status_code == 200 and response.json().get("execution_state") != "dead"
 
+    def keep_kernel(self) -> bool:
+        self._owns_kernel = False
+        return True
+
     async def close(self) -> None:
         try:
             if self._owns_kernel and self.kernel_id is not None:
