@@ -323,7 +323,8 @@ async def attach(core: _Core, call_id: str) -> DetachedCall:
         raise ConfigurationError(
             f"detached call {call_id} is not from this process: a local kernel ends with the "
             "process that started it, so its calls cannot be attached from another one. Spawn "
-            "on a runtime that outlives the process (backend='emulator', 'jupyter' or 'colab')"
+            "on a runtime that outlives the process (a Jupyter server, Colab, or a ColabEmulator "
+            "reached with backend='colab')"
         )
     if isinstance(backend, ColabBackend):
         if backend.endpoint is None:
@@ -405,8 +406,9 @@ async def _before_close(core: _Core) -> None:
         message = f"the session closed with detached calls running ({ids}): {how}"
     else:
         message = (
-            f"the session closed with detached calls running ({ids}); a {backend.name} kernel "
-            "ends with its session, so they end now. For calls that outlive the session, spawn "
-            "on a runtime (backend='emulator', 'jupyter' or 'colab')"
+            f"the session closed with detached calls running ({ids}); the {backend.name} "
+            "backend's kernel ends with its session, so they end now. For calls that outlive "
+            "the session, spawn on a runtime that outlives it (a Jupyter server, Colab, or a "
+            "ColabEmulator reached with backend='colab')"
         )
     warnings.warn(DetachedCallsWarning(message, call_ids=tuple(still)), stacklevel=2)

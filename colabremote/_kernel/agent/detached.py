@@ -279,6 +279,9 @@ def op_spawn(agent: Agent, data: dict[str, Any], parts: list[memoryview]) -> Non
     pump = _LogPump(folder)
     with _capturing_output(pump, agent.display_publisher):
         status, outcomes = agent._run_call(data, parts)
+    # An interrupt during a detached call is its cancel, meant for it alone: the calls queued
+    # behind it run (their clients may be gone, and could not send them again).
+    agent.aborting = False
     seconds = time.perf_counter() - started
     _write_result(folder, call_id, status, outcomes, seconds)
     state = _state_of(status, outcomes)

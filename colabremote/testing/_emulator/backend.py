@@ -94,6 +94,10 @@ class EmulatorBackend(ColabBackend):
             self.emulator.stop()
             raise
 
+    def keep_kernel(self) -> bool:
+        """The emulator this backend started ends with the session, and its runtimes too."""
+        return False
+
     async def close(self) -> None:
         try:
             await super().close()
