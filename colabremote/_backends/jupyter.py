@@ -130,6 +130,7 @@ class JupyterBackend(Backend):
         )
         self._ws_session = uuid.uuid4().hex  # the same id on reconnect lets the server replay
         self._proxied_ports: set[int] = set()  # ports jupyter-server-proxy answered for
+        self._deferred = False  # defer_kernel(): no kernel until restart() asks for one
 
     async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
         """jupyter-server-proxy's ``/proxy/{port}``, checked once per port: a server without it
@@ -175,8 +176,13 @@ class JupyterBackend(Backend):
     async def start(self, progress: ProgressCallback) -> None:
         await self._start_kernel(progress)
 
+    def defer_kernel(self) -> None:
+        self._deferred = True
+
     async def _start_kernel(self, progress: ProgressCallback) -> None:
-        """Attach to ``kernel_id`` or start a kernel on the server."""
+        """Attach to ``kernel_id`` or start a kernel on the server (later, when deferred)."""
+        if self._deferred and self.kernel_id is None:
+            return
         if self.kernel_id is not None:
             progress(f"attaching to kernel {self.kernel_id} on {self.url}")
             await self._get(self._kernel_path(), "looking up the kernel")
@@ -323,6 +329,10 @@ class JupyterBackend(Backend):
         await self._request("POST", self._kernel_path("/interrupt"), "interrupting the kernel")
 
     async def restart(self, progress: ProgressCallback) -> None:
+        if self._deferred and self.kernel_id is None:
+            self._deferred = False  # the first call of a session that deferred its kernel
+            await self._start_kernel(progress)
+            return
         progress("starting a fresh kernel")
         try:
             state = await self._wait_settled()

@@ -100,14 +100,14 @@ class DetachedCall:
         """The call's state from its files (``lost`` when its kernel is gone while it runs)."""
         meta = await self.files.read_json(self._folder, "meta.json")
         if meta is None:
-            if self._spawned_here():
-                return CallStatus(self.id, self.name, QUEUED)
             if self.id in await self.files.evicted():
                 raise CallEvicted(
                     f"detached call {self.id} was removed from the runtime to keep its disk "
                     "bounded (the oldest finished calls go first); its output and result are "
                     "gone"
                 )
+            if self._spawned_here():
+                return CallStatus(self.id, self.name, QUEUED)
             raise CallNotFound(
                 f"no detached call {self.id} on this runtime; check the id (`colabremote calls` "
                 "lists them) and that the session reaches the runtime the id names"
@@ -400,8 +400,9 @@ async def _before_close(core: _Core) -> None:
             )
         else:
             how = (
-                f"kernel {getattr(backend, 'kernel_id', '?')} stays running for them; attach "
-                "with Session(backend='jupyter', url=..., kernel_id=...).call(ID)"
+                f"kernel {getattr(backend, 'kernel_id', '?')} stays running for them (shut it "
+                "down when done); attach with Session(backend='jupyter', url=..., "
+                "token=...).call(ID), a session on the same server"
             )
         message = f"the session closed with detached calls running ({ids}): {how}"
     else:

@@ -144,8 +144,8 @@ class _Core:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self, *, connect: bool = True) -> None:
-        """Get the kernel and connect to it. ``connect=False``: get it only (for detached calls,
-        read through the server while the kernel is busy); the first call connects."""
+        """Get the kernel and connect to it. ``connect=False``: get only what it runs on (for
+        detached calls, read through the server); the first call starts and connects it."""
         self._refuse_if_forked()
         async with self._gate:
             if self.state is State.OPEN:
@@ -158,6 +158,8 @@ class _Core:
                 if self.environment.unread:
                     await asyncio.to_thread(self.environment.resolve)
                 self.backend.secrets = self.environment.secrets
+                if not connect:
+                    self.backend.defer_kernel()
                 await self.backend.start(self.progress)
                 if connect:
                     await self._connect()
