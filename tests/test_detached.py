@@ -5,6 +5,7 @@ test_compliance.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -75,13 +76,18 @@ def colab(emu: ColabEmulator, **options: Any) -> cr.Session:
 # -- local kernels ---------------------------------------------------------------------------
 
 
-def test_local_calls_cannot_be_attached_from_another_process(local: cr.Session) -> None:
-    with pytest.raises(ConfigurationError, match="cannot be attached from another one"):
-        local.call("local-1:c-0123456789abcdef")
-    with pytest.raises(ConfigurationError, match="not a detached call id"):
-        local.call("no-colon")
+def test_local_calls_cannot_be_attached_from_another_process() -> None:
+    session = cr.Session("local", progress=False)  # refused before any kernel starts
+    try:
+        with pytest.raises(ConfigurationError, match="cannot be attached from another one"):
+            session.call("local-1:c-0123456789abcdef")
+        with pytest.raises(ConfigurationError, match="not a detached call id"):
+            session.call("no-colon")
+    finally:
+        session.close()
 
 
+@pytest.mark.slow
 def test_an_evicted_call_says_so(local: cr.Session) -> None:
     call = cr.remote(double, session=local).spawn(21)
     assert call.result(timeout=60) == 42
@@ -94,6 +100,27 @@ def test_an_evicted_call_says_so(local: cr.Session) -> None:
         local.call(call.id)
     with pytest.raises(CallEvicted):
         call.result()
+
+
+def shouts(word: str) -> str:
+    print(word, flush=True)
+    return word.upper()
+
+
+@pytest.mark.slow
+def test_the_async_forms() -> None:
+    async def main() -> None:
+        async with cr.AsyncSession("local", progress=False) as session:
+            call = await session.remote(shouts).spawn_aio("hello")
+            assert "".join([piece async for piece in call.follow()]) == "hello\n"
+            assert await call.result(timeout=60) == "HELLO"
+            again = await session.call(call.id)
+            assert (await again.status()).state == "done"
+            assert await again.logs() == "hello\n"
+            assert call.id in [status.id for status in await session.calls()]
+            assert (await again.cancel()).state == "done"  # it had ended: nothing to cancel
+
+    asyncio.run(main())
 
 
 # -- runtimes that outlive the client ----------------------------------------------------------
