@@ -98,6 +98,8 @@ class DetachedCall:
 
     async def status(self, *, check_kernel: bool = True) -> CallStatus:
         """The call's state from its files (``lost`` when its kernel is gone while it runs)."""
+        # Asked first: a call of ours may start and end while its files are read.
+        queued = self._spawned_here()
         meta = await self.files.read_json(self._folder, "meta.json")
         if meta is None:
             if self.id in await self.files.evicted():
@@ -106,7 +108,7 @@ class DetachedCall:
                     "bounded (the oldest finished calls go first); its output and result are "
                     "gone"
                 )
-            if self._spawned_here():
+            if queued:
                 return CallStatus(self.id, self.name, QUEUED)
             raise CallNotFound(
                 f"no detached call {self.id} on this runtime; check the id (`colabremote calls` "

@@ -72,6 +72,43 @@ class ServerFiles(CallFiles):
         self._backend = backend
         self._base: str | None = None
 
+    async def _get(self, path: str, **params: str) -> Any:
+        """The JSON of a GET on the server; None for a 404 that means "not there".
+
+        Missing files are normal here (a call not started, no output yet), so a 404 is first
+        checked against the server's root: only if that fails too is the proxy refusing (an
+        expired Colab proxy token, after the laptop slept), and the backend's own request,
+        which gets a new token first, goes instead. Asked every poll, a refresh per 404 would
+        be one Colab request per second."""
+        doing = "reading a detached call's files"
+        plain = JupyterBackend._request  # without the Colab proxy's refresh on every 404
+        try:
+            return (await plain(self._backend, "GET", path, doing, params=params)).json()
+        except ServerError as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            if exc.status == 404 and await self._root_answers():
+                return None
+        try:
+            return (await self._backend._request("GET", path, doing, params=params)).json()
+        except ServerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _root_answers(self) -> bool:
+        try:
+            await JupyterBackend._request(
+                self._backend,
+                "GET",
+                "/api/contents",
+                "checking the server",
+                params={"content": "0"},
+            )
+        except ServerError:
+            return False
+        return True
+
     async def _model(
         self, path: str, *, content: bool, file: bool = False
     ) -> dict[str, Any] | None:
@@ -79,18 +116,7 @@ class ServerFiles(CallFiles):
         params = {"content": "1" if content else "0"}
         if file:
             params.update({"type": "file", "format": "base64"})
-        try:
-            response = await self._backend._request(
-                "GET",
-                JupyterBackend._contents_path(path),
-                "reading a detached call's files",
-                params=params,
-            )
-        except ServerError as exc:
-            if exc.status in (400, 404):
-                return None
-            raise
-        model: Any = response.json()
+        model = await self._get(JupyterBackend._contents_path(path), **params)
         return model if isinstance(model, dict) else None
 
     async def _calls_dir(self) -> str | None:
@@ -128,15 +154,8 @@ class ServerFiles(CallFiles):
         return f"/api/kernels/{quote(kernel or self._backend.kernel_id or '', safe='')}"
 
     async def kernel_alive(self, kernel: str | None) -> bool:
-        try:
-            response = await self._backend._request(
-                "GET", self._kernel(kernel), "checking a detached call's kernel"
-            )
-        except ServerError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return bool(response.json().get("execution_state") != "dead")
+        model = await self._get(self._kernel(kernel))
+        return isinstance(model, dict) and model.get("execution_state") != "dead"
 
     async def interrupt(self, kernel: str | None) -> None:
         await self._backend._request(
