@@ -63,6 +63,15 @@ def emu() -> Iterator[ColabEmulator]:
 
 
 @pytest.fixture(scope="module")
+def endpoint(emu: ColabEmulator) -> Iterator[str]:
+    """A runtime that tests attach to with endpoint= (a new runtime starts a server of its own)."""
+    with colab(emu, release=False) as session:
+        found = session.runtime().endpoint
+    yield found
+    emu.release(found)
+
+
+@pytest.fixture(scope="module")
 def local() -> Iterator[cr.Session]:
     with cr.Session("local", progress=False) as session:
         yield session
@@ -190,10 +199,10 @@ def test_a_killed_client_leaves_its_call_running(emu: ColabEmulator, tmp_path: P
 
 @pytest.mark.slow
 def test_a_dropped_websocket_during_the_output_loses_nothing(
-    emu: ColabEmulator, tmp_path: Path
+    emu: ColabEmulator, endpoint: str, tmp_path: Path
 ) -> None:
     started, go = tmp_path / "started", tmp_path / "go"
-    with colab(emu) as session:
+    with colab(emu, endpoint=endpoint) as session:
         call = session.remote(job).spawn(str(started), str(go))
         wait_for_path(started)
         drop_connection(session)
@@ -204,30 +213,36 @@ def test_a_dropped_websocket_during_the_output_loses_nothing(
 
 
 @pytest.mark.slow
-def test_closing_keeps_the_kernel_of_a_running_call(tmp_path: Path) -> None:
+def test_closing_keeps_the_kernel_of_a_running_call(
+    jupyter_server: JupyterServer, tmp_path: Path
+) -> None:
     """On a Jupyter server: close() warns, naming the call, and leaves its kernel; another
     session on the server follows the call to its end."""
     started, go = tmp_path / "started", tmp_path / "go"
-    with JupyterServer(nodelay=True) as server:
-        options: dict[str, Any] = {"url": server.url, "token": server.token, "progress": False}
-        auth = {"Authorization": f"token {server.token}"}
-        session = cr.Session("jupyter", **options)
-        call = session.remote(job).spawn(str(started), str(go))
-        wait_for_path(started)
-        with pytest.warns(DetachedCallsWarning, match=call.id) as warned:
-            session.close()
-        warning = warned[0].message
-        assert isinstance(warning, DetachedCallsWarning) and warning.call_ids == (call.id,)
-        kernel_id = call.id.rsplit(":", 1)[0]
-        kernels = httpx.get(f"{server.url}/api/kernels", headers=auth, timeout=30).json()
-        assert kernel_id in {kernel["id"] for kernel in kernels}
-        # Any session on the server attaches (one on the busy kernel would wait to connect).
-        with cr.Session("jupyter", **options) as attached:
+    options: dict[str, Any] = {"url": jupyter_server.url, "token": jupyter_server.token}
+    session = cr.Session("jupyter", progress=False, **options)
+    call = session.remote(job).spawn(str(started), str(go))
+    wait_for_path(started)
+    with pytest.warns(DetachedCallsWarning, match=call.id) as warned:
+        session.close()
+    warning = warned[0].message
+    assert isinstance(warning, DetachedCallsWarning) and warning.call_ids == (call.id,)
+    kernel = f"{jupyter_server.url}/api/kernels/{call.id.rsplit(':', 1)[0]}"
+    auth = {"Authorization": f"token {jupyter_server.token}"}
+    try:
+        assert httpx.get(kernel, headers=auth, timeout=30).status_code == 200
+        # Any session on the server attaches, and starts no kernel for it.
+        attached = cr.Session("jupyter", progress=False, **options)
+        try:
             again = attached.call(call.id)
             assert again.status().state == "running"
             go.touch()
             assert again.result(timeout=60) == "finished"
             assert again.logs() == EXPECTED
+        finally:
+            attached.close()
+    finally:
+        httpx.delete(kernel, headers=auth, timeout=30)
 
 
 # -- the command line --------------------------------------------------------------------------
@@ -236,6 +251,7 @@ def test_closing_keeps_the_kernel_of_a_running_call(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_cli_lists_shows_cancels_and_keeps_alive(
     emu: ColabEmulator,
+    endpoint: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -243,12 +259,11 @@ def test_cli_lists_shows_cancels_and_keeps_alive(
     monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
     monkeypatch.setenv("COLABREMOTE_BASE_URL", emu.url)
     started, go = tmp_path / "started", tmp_path / "go"
-    with colab(emu, release=False) as session:
+    with colab(emu, endpoint=endpoint) as session:
         finished = session.remote(double).spawn(5)
         assert finished.result(timeout=60) == 10
         running = session.remote(job).spawn(str(started), str(go))
         wait_for_path(started)
-        endpoint = running.id.rsplit(":", 1)[0]
         with pytest.warns(DetachedCallsWarning):
             session.close()
     capsys.readouterr()
@@ -278,4 +293,3 @@ def test_cli_lists_shows_cancels_and_keeps_alive(
         finally:
             process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
-    emu.release(endpoint)
