@@ -22,6 +22,7 @@ import pytest
 import colabremote as cr
 from colabremote._cli import main
 from colabremote._colab.auth import EnvironmentToken
+from colabremote._detached import calls as detached_calls
 from colabremote._detached.files import files_for
 from colabremote._kernel.agent.detached import evict
 from colabremote.exceptions import (
@@ -29,6 +30,7 @@ from colabremote.exceptions import (
     CallNotFound,
     ConfigurationError,
     DetachedCallsWarning,
+    KernelDied,
     RuntimeGone,
 )
 from colabremote.testing import ColabEmulator, JupyterServer, drop_connection
@@ -243,6 +245,32 @@ def test_closing_keeps_the_kernel_of_a_running_call(
             attached.close()
     finally:
         httpx.delete(kernel, headers=auth, timeout=30)
+
+
+def dies(started: str) -> None:
+    """Says it started, then kills its kernel (as the OOM killer would)."""
+    with open(started, "w"):
+        pass
+    time.sleep(0.5)  # a heartbeat or more first
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_call_whose_kernel_died_is_lost(
+    emu: ColabEmulator, endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server restarts a dead kernel under the same id, so only the call's heartbeat, which
+    stopped, tells that the call is lost."""
+    monkeypatch.setattr(detached_calls, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(detached_calls, "HEARTBEAT_STALE_SECONDS", 1.0)
+    monkeypatch.setattr(detached_calls, "KERNEL_CHECK_SECONDS", 0.1)
+    started = tmp_path / "started"
+    with colab(emu, endpoint=endpoint) as session:
+        call = session.remote(dies).spawn(str(started))
+        wait_for_path(started)
+        with pytest.raises(KernelDied, match="ended before the call did"):
+            call.result(timeout=30)
+        assert call.status().state == "lost"
 
 
 # -- the command line --------------------------------------------------------------------------

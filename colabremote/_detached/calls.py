@@ -59,6 +59,11 @@ POLL_FIRST = 0.05
 POLL_LONGEST = 1.0
 #: A running call's kernel is checked for life at most this often while waiting.
 KERNEL_CHECK_SECONDS = 5.0
+#: What a spawned call's heartbeat period is, and how long the heartbeat may stand still (as
+#: seen here, so clocks need not agree) before a call its kernel no longer runs is ``lost``:
+#: generous, since a C extension holding the GIL delays the beat.
+HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_STALE_SECONDS = 300.0
 ENDED = frozenset({DONE, FAILED, CANCELLED, LOST})
 
 
@@ -91,6 +96,7 @@ class DetachedCall:
         self.name = name
         self._folder = call_folder_name(call_id)
         self._kernel_checked = 0.0
+        self._beat: tuple[Any, float] | None = None  # the last heartbeat seen, and since when
 
     def _spawned_here(self) -> bool:
         spawned = _spawned.get(self.core)
@@ -117,10 +123,10 @@ class DetachedCall:
         self.name = str(meta.get("name") or self.name)
         state = await self.files.read_json(self._folder, "state.json") or {"state": RUNNING}
         name = str(state.get("state") or RUNNING)
-        if name == RUNNING and check_kernel:
-            alive = await self.files.kernel_alive(meta.get("kernel"))
-            if not alive:
-                name = LOST
+        if name == RUNNING and check_kernel and not await self._runs(meta.get("kernel")):
+            # It may have ended meanwhile: the state is final before the kernel lets go of it.
+            state = await self.files.read_json(self._folder, "state.json") or {"state": LOST}
+            name = LOST if state.get("state") == RUNNING else str(state.get("state"))
         return CallStatus(
             self.id,
             self.name,
@@ -129,6 +135,19 @@ class DetachedCall:
             finished=_time(state.get("finished")),
             error=state.get("error"),
         )
+
+    async def _runs(self, kernel: str | None) -> bool:
+        """Whether the call's kernel still runs it: the kernel is there, and the call's
+        heartbeat has moved within ``HEARTBEAT_STALE_SECONDS`` (a restarted kernel keeps its
+        id, and a call's state then stays "running" on disk)."""
+        if not await self.files.kernel_alive(kernel):
+            return False
+        now = asyncio.get_running_loop().time()
+        beat = (await self.files.read_json(self._folder, "heartbeat") or {}).get("beat")
+        if self._beat is None or self._beat[0] != beat:
+            self._beat = (beat, now)
+            return True
+        return now - self._beat[1] < HEARTBEAT_STALE_SECONDS
 
     async def _read_log(self, offset: int) -> tuple[bytes, int]:
         """The log's bytes from ``offset`` on, and the offset after them."""
@@ -288,6 +307,7 @@ async def spawn(core: _Core, fn: Callable[..., Any], item: Item, name: str) -> D
         "name": name,
         "kernel": getattr(core.backend, "kernel_id", None),
         "home": files.home,
+        "heartbeat": HEARTBEAT_SECONDS,
     }
     spawned = _spawned.get(core)
     if spawned is None:

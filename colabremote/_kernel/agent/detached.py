@@ -14,6 +14,7 @@ directory, so under the Jupyter server's root, or where the client says for loca
 - ``log.000000``, ``log.000001``, ...: the text the call writes to ``sys.stdout``/``sys.stderr``,
   in pieces of ``LOG_SEGMENT_BYTES`` (a reader fetches only the piece it has not finished), at most
   ``LOG_LIMIT_BYTES`` in all.
+- ``heartbeat``: rewritten every ``HEARTBEAT_SECONDS`` while the call runs.
 - ``result.bin`` and ``result.json`` (the result's fields and part sizes), then ``state.json``
   (``running`` until then; ``done``, ``failed`` or ``cancelled``, with the finish time).
 
@@ -23,9 +24,11 @@ removed, and their ids noted in ``evicted.json`` so a client can say what became
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 from typing import Any
 
@@ -51,6 +54,8 @@ LOG_LIMIT_BYTES = 64 * 1024 * 1024
 #: Finished calls kept on disk; the oldest beyond either limit are evicted when a call starts.
 KEEP_CALLS = 32
 KEEP_BYTES = 2 * 1024 * 1024 * 1024
+#: How often a running call's ``heartbeat`` file is rewritten (the client may ask for another).
+HEARTBEAT_SECONDS = 10.0
 #: How many evicted ids ``evicted.json`` remembers.
 KEEP_EVICTED = 1000
 #: A call's states as ``state.json`` says them.
@@ -132,6 +137,34 @@ class _LogPump(_OutputPump):
                 f.write(piece)
             self.bytes += len(piece)
             data = data[len(piece) :]
+
+
+class _Heartbeat:
+    """Rewrites ``heartbeat`` in a call's folder every few seconds while the call runs, so a
+    reader can tell a running call from one whose kernel was restarted or stopped under it (the
+    kernel, and its id, may still be there)."""
+
+    def __init__(self, folder: str, interval: float) -> None:
+        self._path = os.path.join(folder, "heartbeat")
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="colabremote-heartbeat", daemon=True)
+
+    def __enter__(self) -> None:
+        self._thread.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        beat = 0
+        while True:
+            beat += 1
+            with contextlib.suppress(OSError):
+                _write_json(self._path, {"beat": beat})
+            if self._stop.wait(self._interval):
+                return
 
 
 def _folder_bytes(folder: str) -> int:
@@ -277,7 +310,8 @@ def op_spawn(agent: Agent, data: dict[str, Any], parts: list[memoryview]) -> Non
     _write_json(os.path.join(folder, "state.json"), {"state": RUNNING})
     started = time.perf_counter()
     pump = _LogPump(folder)
-    with _capturing_output(pump, agent.display_publisher):
+    heartbeat = _Heartbeat(folder, float(data.get("heartbeat") or HEARTBEAT_SECONDS))
+    with heartbeat, _capturing_output(pump, agent.display_publisher):
         status, outcomes = agent._run_call(data, parts)
     # An interrupt during a detached call is its cancel, meant for it alone: the calls queued
     # behind it run (their clients may be gone, and could not send them again).
