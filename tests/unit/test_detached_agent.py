@@ -7,12 +7,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from colabremote._kernel.agent.detached import (
     LOG_SEGMENT_BYTES,
+    _Heartbeat,
     _LogPump,
     _write_json,
     call_folder_name,
@@ -72,3 +74,17 @@ def test_call_ids_name_their_folder(bad: str) -> None:
     assert call_folder_name("m-s-emu-1:c-0123") == "c-0123"
     with pytest.raises(ValueError, match="not a detached call id"):
         call_folder_name(bad)
+
+
+def test_the_heartbeat_moves_while_the_call_runs(tmp_path: Path) -> None:
+    beats: set[int] = set()
+    with _Heartbeat(str(tmp_path), 0.01):
+        deadline = time.monotonic() + 10
+        while len(beats) < 3 and time.monotonic() < deadline:
+            if (tmp_path / "heartbeat").exists():
+                beats.add(json.loads((tmp_path / "heartbeat").read_text())["beat"])
+            time.sleep(0.01)
+    assert len(beats) >= 3
+    last = (tmp_path / "heartbeat").read_text()
+    time.sleep(0.05)
+    assert (tmp_path / "heartbeat").read_text() == last  # stopped with the call
