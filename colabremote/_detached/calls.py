@@ -64,6 +64,7 @@ KERNEL_CHECK_SECONDS = 5.0
 #: generous, since a C extension holding the GIL delays the beat.
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_STALE_SECONDS = 300.0
+#: States after which nothing more is written to a call's folder.
 ENDED = frozenset({DONE, FAILED, CANCELLED, LOST})
 
 
