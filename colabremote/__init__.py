@@ -18,6 +18,7 @@ from importlib import metadata as _metadata
 from . import exceptions
 from ._api import AsyncSession, Session
 from ._default import default_session
+from ._detached.public import AsyncRemoteCall, CallStatus, RemoteCall
 from ._info import RuntimeInfo, SessionInfo
 from ._remote import RemoteFunction, remote
 from ._state.classes import RemoteClass, RemoteInstance, RemoteMethod
@@ -42,13 +43,16 @@ except _metadata.PackageNotFoundError:  # imported from a source tree that was n
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "AsyncRemoteCall",
     "AsyncSession",
+    "CallStatus",
     "ColabRemoteError",
     "ColabTermsWarning",
     "OutputDroppedWarning",
     "PackageInstallError",
     "PythonMismatchWarning",
     "Ref",
+    "RemoteCall",
     "RemoteClass",
     "RemoteError",
     "RemoteFunction",

@@ -19,6 +19,7 @@ from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 from ._backends.base import Backend
 from ._backends.factory import make_backend
+from ._detached.public import AsyncRemoteCall, CallStatus, RemoteCall
 from ._http import TokenSource
 from ._info import RuntimeInfo, SessionInfo
 from ._kernel.client import OutputHandler
@@ -439,6 +440,23 @@ class AsyncSession(_SessionBase):
         )
 
     @public_async
+    async def call(self, call_id: str) -> AsyncRemoteCall[Any]:
+        """The detached call ``call_id`` (``call.id`` of a ``f.spawn(...)``, from any process) on
+        this session's runtime: its logs, status, result and cancel. Reads the runtime's files,
+        so it works while the kernel is busy; on Colab, open the session with ``endpoint=``."""
+        from ._detached import calls as _calls
+
+        found = await self._run(_calls.attach(self._core, call_id))
+        return AsyncRemoteCall(found, self._loop)
+
+    @public_async
+    async def calls(self) -> list[CallStatus]:
+        """The detached calls on this session's runtime (every process's), oldest first."""
+        from ._detached import calls as _calls
+
+        return await self._run(_calls.list_calls(self._core))
+
+    @public_async
     async def terminal(self, *, cols: int | None = None, rows: int | None = None) -> AsyncTerminal:
         """Open an interactive terminal on the runtime (a shell on a pseudo-terminal there; on
         Colab its ``/colab/tty``): ``async with await s.terminal() as t``. ``cols`` and
@@ -555,6 +573,16 @@ class Session(_SessionBase):
     upload = _blocking(AsyncSession.upload)
     download = _blocking(AsyncSession.download)
     sync = _blocking(AsyncSession.sync)
+
+    @public
+    def call(self, call_id: str) -> RemoteCall[Any]:
+        """The detached call ``call_id`` on this session's runtime (the blocking form of
+        :meth:`AsyncSession.call`)."""
+        from ._detached import calls as _calls
+
+        return RemoteCall(self._loop.run(_calls.attach(self._core, call_id)), self._loop)
+
+    calls = _blocking(AsyncSession.calls)
 
     @public
     def terminal(self, *, cols: int | None = None, rows: int | None = None) -> Terminal:

@@ -10,6 +10,10 @@ forward a port, run an emulator.
     colabremote shell [ENDPOINT]
     colabremote forward [ENDPOINT] PORT [--local-port N]
     colabremote emulator
+    colabremote calls [ENDPOINT]
+    colabremote logs ID [--follow]
+    colabremote cancel ID
+    colabremote keep-alive ENDPOINT
 
 ``login --adc`` runs gcloud's ADC sign-in with the Colab scopes (the route Google's own CLI
 uses), then checks the token with Colab. ``--base-url URL`` (or ``COLABREMOTE_BASE_URL``), before
@@ -17,7 +21,9 @@ or after the command, points every command at a Colab emulator. Its sign-in is k
 the Google one; plain http is accepted only to a loopback address. ``secrets set NAME`` keeps a
 secret for ``Session(secrets=[NAME])`` in the OS keyring, asking for it without echo.
 ``forward`` reaches a port of a runtime (the only one assigned, or ENDPOINT) from
-http://127.0.0.1:<port> until Ctrl-C or SIGTERM.
+http://127.0.0.1:<port> until Ctrl-C or SIGTERM. ``calls``, ``logs`` and ``cancel`` see the
+detached calls (``f.spawn``) on a runtime; ``keep-alive`` pings a runtime until Ctrl-C, so Colab
+does not reclaim it while a detached call runs with no session open.
 """
 
 from __future__ import annotations
@@ -37,13 +43,19 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ._tracebacks import debugging
-from .exceptions import ColabError, ColabRemoteError, ConfigurationError, SignInRequired
+from .exceptions import (
+    ColabError,
+    ColabRemoteError,
+    ConfigurationError,
+    RuntimeGone,
+    SignInRequired,
+)
 
 if TYPE_CHECKING:
     from .testing._emulator import ColabEmulator
 
 _DESCRIPTION = """Sign in to Google Colab, list and release runtimes, open a terminal on one, keep
-secrets, forward a port, run an emulator.
+secrets, forward a port, follow and cancel detached calls, keep a runtime alive, run an emulator.
 
 Signing in: `colabremote login --adc` (gcloud's Application Default Credentials, the usual
 route), or `colabremote login --client-secrets FILE` with your own OAuth client.
@@ -379,6 +391,102 @@ def _forward(args: argparse.Namespace) -> int:
     return 0
 
 
+def _detached_session(args: argparse.Namespace, endpoint: str) -> Any:
+    """A session on runtime ``endpoint`` that leaves it assigned when it closes."""
+    import colabremote as cr
+
+    return cr.Session(
+        "colab", endpoint=endpoint, release=False, base_url=args.base_url, progress=False
+    )
+
+
+def _call_endpoint(call_id: str) -> str:
+    """The runtime a call id names (the part before its last colon)."""
+    endpoint, _, rest = call_id.rpartition(":")
+    if not endpoint or not rest:
+        raise ConfigurationError(
+            f"{call_id!r} is not a detached call id; ids look like 'ENDPOINT:c-0123456789abcdef' "
+            "(`colabremote calls` lists them)"
+        )
+    return endpoint
+
+
+def _calls(args: argparse.Namespace) -> int:
+    """List the detached calls on a runtime: id, function, state, times."""
+    asyncio.run(_reachable(args))
+    endpoint = args.endpoint or asyncio.run(_only_runtime(args))
+    with _detached_session(args, endpoint) as session:
+        statuses = session.calls()
+    if not statuses:
+        print(f"no detached calls on runtime {endpoint}")
+    for status in statuses:
+        print(status)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """Print a detached call's output (with --follow: then live, until it ends)."""
+    asyncio.run(_reachable(args))
+    with _detached_session(args, _call_endpoint(args.id)) as session:
+        call = session.call(args.id)
+        if not args.follow:
+            sys.stdout.write(call.logs())
+            sys.stdout.flush()
+            return 0
+        for piece in call.logs(follow=True):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        status = call.status()
+    print(f"colabremote: {args.id} {status.state}", file=sys.stderr)
+    return 0 if status.state == "done" else 1
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    """Interrupt a detached call, and say what happened."""
+    asyncio.run(_reachable(args))
+    with _detached_session(args, _call_endpoint(args.id)) as session:
+        status = session.call(args.id).cancel()
+    what = {
+        "cancelled": "cancelled",
+        "running": "still running: it ignored the interrupt for 10 s",
+    }.get(status.state, f"had already ended ({status.state}); nothing to cancel")
+    print(f"{args.id}: {what}")
+    return 0 if status.state != "running" else 1
+
+
+def _keep_alive(args: argparse.Namespace) -> int:
+    """Ping a runtime every --interval seconds until Ctrl-C or SIGTERM, so Colab does not
+    reclaim it as idle; ends with status 1 when the runtime is gone."""
+    from ._validation import seconds
+
+    interval = seconds("--interval", args.interval, example="60")
+    assert interval is not None
+
+    async def ping_forever() -> None:
+        control = _control(args, _credentials(args))
+        try:
+            if args.endpoint not in [a.endpoint for a in await control.list_assignments()]:
+                raise RuntimeGone(
+                    f"no Colab runtime {args.endpoint!r} is assigned to this account "
+                    "(`colabremote runtimes` lists the ones that are)"
+                )
+            print(f"keeping runtime {args.endpoint} alive (Ctrl-C stops)", flush=True)
+            while True:
+                await control.keep_alive(args.endpoint)
+                await asyncio.sleep(interval)
+        finally:
+            await control.aclose()
+
+    asyncio.run(_reachable(args))
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(ping_forever())
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
 async def _only_runtime(args: argparse.Namespace) -> str:
     """The endpoint of the account's one runtime; with none or several, say what to do."""
     control = _control(args, _credentials(args))
@@ -548,6 +656,40 @@ def parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the runtimes' kernel interpreter, with ipykernel (default: this Python)",
     )
+    calls = commands.add_parser(
+        "calls",
+        parents=[common],
+        help="list the detached calls on a runtime",
+        description="List the detached calls (f.spawn) on a Colab runtime (ENDPOINT, or the "
+        "only one assigned): id, function, state, start and end.",
+    )
+    calls.add_argument("endpoint", nargs="?", metavar="ENDPOINT", help="the runtime")
+    logs = commands.add_parser(
+        "logs",
+        parents=[common],
+        help="print a detached call's output",
+        description="Print the output of detached call ID; --follow: then live, until it ends.",
+    )
+    logs.add_argument("id", metavar="ID", help="the call's id (call.id)")
+    logs.add_argument("--follow", "-f", action="store_true", help="stream until the call ends")
+    cancel = commands.add_parser(
+        "cancel",
+        parents=[common],
+        help="interrupt a detached call",
+        description="Interrupt detached call ID on its runtime, and say what happened.",
+    )
+    cancel.add_argument("id", metavar="ID", help="the call's id (call.id)")
+    keep_alive = commands.add_parser(
+        "keep-alive",
+        parents=[common],
+        help="keep a runtime from being reclaimed as idle",
+        description="Ping Colab runtime ENDPOINT as a notebook tab would, until Ctrl-C (or "
+        "SIGTERM), so Colab does not reclaim it as idle while detached calls run.",
+    )
+    keep_alive.add_argument("endpoint", metavar="ENDPOINT", help="the runtime")
+    keep_alive.add_argument(
+        "--interval", type=float, default=60.0, metavar="S", help="seconds between pings (60)"
+    )
     return top
 
 
@@ -573,6 +715,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "secrets": _secrets,
         "shell": _shell,
         "forward": _forward,
+        "calls": _calls,
+        "logs": _logs,
+        "cancel": _cancel,
+        "keep-alive": _keep_alive,
     }
     try:
         command = foreground.get(args.command)

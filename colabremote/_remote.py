@@ -2,9 +2,10 @@
 
 Calling it runs remotely and returns the result (or raises what the function raised);
 ``.local`` runs here, ``.submit`` returns a Future, ``.map`` runs over many inputs in order, and
-``.aio`` is the ``await``-able form. ``.keep`` is the same function with its results kept on the
-kernel (each call returns a :class:`Ref`). On a class, ``@remote`` makes a remote class
-(``_state/classes.py``, which registers itself here).
+``.aio`` is the ``await``-able form; ``.spawn`` starts a detached call (``_detached/``).
+``.keep`` is the same function with its results kept on the kernel (each call returns a
+:class:`Ref`). On a class, ``@remote`` makes a remote class (``_state/classes.py``, which
+registers itself here).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ._validation import seconds
 from .exceptions import ConfigurationError
 
 if TYPE_CHECKING:
+    from ._detached.public import AsyncRemoteCall, RemoteCall
     from ._state.classes import RemoteClass
 
 P = ParamSpec("P")
@@ -199,6 +201,29 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
         """``await f.aio(...)``: the remote call for async code (cancelling interrupts it)."""
         outcomes, _ = await asyncio.wrap_future(self._future([(args, kwargs)]))
         return self._value(outcomes)
+
+    @public
+    def spawn(self, *args: P.args, **kwargs: P.kwargs) -> RemoteCall[R]:
+        """Start a detached call and return once it is sent: it runs on the kernel whether or
+        not this process lives on, with its output and result kept on the runtime's disk.
+        ``call.id`` finds it again from any process (``s.call(id)``). No ``timeout``."""
+        from ._detached.calls import spawn
+        from ._detached.public import RemoteCall
+
+        loop = loop_thread()
+        call = loop.run(spawn(self.session._core, self.fn, (args, kwargs), self.__qualname__))
+        return RemoteCall(call, loop)
+
+    @public_async
+    async def spawn_aio(self, *args: P.args, **kwargs: P.kwargs) -> AsyncRemoteCall[R]:
+        """``await f.spawn_aio(...)``: :meth:`spawn` for async code."""
+        from ._detached.calls import spawn
+        from ._detached.public import AsyncRemoteCall
+
+        loop = loop_thread()
+        started = spawn(self.session._core, self.fn, (args, kwargs), self.__qualname__)
+        call = await asyncio.wrap_future(loop.submit(started))
+        return AsyncRemoteCall(call, loop)
 
     @public_iterator
     def map(self, *iterables: Iterable[Any]) -> Iterator[R]:

@@ -37,15 +37,20 @@ ColabRemoteError
     ├── ShellCommandError       s.shell(..., check=True): the command exited with a nonzero status
     ├── KernelDied              the kernel died during the call; the session starts a fresh one
     │   └── KernelRestarted     the kernel was restarted from elsewhere (a notebook, an editor)
-    └── RefLost                 a ref or remote instance whose object is gone (kernel restarted
-                                or replaced, freed) or that was passed to another session
+    ├── RefLost                 a ref or remote instance whose object is gone (kernel restarted
+    │                           or replaced, freed) or that was passed to another session
+    ├── CallNotFound            no detached call with that id on this runtime (also a LookupError)
+    │   └── CallEvicted         it was there, and was removed to keep the runtime's disk bounded
+    ├── CallCancelled           a detached call was cancelled (interrupted) before it finished
+    └── CallStillRunning        result(timeout=...) of a detached call that is still running
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
 ├── OutputDroppedWarning        some of a call's output was dropped on the way; says how much
 ├── ColabTermsWarning           the account uses Colab's free tier, whose terms restrict use
 ├── RestartNeededWarning        an install changed a package the kernel has imported: restart it
-└── PythonMismatchWarning       the kernel runs another Python: code typed at a prompt cannot go
+├── PythonMismatchWarning       the kernel runs another Python: code typed at a prompt cannot go
+└── DetachedCallsWarning        a session closed with detached calls running: the kernel stays
 ```
 
 An exception raised by the remote function whose type can be imported here is re-raised as
@@ -77,11 +82,16 @@ __all__ = [
     "AuthenticationError",
     "BackendError",
     "BlockingCallError",
+    "CallCancelled",
+    "CallEvicted",
+    "CallNotFound",
+    "CallStillRunning",
     "ColabError",
     "ColabRemoteError",
     "ColabTermsWarning",
     "ConfigurationError",
     "ConnectionLost",
+    "DetachedCallsWarning",
     "KernelDied",
     "KernelRestarted",
     "KernelStartError",
@@ -415,6 +425,34 @@ class RefLost(RemoteCallError):
         super().__init__(message)
         self.type_name = type_name
         self.origin = origin
+
+
+class CallNotFound(RemoteCallError, LookupError):
+    """No detached call with this id is on the runtime the session reaches: a mistyped id, or
+    another runtime or server (the id starts with the runtime's name)."""
+
+
+class CallEvicted(CallNotFound):
+    """The detached call was on the runtime, but its output and result were removed to keep the
+    runtime's disk bounded (the oldest finished calls go first)."""
+
+
+class CallCancelled(RemoteCallError):
+    """The detached call was cancelled (interrupted on the kernel) before it finished."""
+
+
+class CallStillRunning(RemoteCallError, TimeoutError):
+    """``result(timeout=...)`` of a detached call that is still running; it keeps running, and a
+    later ``result()`` returns its value."""
+
+
+class DetachedCallsWarning(UserWarning):
+    """A session closed while detached calls it spawned were still running: their kernel (and
+    Colab runtime) is left running for them. ``call_ids`` names them."""
+
+    def __init__(self, message: str, *, call_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.call_ids = call_ids
 
 
 class RemoteTraceback(Exception):

@@ -22,6 +22,7 @@ import colabremote as cr
 from colabremote.exceptions import (
     ArgumentNotSerializable,
     BlockingCallError,
+    CallCancelled,
     RemoteError,
     RemoteTraceback,
     ResultNotSerializable,
@@ -31,7 +32,7 @@ from colabremote.exceptions import (
 from colabremote.testing import JupyterServer
 
 from ._wheels import build_wheel, kernel_venv
-from .conftest import Output
+from .conftest import Output, wait_for_path
 
 # -- functions that run remotely (module level: shipped by value, code as source) --------------
 
@@ -768,3 +769,41 @@ def test_bad_workspace_input_is_one_typed_error_naming_it(
     assert not (tmp_path / "here").exists()
     with pytest.raises(cr.ShellCommandError, match=r"'echo no; exit 4' exited with status 4"):
         session.shell("echo no; exit 4", check=True)
+
+
+# -- detached calls ------------------------------------------------------------------------------
+
+
+def waits_for_cancel(started: str) -> None:
+    with open(started, "w"):
+        pass
+    for _ in range(600):  # 60 s at most: a cancel that does not arrive fails the test
+        time.sleep(0.1)
+
+
+def test_spawn_streams_logs_then_returns_the_result(session: cr.Session, output: Output) -> None:
+    output.clear()
+    call = session.remote(printer).spawn(3, 0.01)
+    assert ":" in call.id
+    expected = "line 0\nline 1\nline 2\nto stderr\n"
+    assert "".join(call.logs(follow=True)) == expected  # whole, each piece once
+    assert call.result(timeout=60) == "done"
+    assert call.logs() == expected
+    assert call.status().state == "done"
+    assert output.text() == ""  # a detached call's output goes to its log, not the session
+    listed = {status.id: status for status in session.calls()}
+    assert listed[call.id].function == "printer" and listed[call.id].finished is not None
+    failing = session.remote(fails).spawn("detached failure")
+    with pytest.raises(ValueError, match="detached failure"):
+        failing.result(timeout=60)
+    assert session.call(failing.id).status().error == "builtins.ValueError: detached failure"
+
+
+def test_cancel_interrupts_a_detached_call(session: cr.Session, tmp_path: Any) -> None:
+    started = tmp_path / "started"
+    call = session.remote(waits_for_cancel).spawn(str(started))
+    wait_for_path(started)
+    assert call.cancel().state == "cancelled"
+    with pytest.raises(CallCancelled, match=call.id):
+        call.result(timeout=60)
+    assert session.remote(add)(1, 2) == 3  # the kernel runs the session's next calls

@@ -218,3 +218,14 @@ def test_async_session_put() -> None:
             return await session.remote(total).aio(ref), (await ref.fetch_async()).dtype.name
 
     assert asyncio.run(main()) == (4.0, "float64")
+
+
+def test_a_detached_call_takes_refs_as_keys_and_refuses_a_freed_one(s: cr.Session) -> None:
+    array = np.arange(1000, dtype=np.float64)
+    ref = s.put(array)
+    where = s.remote(object_id)
+    call = where.spawn(ref)
+    assert call.result(timeout=60) == where(ref)  # the kept object itself, not a copy
+    ref.free()
+    with pytest.raises(RefLost, match="was freed"):
+        where.spawn(ref)

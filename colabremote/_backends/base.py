@@ -92,6 +92,16 @@ class Backend(abc.ABC):
     async def close(self) -> None:
         """Release what :meth:`start` got. Kernels this backend attached to are left running."""
 
+    def defer_kernel(self) -> None:  # noqa: B027 - a hook; most backends have nothing to do
+        """Make :meth:`start` get only what the kernel runs on (a Colab runtime, a server's
+        address), not the kernel: :meth:`restart` starts it when a call needs it. For sessions
+        that only read detached calls (``s.call(id)``, the CLI)."""
+
+    def keep_kernel(self) -> bool:
+        """Make :meth:`close` leave the kernel (and the runtime it is on) running, for detached
+        calls still running there; False where the kernel cannot outlive this process."""
+        return False
+
     async def upload(self, local: str, remote: str, *, show_progress: bool) -> None:
         """Copy a local file to the kernel's machine."""
         raise NotImplementedError(f"the {self.name} backend cannot upload files")

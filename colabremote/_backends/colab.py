@@ -585,6 +585,10 @@ class ColabBackend(JupyterBackend):
         await self.refresh_proxy(stale=sent)
         return await ColabTtyChannel.open(colab_tty_url(self.url), self._headers)
 
+    def keep_kernel(self) -> bool:
+        self.release = False
+        return super().keep_kernel()
+
     async def close(self) -> None:
         if self._closed:
             return  # a failed start closes at once, and the session's teardown again

@@ -136,6 +136,7 @@ class JupyterBackend(Backend):
         #: The server's root as the kernel sees it, by the kernel's working directory (None:
         #: the kernel does not see the server's files).
         self._roots: dict[str, str | None] = {}
+        self._deferred = False  # defer_kernel(): no kernel until restart() asks for one
 
     async def port_route(self, port: int, *, fresh: bool = False) -> PortRoute:
         """jupyter-server-proxy's ``/proxy/{port}``, checked once per port: a server without it
@@ -181,8 +182,13 @@ class JupyterBackend(Backend):
     async def start(self, progress: ProgressCallback) -> None:
         await self._start_kernel(progress)
 
+    def defer_kernel(self) -> None:
+        self._deferred = True
+
     async def _start_kernel(self, progress: ProgressCallback) -> None:
-        """Attach to ``kernel_id`` or start a kernel on the server."""
+        """Attach to ``kernel_id`` or start a kernel on the server (later, when deferred)."""
+        if self._deferred and self.kernel_id is None:
+            return
         if self.kernel_id is not None:
             progress(f"attaching to kernel {self.kernel_id} on {self.url}")
             await self._get(self._kernel_path(), "looking up the kernel")
@@ -329,6 +335,10 @@ class JupyterBackend(Backend):
         await self._request("POST", self._kernel_path("/interrupt"), "interrupting the kernel")
 
     async def restart(self, progress: ProgressCallback) -> None:
+        if self._deferred and self.kernel_id is None:
+            self._deferred = False  # the first call of a session that deferred its kernel
+            await self._start_kernel(progress)
+            return
         progress("starting a fresh kernel")
         try:
             state = await self._wait_settled()
@@ -357,6 +367,10 @@ class JupyterBackend(Backend):
         except httpx.HTTPError:
             return False
         return response.status_code == 200 and response.json().get("execution_state") != "dead"
+
+    def keep_kernel(self) -> bool:
+        self._owns_kernel = False
+        return True
 
     async def close(self) -> None:
         try:

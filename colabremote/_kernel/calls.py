@@ -75,6 +75,8 @@ class Call:
     fn_parts: Sequence[Buffer]
     arguments: Sequence[Buffer]
     attempt: _Attempt
+    #: Fields that replace or join the message's own (a detached call's ``op``, ``id``, ...).
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class CallQueue:
@@ -95,10 +97,19 @@ class CallQueue:
         return len(self._queue)
 
     def submit(
-        self, name: str, fn_key: str, fn_parts: Sequence[Buffer], arguments: Sequence[Buffer]
+        self,
+        name: str,
+        fn_key: str,
+        fn_parts: Sequence[Buffer],
+        arguments: Sequence[Buffer],
+        *,
+        extra: dict[str, Any] | None = None,
     ) -> Call:
-        """Send a call now, in order with every other message; :meth:`result` waits for it."""
-        return Call(name, fn_key, fn_parts, arguments, self._send(fn_key, fn_parts, arguments))
+        """Send a call now, in order with every other message; :meth:`result` waits for it.
+        ``extra``: fields for the message (``{"op": Op.SPAWN, ...}`` for a detached call)."""
+        extra = dict(extra or {})
+        attempt = self._send(fn_key, fn_parts, arguments, extra)
+        return Call(name, fn_key, fn_parts, arguments, attempt, extra)
 
     async def result(
         self, call: Call, *, timeout: float | None, interrupts: Interrupts
@@ -122,7 +133,7 @@ class CallQueue:
                 if sends == MAX_SENDS:
                     raise ConnectionLost(f"{call.name} could not be delivered to the kernel")
                 sends += 1
-                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments)
+                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments, call.extra)
                 continue
             self._client.acknowledge(str(reply.fields["id"]))
             if status == Status.UNKNOWN:
@@ -144,10 +155,14 @@ class CallQueue:
     # -- sending and the head of the queue --------------------------------------------------
 
     def _send(
-        self, fn_key: str, fn_parts: Sequence[Buffer], arguments: Sequence[Buffer]
+        self,
+        fn_key: str,
+        fn_parts: Sequence[Buffer],
+        arguments: Sequence[Buffer],
+        extra: dict[str, Any] | None = None,
     ) -> _Attempt:
         include = fn_key not in self._functions
-        fields = {"op": Op.CALL, "fn": fn_key, "fn_included": include}
+        fields = {"op": Op.CALL, **(extra or {}), "fn": fn_key, "fn_included": include}
         parts = [*fn_parts, *arguments] if include else arguments
         attempt = _Attempt(self._client.agent_request(fields, parts, is_call=True))
         self._functions.add(fn_key)

@@ -14,6 +14,8 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
   ``resume``: stop aborting after an interrupt. ``fetch``: send a kept result again. ``info``:
   slower facts (GPUs). Acknowledgements also ride on every message as an ``ack`` list.
   ``free``: forget kept objects (``agent/objects.py``) whose refs the client dropped.
+  slower facts (GPUs). ``spawn``: a detached call (see ``agent/detached.py``). Acknowledgements
+  also ride on every message as an ``ack`` list.
 - A call is answered by a ``result`` whose ``status`` says how it went. Results are kept, keyed by
   call id, until acknowledged, so a dropped socket loses nothing.
 - While a call runs, what it writes to ``sys.stdout`` and ``sys.stderr`` comes ahead of its
@@ -58,6 +60,9 @@ class Op:
     RESUME: Final = "resume"
     INFO: Final = "info"  # also the agent's answer
     FREE: Final = "free"  # kept objects the client dropped: ``keys``, ``identity``; no answer
+    #: A detached call: run like ``call``, but its output, state and result go to the runtime's
+    #: disk (agent/detached.py); the ``result`` at its end carries only the status.
+    SPAWN: Final = "spawn"
     # from the agent
     RESULT: Final = "result"
     RESUMED: Final = "resumed"

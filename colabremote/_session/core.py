@@ -16,7 +16,7 @@ import posixpath
 import sys
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from .._backends.base import Backend
@@ -130,6 +130,9 @@ class _Core:
         self._start_failure: BaseException | None = None  # why the last start failed
         self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
         self._python_reported = False  # the PythonMismatchWarning is said once per session
+        #: Run first by ``close()``, while the backend still works (detached calls decide there
+        #: whether the kernel and runtime must stay).
+        self.close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def _refuse_if_forked(self) -> None:
         """A forked child shares the parent's kernel connection and runtime: using them from
@@ -143,7 +146,9 @@ class _Core:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, connect: bool = True) -> None:
+        """Get the kernel and connect to it. ``connect=False``: get only what it runs on (for
+        detached calls, read through the server); the first call starts and connects it."""
         self._refuse_if_forked()
         async with self._gate:
             if self.state is State.OPEN:
@@ -156,8 +161,11 @@ class _Core:
                 if self.environment.unread:
                     await asyncio.to_thread(self.environment.resolve)
                 self.backend.secrets = self.environment.secrets
+                if not connect:
+                    self.backend.defer_kernel()
                 await self.backend.start(self.progress)
-                await self._connect()
+                if connect:
+                    await self._connect()
             except (asyncio.CancelledError, KeyboardInterrupt):
                 # Interrupted (Ctrl-C), not failed: release what was got and stay NEW, so the
                 # next call starts again, with a fresh backend.
@@ -175,7 +183,7 @@ class _Core:
             _open_cores.add(self)
         # Outside the gate (the install is a call, and a call may need the gate to reconnect),
         # yet before any other call: nothing is awaited between here and sending the install.
-        if self.packages is not None:
+        if self.packages is not None and connect:
             await self._prepare(self.packages)
 
     async def _prepare(self, packages: PackageSpec) -> None:
@@ -329,6 +337,9 @@ class _Core:
             return  # the parent owns the kernel and closes it; a child's close leaves it be
         if self.state is State.CLOSED:
             return
+        for hook in self.close_hooks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(hook(), CLOSE_WAIT_SECONDS)
         # Said first, so a reconnection or kernel start under way gives up instead of holding
         # the gate: close() finishes, and releases the runtime, whatever the connection does.
         self.state = State.CLOSED

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import contextvars
+import functools
 import io
 import os
 import platform
@@ -430,6 +431,10 @@ def _remove_in(pid: int, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+#: Operations that later agent modules add (``detached``): op name -> handler(agent, data, parts).
+EXTRA_OPERATIONS: dict[str, Callable[..., None]] = {}
+
+
 class Agent:
     """Handles the client's messages on one comm. Runs on the kernel's main thread."""
 
@@ -461,6 +466,8 @@ class Agent:
             Op.INFO: self.op_info,
             Op.FREE: self.op_free,
         }
+        for op, handler in EXTRA_OPERATIONS.items():
+            self.operations[op] = functools.partial(handler, self)
         comm.on_msg(self.on_msg)
 
     # -- plumbing --------------------------------------------------------------------------

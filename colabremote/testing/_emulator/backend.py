@@ -105,6 +105,10 @@ class EmulatorBackend(ColabBackend):
             parts = parts[1:]
         return posixpath.join(kernel.cwd, *parts)
 
+    def keep_kernel(self) -> bool:
+        """The emulator this backend started ends with the session, and its runtimes too."""
+        return False
+
     async def close(self) -> None:
         try:
             await super().close()

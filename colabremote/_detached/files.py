@@ -1,0 +1,220 @@
+"""Where a detached call's files are read from: through the Jupyter server's Contents API (jupyter
+and Colab runtimes, also while the kernel is busy running the call), or directly from this
+machine's disk (a local kernel). The kernels they run in are checked and interrupted the same way:
+the server's REST API, or the local backend."""
+
+from __future__ import annotations
+
+import abc
+import atexit
+import base64
+import functools
+import json
+import os
+import shutil
+import tempfile
+import weakref
+from typing import Any
+from urllib.parse import quote
+
+from .._backends.base import Backend
+from .._backends.jupyter import JupyterBackend
+from .._backends.local import LocalBackend
+from .._kernel.agent.detached import CALLS_DIR_NAME
+from ..exceptions import ConfigurationError, ServerError
+
+
+class CallFiles(abc.ABC):
+    """The calls folder on the kernel's machine, and the kernels its calls run in."""
+
+    #: Passed to the agent as the calls folder (local kernels); None: the agent's own choice.
+    home: str | None = None
+
+    @abc.abstractmethod
+    async def read(self, folder: str, name: str) -> bytes | None:
+        """A file of the calls folder (``folder`` "" for the calls folder itself); None when it
+        is not there."""
+
+    @abc.abstractmethod
+    async def folders(self) -> list[str]:
+        """The calls' folders (none while no call has run)."""
+
+    @abc.abstractmethod
+    async def kernel_alive(self, kernel: str | None) -> bool:
+        """Whether the kernel a call runs in is still there."""
+
+    @abc.abstractmethod
+    async def interrupt(self, kernel: str | None) -> None:
+        """Interrupt the kernel a call runs in (as Ctrl-C in a notebook)."""
+
+    async def read_json(self, folder: str, name: str) -> dict[str, Any] | None:
+        data = await self.read(folder, name)
+        if data is None:
+            return None
+        try:
+            value = json.loads(data)
+        except ValueError:
+            return None  # being replaced as we read: the caller reads again later
+        return value if isinstance(value, dict) else None
+
+    async def evicted(self) -> set[str]:
+        """The ids of calls removed to keep the disk bounded."""
+        record = await self.read_json("", "evicted.json") or {}
+        return {str(i) for i in record.get("ids") or ()}
+
+
+class ServerFiles(CallFiles):
+    """A Jupyter server's calls folder, through its Contents API. The folder is
+    ``colabremote-calls`` in the kernels' working directory: the server's root, or the backend's
+    ``kernel_path`` under it (Colab's ``content``)."""
+
+    def __init__(self, backend: JupyterBackend) -> None:
+        self._backend = backend
+        self._base: str | None = None
+
+    async def _get(self, path: str, **params: str) -> Any:
+        """The JSON of a GET on the server; None for a 404 that means "not there".
+
+        Missing files are normal here (a call not started, no output yet), so a 404 is first
+        checked against the server's root: only if that fails too is the proxy refusing (an
+        expired Colab proxy token, after the laptop slept), and the backend's own request,
+        which gets a new token first, goes instead. Asked every poll, a refresh per 404 would
+        be one Colab request per second."""
+        doing = "reading a detached call's files"
+        plain = JupyterBackend._request  # without the Colab proxy's refresh on every 404
+        try:
+            return (await plain(self._backend, "GET", path, doing, params=params)).json()
+        except ServerError as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            if exc.status == 404 and await self._root_answers():
+                return None
+        try:
+            return (await self._backend._request("GET", path, doing, params=params)).json()
+        except ServerError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _root_answers(self) -> bool:
+        try:
+            await JupyterBackend._request(
+                self._backend,
+                "GET",
+                "/api/contents",
+                "checking the server",
+                params={"content": "0"},
+            )
+        except ServerError:
+            return False
+        return True
+
+    async def _model(
+        self, path: str, *, content: bool, file: bool = False
+    ) -> dict[str, Any] | None:
+        """The Contents API's model of ``path`` (a file's bytes as base64), None if missing."""
+        params = {"content": "1" if content else "0"}
+        if file:
+            params.update({"type": "file", "format": "base64"})
+        model = await self._get(JupyterBackend._contents_path(path), **params)
+        return model if isinstance(model, dict) else None
+
+    async def _calls_dir(self) -> str | None:
+        if self._base is None:
+            prefix = self._backend.kernel_path
+            candidates = [f"{prefix}/{CALLS_DIR_NAME}"] if prefix else []
+            for candidate in [*candidates, CALLS_DIR_NAME]:
+                model = await self._model(candidate, content=False)
+                if model is not None and model.get("type") == "directory":
+                    self._base = candidate
+                    break
+        return self._base
+
+    async def read(self, folder: str, name: str) -> bytes | None:
+        base = await self._calls_dir()
+        if base is None:
+            return None
+        path = "/".join(p for p in (base, folder, name) if p)
+        model = await self._model(path, content=True, file=True)
+        if model is None or model.get("type") != "file":
+            return None
+        return base64.b64decode(model.get("content") or "")
+
+    async def folders(self) -> list[str]:
+        base = await self._calls_dir()
+        if base is None:
+            return []
+        model = await self._model(base, content=True)
+        entries: Any = (model or {}).get("content") or []
+        return sorted(
+            str(e["name"]) for e in entries if isinstance(e, dict) and e.get("type") == "directory"
+        )
+
+    def _kernel(self, kernel: str | None) -> str:
+        return f"/api/kernels/{quote(kernel or self._backend.kernel_id or '', safe='')}"
+
+    async def kernel_alive(self, kernel: str | None) -> bool:
+        model = await self._get(self._kernel(kernel))
+        return isinstance(model, dict) and model.get("execution_state") != "dead"
+
+    async def interrupt(self, kernel: str | None) -> None:
+        await self._backend._request(
+            "POST", self._kernel(kernel) + "/interrupt", "interrupting a detached call's kernel"
+        )
+
+
+class LocalFiles(CallFiles):
+    """A local kernel's calls: a private folder of this process (local kernels end with it)."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        self._backend = backend
+        self._root = self.home = _local_home()
+
+    async def read(self, folder: str, name: str) -> bytes | None:
+        try:
+            with open(os.path.join(self._root, folder, name), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    async def folders(self) -> list[str]:
+        try:
+            names = os.listdir(self._root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.isdir(os.path.join(self._root, n)))
+
+    async def kernel_alive(self, kernel: str | None) -> bool:
+        return await self._backend.is_alive()
+
+    async def interrupt(self, kernel: str | None) -> None:
+        await self._backend.interrupt()
+
+
+@functools.cache
+def _local_home() -> str:
+    """This process's folder for local kernels' calls (private, removed at exit)."""
+    home = tempfile.mkdtemp(prefix="colabremote-calls-")
+    atexit.register(shutil.rmtree, home, True)
+    return home
+
+
+_files: weakref.WeakKeyDictionary[Backend, CallFiles] = weakref.WeakKeyDictionary()
+
+
+def files_for(backend: Backend) -> CallFiles:
+    """The calls folder a backend's kernels write to (one object per backend, which remembers
+    where the folder is)."""
+    files = _files.get(backend)
+    if files is None:
+        if isinstance(backend, JupyterBackend):
+            files = ServerFiles(backend)
+        elif isinstance(backend, LocalBackend):
+            files = LocalFiles(backend)
+        else:
+            raise ConfigurationError(
+                f"the {backend.name} backend has no detached calls; use a local, jupyter, "
+                "colab or emulator session"
+            )
+        _files[backend] = files
+    return files

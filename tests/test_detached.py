@@ -1,0 +1,323 @@
+"""Detached calls beyond the compliance suite: a client process killed while its call runs, a
+WebSocket dropped during the call's output, a reclaimed runtime, closing with calls running, the
+CLI, and what local kernels refuse. (Spawn, logs, result and cancel on every backend are in
+test_compliance.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import colabremote as cr
+from colabremote._cli import main
+from colabremote._colab.auth import EnvironmentToken
+from colabremote._detached import calls as detached_calls
+from colabremote._detached.files import files_for
+from colabremote._kernel.agent.detached import evict
+from colabremote.exceptions import (
+    CallEvicted,
+    CallNotFound,
+    ConfigurationError,
+    DetachedCallsWarning,
+    KernelDied,
+    RuntimeGone,
+)
+from colabremote.testing import ColabEmulator, JupyterServer, drop_connection
+
+from .conftest import wait_for_path
+
+EXPECTED = "before 0\nbefore 1\nbefore 2\nafter 0\nafter 1\nafter 2\n"
+
+
+def job(started: str, go: str) -> str:
+    """Prints, says it started, waits for the test's word, prints again."""
+    for i in range(3):
+        print(f"before {i}", flush=True)
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    for i in range(3):
+        print(f"after {i}", flush=True)
+    return "finished"
+
+
+def double(x: int) -> int:
+    return 2 * x
+
+
+@pytest.fixture(scope="module")
+def emu() -> Iterator[ColabEmulator]:
+    with ColabEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture(scope="module")
+def endpoint(emu: ColabEmulator) -> Iterator[str]:
+    """A runtime that tests attach to with endpoint= (a new runtime starts a server of its own)."""
+    with colab(emu, release=False) as session:
+        found = session.runtime().endpoint
+    yield found
+    emu.release(found)
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[cr.Session]:
+    with cr.Session("local", progress=False) as session:
+        yield session
+
+
+def colab(emu: ColabEmulator, **options: Any) -> cr.Session:
+    token = EnvironmentToken(emu.mint_access_token())
+    return cr.Session("colab", base_url=emu.url, credentials=token, progress=False, **options)
+
+
+# -- local kernels ---------------------------------------------------------------------------
+
+
+def test_local_calls_cannot_be_attached_from_another_process() -> None:
+    session = cr.Session("local", progress=False)  # refused before any kernel starts
+    try:
+        with pytest.raises(ConfigurationError, match="cannot be attached from another one"):
+            session.call("local-1:c-0123456789abcdef")
+        with pytest.raises(ConfigurationError, match="not a detached call id"):
+            session.call("no-colon")
+    finally:
+        session.close()
+
+
+@pytest.mark.slow
+def test_an_evicted_call_says_so(local: cr.Session) -> None:
+    call = cr.remote(double, session=local).spawn(21)
+    assert call.result(timeout=60) == 42
+    with pytest.raises(CallNotFound, match="no detached call"):
+        local.call(f"local-{os.getpid()}:c-0000000000000000")
+    home = files_for(local._core.backend).home
+    assert home is not None
+    assert call.id in evict(home, keep_calls=1)  # what the agent does when a call starts
+    with pytest.raises(CallEvicted, match=call.id):
+        local.call(call.id)
+    with pytest.raises(CallEvicted):
+        call.result()
+
+
+def shouts(word: str) -> str:
+    print(word, flush=True)
+    return word.upper()
+
+
+@pytest.mark.slow
+def test_the_async_forms() -> None:
+    async def main() -> None:
+        async with cr.AsyncSession("local", progress=False) as session:
+            call = await session.remote(shouts).spawn_aio("hello")
+            assert "".join([piece async for piece in call.follow()]) == "hello\n"
+            assert await call.result(timeout=60) == "HELLO"
+            again = await session.call(call.id)
+            assert (await again.status()).state == "done"
+            assert await again.logs() == "hello\n"
+            assert call.id in [status.id for status in await session.calls()]
+            assert (await again.cancel()).state == "done"  # it had ended: nothing to cancel
+
+    asyncio.run(main())
+
+
+# -- runtimes that outlive the client ----------------------------------------------------------
+
+SPAWNER = textwrap.dedent(
+    """
+    import os, sys, time
+    import colabremote as cr
+
+    def job(started, go):
+        for i in range(3):
+            print(f"before {i}", flush=True)
+        with open(started, "w"):
+            pass
+        deadline = time.monotonic() + 60
+        while not os.path.exists(go) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for i in range(3):
+            print(f"after {i}", flush=True)
+        return "finished"
+
+    base_url, id_file, started, go = sys.argv[1:5]
+    session = cr.Session("colab", base_url=base_url, progress=False)
+    call = session.remote(job).spawn(started, go)
+    with open(id_file + ".part", "w") as f:
+        f.write(call.id)
+    os.replace(id_file + ".part", id_file)
+    time.sleep(3600)  # the test kills this process here
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_killed_client_leaves_its_call_running(emu: ColabEmulator, tmp_path: Path) -> None:
+    """SIGKILL the spawning process mid-call; a new client gets the whole output once and the
+    result once; once Colab reclaims the runtime, attaching raises RuntimeGone naming the call."""
+    script = tmp_path / "spawner.py"
+    script.write_text(SPAWNER)
+    id_file, started, go = tmp_path / "id", tmp_path / "started", tmp_path / "go"
+    env = dict(os.environ, COLABREMOTE_ACCESS_TOKEN=emu.mint_access_token())
+    process = subprocess.Popen(
+        [sys.executable, str(script), emu.url, str(id_file), str(started), str(go)], env=env
+    )
+    try:
+        wait_for_path(id_file)
+        wait_for_path(started)
+    finally:
+        process.kill()
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    call_id = id_file.read_text()
+    endpoint = call_id.rsplit(":", 1)[0]
+    assert endpoint in emu.assigned_endpoints()
+    go.touch()
+    with colab(emu, endpoint=endpoint) as session:
+        call = session.call(call_id)
+        assert "".join(call.logs(follow=True)) == EXPECTED
+        assert call.result(timeout=60) == "finished"
+        assert [s.state for s in session.calls() if s.id == call_id] == ["done"]
+    emu.release(endpoint, reason="idle")
+    reclaimed = colab(emu, endpoint=endpoint)
+    try:
+        with pytest.raises(RuntimeGone, match=call_id):
+            reclaimed.call(call_id)
+    finally:
+        reclaimed.close()
+
+
+@pytest.mark.slow
+def test_a_dropped_websocket_during_the_output_loses_nothing(
+    emu: ColabEmulator, endpoint: str, tmp_path: Path
+) -> None:
+    started, go = tmp_path / "started", tmp_path / "go"
+    with colab(emu, endpoint=endpoint) as session:
+        call = session.remote(job).spawn(str(started), str(go))
+        wait_for_path(started)
+        drop_connection(session)
+        go.touch()
+        assert "".join(call.logs(follow=True)) == EXPECTED
+        assert call.result(timeout=60) == "finished"
+        assert session.remote(double)(4) == 8  # reconnected, after the call's end
+
+
+@pytest.mark.slow
+def test_closing_keeps_the_kernel_of_a_running_call(
+    jupyter_server: JupyterServer, tmp_path: Path
+) -> None:
+    """On a Jupyter server: close() warns, naming the call, and leaves its kernel; another
+    session on the server follows the call to its end."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    options: dict[str, Any] = {"url": jupyter_server.url, "token": jupyter_server.token}
+    session = cr.Session("jupyter", progress=False, **options)
+    call = session.remote(job).spawn(str(started), str(go))
+    wait_for_path(started)
+    with pytest.warns(DetachedCallsWarning, match=call.id) as warned:
+        session.close()
+    warning = warned[0].message
+    assert isinstance(warning, DetachedCallsWarning) and warning.call_ids == (call.id,)
+    kernel = f"{jupyter_server.url}/api/kernels/{call.id.rsplit(':', 1)[0]}"
+    auth = {"Authorization": f"token {jupyter_server.token}"}
+    try:
+        assert httpx.get(kernel, headers=auth, timeout=30).status_code == 200
+        # Any session on the server attaches, and starts no kernel for it.
+        attached = cr.Session("jupyter", progress=False, **options)
+        try:
+            again = attached.call(call.id)
+            assert again.status().state == "running"
+            go.touch()
+            assert again.result(timeout=60) == "finished"
+            assert again.logs() == EXPECTED
+        finally:
+            attached.close()
+    finally:
+        httpx.delete(kernel, headers=auth, timeout=30)
+
+
+def dies(started: str) -> None:
+    """Says it started, then kills its kernel (as the OOM killer would)."""
+    with open(started, "w"):
+        pass
+    time.sleep(0.5)  # a heartbeat or more first
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_call_whose_kernel_died_is_lost(
+    emu: ColabEmulator, endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server restarts a dead kernel under the same id, so only the call's heartbeat, which
+    stopped, tells that the call is lost."""
+    monkeypatch.setattr(detached_calls, "HEARTBEAT_SECONDS", 0.1)
+    monkeypatch.setattr(detached_calls, "HEARTBEAT_STALE_SECONDS", 1.0)
+    monkeypatch.setattr(detached_calls, "KERNEL_CHECK_SECONDS", 0.1)
+    started = tmp_path / "started"
+    with colab(emu, endpoint=endpoint) as session:
+        call = session.remote(dies).spawn(str(started))
+        wait_for_path(started)
+        with pytest.raises(KernelDied, match="ended before the call did"):
+            call.result(timeout=30)
+        assert call.status().state == "lost"
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_lists_shows_cancels_and_keeps_alive(
+    emu: ColabEmulator,
+    endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", emu.url)
+    started, go = tmp_path / "started", tmp_path / "go"
+    with colab(emu, endpoint=endpoint) as session:
+        finished = session.remote(double).spawn(5)
+        assert finished.result(timeout=60) == 10
+        running = session.remote(job).spawn(str(started), str(go))
+        wait_for_path(started)
+        with pytest.warns(DetachedCallsWarning):
+            session.close()
+    capsys.readouterr()
+    assert main(["calls", endpoint]) == 0
+    listing = capsys.readouterr().out
+    assert f"{finished.id}  double  done" in listing
+    assert f"{running.id}  job  running" in listing
+    assert main(["logs", running.id]) == 0
+    assert capsys.readouterr().out == "before 0\nbefore 1\nbefore 2\n"
+    assert main(["cancel", running.id]) == 0
+    assert capsys.readouterr().out == f"{running.id}: cancelled\n"
+    assert main(["logs", "--follow", running.id]) == 1  # it ended cancelled
+    assert "cancelled" in capsys.readouterr().err
+    assert main(["keep-alive", "m-s-nothing"]) == 1
+    assert "no Colab runtime 'm-s-nothing'" in capsys.readouterr().err
+    # keep-alive runs until Ctrl-C: a process of its own, interrupted once it has pinged.
+    before = emu.keepalive_count(endpoint)
+    command = [sys.executable, "-m", "colabremote", "keep-alive", endpoint, "--interval", "0.05"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            assert f"keeping runtime {endpoint} alive" in process.stdout.readline()
+            deadline = time.monotonic() + 30
+            while emu.keepalive_count(endpoint) < before + 3:
+                assert time.monotonic() < deadline, "no keep-alive pings arrived"
+                time.sleep(0.02)
+        finally:
+            process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0
