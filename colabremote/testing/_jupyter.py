@@ -34,6 +34,16 @@ class NoDelayConnection(ZMQChannelsWebsocketConnection):
         return super().connect()
 
 
+#: How a server is started: jupyter_server's own entry point, once ``rfc3987_syntax`` has been
+#: made unimportable. jsonschema (through jupyter_events) imports that package, where installed,
+#: for its ``iri`` and ``iri-reference`` format checks, which no Jupyter schema uses; importing
+#: it compiles dozens of Lark parsers, 2-3 s of CPU for every server started.
+_BOOT = (
+    "import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+    "from jupyter_server import serverapp; serverapp.launch_new_instance()"
+)
+
+
 class _PortTaken(Exception):
     """The port chosen for the server was taken before it could bind it."""
 
@@ -115,8 +125,8 @@ class JupyterServer:
     def _start(self, token_file: str) -> JupyterServer:
         args = [
             self.python,
-            "-m",
-            "jupyter_server",
+            "-c",
+            _BOOT,
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
