@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -67,12 +68,18 @@ CANCELLED = "cancelled"
 LOST = "lost"
 
 
-def call_folder_name(call_id: str) -> str:
+#: A call id: what names its runtime or kernel, then ``c-`` and 16 hex digits (its folder).
+#: Ids and folder names come from files a hostile kernel may write, so nothing else is used.
+CALL_ID = re.compile(r"(?P<where>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<folder>c-[0-9a-f]{16})")
+CALL_FOLDER = re.compile(r"c-[0-9a-f]{16}")
+
+
+def call_folder_name(call_id: object) -> str:
     """The folder of a call: the part of its id after the runtime's name."""
-    name = call_id.rsplit(":", 1)[-1]
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    match = CALL_ID.fullmatch(call_id) if isinstance(call_id, str) else None
+    if match is None:
         raise ValueError(f"{call_id!r} is not a detached call id")
-    return name
+    return match["folder"]
 
 
 def calls_home(chosen: str | None = None) -> str:
@@ -270,9 +277,19 @@ def _write_result(
         )
         parts = []
     fields["parts"] = [part.nbytes for part in parts]
-    with open(os.path.join(folder, "result.bin"), "wb") as f:
-        for part in parts:
-            f.write(part)
+    # Written aside, then renamed: a reader never sees half a result, even one of a call that
+    # the kernel's death interrupted while it was being written.
+    path = os.path.join(folder, "result.bin")
+    try:
+        with open(f"{path}.tmp", "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(f"{path}.tmp", path)
+    except OSError as exc:  # a full disk: the call still ends, saying why it has no result
+        fields.update(status=Status.NO_OUTCOME, parts=[])
+        fields["evalue"] = f"the result could not be written to the runtime's disk ({exc})"
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}.tmp")
     _write_json(os.path.join(folder, "result.json"), fields)
 
 
