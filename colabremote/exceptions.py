@@ -446,6 +446,12 @@ class CallStillRunning(RemoteCallError, TimeoutError):
     later ``result()`` returns its value."""
 
 
+class CallFilesInvalid(RemoteCallError):
+    """A detached call's files on the runtime are not what colabremote writes (too large, or
+    malformed): the kernel or runtime that wrote them is not to be trusted. Nothing in them was
+    used."""
+
+
 class DetachedCallsWarning(UserWarning):
     """A session closed while detached calls it spawned were still running: their kernel (and
     Colab runtime) is left running for them. ``call_ids`` names them."""

@@ -6,12 +6,17 @@ test_compliance.py.)"""
 from __future__ import annotations
 
 import asyncio
+import gc
+import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,14 +29,16 @@ from colabremote._cli import main
 from colabremote._colab.auth import EnvironmentToken
 from colabremote._detached import calls as detached_calls
 from colabremote._detached.files import files_for
-from colabremote._kernel.agent.detached import evict
+from colabremote._kernel.agent.detached import LOG_SEGMENT_BYTES, evict
 from colabremote.exceptions import (
     CallEvicted,
+    CallFilesInvalid,
     CallNotFound,
     ConfigurationError,
     DetachedCallsWarning,
     KernelDied,
     RuntimeGone,
+    SessionClosed,
 )
 from colabremote.testing import ColabEmulator, JupyterServer, drop_connection
 
@@ -110,6 +117,94 @@ def test_an_evicted_call_says_so(local: cr.Session) -> None:
     with pytest.raises(CallEvicted, match=call.id):
         local.call(call.id)
     with pytest.raises(CallEvicted):
+        call.result()
+
+
+def _fake_call(home: str, **files: bytes | dict[str, Any]) -> str:
+    """A call's folder as a hostile kernel might write it: ``files`` over a plain done call."""
+    folder = f"c-{secrets.token_hex(8)}"
+    call_id = f"local-{os.getpid()}:{folder}"
+    (Path(home) / folder).mkdir()
+    written: dict[str, bytes | dict[str, Any]] = {
+        "meta.json": {"id": call_id, "name": "fake", "pid": os.getpid(), "started": 1.0},
+        "state.json": {"state": "done", "finished": 2.0},
+        **files,
+    }
+    for name, content in written.items():
+        data = content if isinstance(content, bytes) else json.dumps(content).encode()
+        (Path(home) / folder / name).write_bytes(data)
+    return call_id
+
+
+def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) -> None:
+    home = files_for(local._core.backend).home
+    assert home is not None
+    big = _fake_call(home, **{"meta.json": json.dumps({"pad": "x" * (2 << 20)}).encode()})
+    odd = _fake_call(
+        home,
+        **{
+            "state.json": {"state": "failed", "finished": 1e300, "error": ["not", "text"]},
+            "log.000000": b"y" * (LOG_SEGMENT_BYTES + 1),
+        },
+    )
+    bad = _fake_call(home, **{"result.json": {"status": "ok", "parts": [5, -1]}})
+    (Path(home) / bad.rsplit(":", 1)[1] / "result.bin").write_bytes(b"abcd")
+    liar = _fake_call(home, **{"meta.json": {"id": f"local-{os.getpid()}:c-{'0' * 16}"}})
+    (Path(home) / "not-a-call").mkdir()
+    try:
+        with pytest.raises(CallFilesInvalid, match="more than the 1048576 bytes"):
+            local.call(big)
+        status = local.call(odd).status()
+        assert (status.state, status.finished, status.error) == ("failed", None, None)
+        with pytest.raises(CallFilesInvalid, match=r"log\.000000"):
+            local.call(odd).logs()
+        with pytest.raises(CallFilesInvalid, match="do not add up"):
+            local.call(bad).result()
+        listed = [status.id for status in local.calls()]
+        assert odd in listed and bad in listed
+        assert big not in listed and liar not in listed and len(listed) == len(set(listed))
+    finally:
+        for call_id in (big, odd, bad, liar, "x:not-a-call"):
+            shutil.rmtree(Path(home) / call_id.rsplit(":", 1)[1])
+
+
+def doubles_when_told(value: int, started: str, go: str) -> int:
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return 2 * value
+
+
+@pytest.mark.slow
+def test_a_ref_given_to_a_spawned_call_lives_until_the_call_ends(
+    local: cr.Session, tmp_path: Path
+) -> None:
+    """Until the kernel has taken it: a call the kernel turns back (it was aborting) is sent
+    again, and must find the value still kept."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ref = local.put(21)
+    alive = weakref.ref(ref)
+    call = cr.remote(doubles_when_told, session=local).spawn(ref, str(started), str(go))
+    del ref
+    gc.collect()
+    wait_for_path(started)
+    assert alive() is not None
+    go.touch()
+    assert call.result(timeout=60) == 42
+
+
+@pytest.mark.slow
+def test_closing_a_local_session_removes_its_calls_and_ends_its_handles() -> None:
+    session = cr.Session("local", progress=False)
+    call = session.remote(double).spawn(21)
+    assert call.result(timeout=60) == 42
+    home = files_for(session._core.backend).home
+    assert home is not None and os.path.isdir(home)
+    session.close()
+    assert not os.path.exists(home)
+    with pytest.raises(SessionClosed, match="attach from an open session"):
         call.result()
 
 

@@ -235,7 +235,8 @@ def evict(home: str, keep_calls: int = KEEP_CALLS, keep_bytes: int = KEEP_BYTES)
         total -= size
     if removed:
         record = os.path.join(home, "evicted.json")
-        ids = [*((_read_json(record) or {}).get("ids") or []), *removed]
+        known = (_read_json(record) or {}).get("ids")
+        ids = [*(known if isinstance(known, list) else []), *removed]
         _write_json(record, {"ids": ids[-KEEP_EVICTED:]})
     return removed
 
