@@ -168,6 +168,24 @@ def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) 
             shutil.rmtree(Path(home) / call_id.rsplit(":", 1)[1])
 
 
+@pytest.mark.slow
+def test_a_servers_oversized_call_file_is_refused_unread(jupyter_server: JupyterServer) -> None:
+    home = Path(jupyter_server.root_dir) / "colabremote-calls"
+    home.mkdir(exist_ok=True)
+    folder = f"c-{secrets.token_hex(8)}"
+    call_id = f"{'0' * 8}-0000-0000-0000-{'0' * 12}:{folder}"
+    big = _fake_call(str(home), **{"meta.json": json.dumps({"pad": "x" * (2 << 20)}).encode()})
+    (home / big.rsplit(":", 1)[1]).rename(home / folder)
+    options: dict[str, Any] = {"url": jupyter_server.url, "token": jupyter_server.token}
+    try:
+        with cr.Session("jupyter", progress=False, **options) as session:
+            with pytest.raises(CallFilesInvalid, match="more than the 1048576 bytes"):
+                session.call(call_id)
+            assert call_id not in [status.id for status in session.calls()]
+    finally:
+        shutil.rmtree(home / folder)
+
+
 def doubles_when_told(value: int, started: str, go: str) -> int:
     with open(started, "w"):
         pass

@@ -168,16 +168,19 @@ class ServerFiles(CallFiles):
             return None
         content = model.get("content") or ""
         if not isinstance(content, str):
-            raise CallFilesInvalid(f"the server sent no file content for {CALLS_DIR_NAME}/{path}")
-        # Checked before decoding: base64 takes 4 characters for each 3 bytes.
-        if limit is not None and len(content) > (limit + 2) // 3 * 4:
+            raise CallFilesInvalid(f"the server sent no file content for {path}")
+        # Checked before decoding: base64 takes 4 characters for each 3 bytes, and the server
+        # breaks its lines every 76 characters.
+        encoded = (limit + 2) // 3 * 4 if limit is not None else 0
+        if limit is not None and len(content) > encoded + encoded // 76 + 1:
             raise _too_large(folder, name, limit)
         try:
-            return base64.b64decode(content, validate=True)
+            data = base64.b64decode(content)
         except (binascii.Error, ValueError):
-            raise CallFilesInvalid(
-                f"the server sent {CALLS_DIR_NAME}/{path} in a form that is not base64"
-            ) from None
+            raise CallFilesInvalid(f"the server sent {path} in a form that is not base64") from None
+        if limit is not None and len(data) > limit:
+            raise _too_large(folder, name, limit)
+        return data
 
     async def folders(self) -> list[str]:
         base = await self._calls_dir()
