@@ -140,13 +140,11 @@ def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) 
     home = files_for(local._core.backend).home
     assert home is not None
     big = _fake_call(home, **{"meta.json": json.dumps({"pad": "x" * (2 << 20)}).encode()})
-    odd = _fake_call(
-        home,
-        **{
-            "state.json": {"state": "failed", "finished": 1e300, "error": ["not", "text"]},
-            "log.000000": b"y" * (LOG_SEGMENT_BYTES + 1),
-        },
-    )
+    odd_files: dict[str, bytes | dict[str, Any]] = {
+        "state.json": {"state": "failed", "finished": 1e300, "error": ["not", "text"]},
+        "log.000000": b"y" * (LOG_SEGMENT_BYTES + 1),
+    }
+    odd = _fake_call(home, **odd_files)
     bad = _fake_call(home, **{"result.json": {"status": "ok", "parts": [5, -1]}})
     (Path(home) / bad.rsplit(":", 1)[1] / "result.bin").write_bytes(b"abcd")
     liar = _fake_call(home, **{"meta.json": {"id": f"local-{os.getpid()}:c-{'0' * 16}"}})
@@ -186,7 +184,7 @@ def test_a_servers_oversized_call_file_is_refused_unread(jupyter_server: Jupyter
         shutil.rmtree(home / folder)
 
 
-def doubles_when_told(value: int, started: str, go: str) -> int:
+def doubles_when_told(value: Any, started: str, go: str) -> int:
     with open(started, "w"):
         pass
     deadline = time.monotonic() + 60
