@@ -387,6 +387,21 @@ def test_a_call_whose_kernel_died_is_lost(
 # -- the command line --------------------------------------------------------------------------
 
 
+def test_cli_refuses_ids_it_cannot_reach_before_any_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", "http://127.0.0.1:9")  # a request would fail
+    kernel = "0123abcd-0000-4000-8000-0123456789ab"
+    for argv, said in [
+        (["logs", "no-colon"], "not a detached call id"),
+        (["cancel", "m-s-1:../c-0123456789abcdef"], "not a detached call id"),
+        (["logs", f"local-12:c-{'0' * 16}"], "ran on a local kernel"),
+        (["cancel", f"{kernel}:c-{'0' * 16}"], f"Jupyter server kernel {kernel}"),
+    ]:
+        assert main(argv) == 1
+        assert said in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_lists_shows_cancels_and_keeps_alive(
     emu: ColabEmulator,
