@@ -29,6 +29,7 @@ from colabremote._cli import main
 from colabremote._colab.auth import EnvironmentToken
 from colabremote._detached import calls as detached_calls
 from colabremote._detached.files import files_for
+from colabremote._detached.public import CallStatus
 from colabremote._kernel.agent.detached import LOG_SEGMENT_BYTES, evict
 from colabremote.exceptions import (
     CallEvicted,
@@ -209,6 +210,28 @@ def test_a_ref_given_to_a_spawned_call_lives_until_the_call_ends(
     assert alive() is not None
     go.touch()
     assert call.result(timeout=60) == 42
+
+
+@pytest.mark.slow
+def test_a_cancel_that_loses_the_race_with_the_end_stops_nothing_else(
+    local: cr.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended = cr.remote(double, session=local).spawn(1)
+    assert ended.result(timeout=60) == 2
+    started, go = tmp_path / "started", tmp_path / "go"
+    later = cr.remote(doubles_when_told, session=local).submit(5, str(started), str(go))
+    wait_for_path(started)
+    # cancel() reads the state just before the call ends: "running".
+    real = detached_calls.DetachedCall.status
+    stale = [CallStatus(ended.id, "double", "running")]
+
+    async def status(self: detached_calls.DetachedCall, *, check_kernel: bool = True) -> Any:
+        return stale.pop() if stale else await real(self, check_kernel=check_kernel)
+
+    monkeypatch.setattr(detached_calls.DetachedCall, "status", status)
+    assert ended.cancel().state == "done"
+    go.touch()
+    assert later.result(timeout=60) == 10  # not interrupted
 
 
 @pytest.mark.slow

@@ -67,6 +67,9 @@ KERNEL_CHECK_SECONDS = 5.0
 #: generous, since a C extension holding the GIL delays the beat.
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_STALE_SECONDS = 300.0
+#: How long ``cancel()`` waits for the call's agent to act on its cancel file before it
+#: interrupts the kernel instead.
+CANCEL_FILE_SECONDS = 2.0
 #: States after which nothing more is written to a call's folder.
 ENDED = frozenset({DONE, FAILED, CANCELLED, LOST})
 
@@ -306,10 +309,17 @@ class DetachedCall:
             )
         if status.state != RUNNING:
             return status
+        # Through the call's agent, which interrupts the call only while it runs: an interrupt
+        # of the kernel could reach whatever runs next, if the call ends meanwhile.
+        await self.files.request_cancel(self._folder)
+        with contextlib.suppress(CallStillRunning):
+            return await self.wait(CANCEL_FILE_SECONDS)
+        # The agent did not act (one from before cancel files, or code holding the GIL): the
+        # kernel's own interrupt, as Ctrl-C in a notebook, for a call that still runs.
         meta = await self.files.read_json(self._folder, "meta.json") or {}
         await self.files.interrupt(meta.get("kernel"))
         with contextlib.suppress(CallStillRunning):
-            return await self.wait(INTERRUPT_GRACE)
+            return await self.wait(INTERRUPT_GRACE - CANCEL_FILE_SECONDS)
         return await self.status()
 
 

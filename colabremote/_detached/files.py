@@ -31,7 +31,7 @@ KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 #: The names of a call's files (``""``: the calls folder itself).
 _FOLDER = re.compile(rf"|{CALL_FOLDER.pattern}")
 _NAME = re.compile(
-    r"meta\.json|state\.json|heartbeat|result\.json|result\.bin|evicted\.json|log\.\d{6}"
+    r"meta\.json|state\.json|heartbeat|result\.json|result\.bin|evicted\.json|cancel|log\.\d{6}"
 )
 
 
@@ -71,6 +71,10 @@ class CallFiles(abc.ABC):
     @abc.abstractmethod
     async def interrupt(self, kernel: str | None) -> None:
         """Interrupt the kernel a call runs in (as Ctrl-C in a notebook)."""
+
+    @abc.abstractmethod
+    async def request_cancel(self, folder: str) -> None:
+        """Write the call's ``cancel`` file: its agent interrupts it if it still runs."""
 
     async def read_json(self, folder: str, name: str) -> dict[str, Any] | None:
         data = await self.read(folder, name, JSON_LIMIT)
@@ -213,6 +217,15 @@ class ServerFiles(CallFiles):
         model = await self._get(path)
         return isinstance(model, dict) and model.get("execution_state") != "dead"
 
+    async def request_cancel(self, folder: str) -> None:
+        _checked(folder, "cancel")
+        base = await self._calls_dir()
+        if base is None:
+            return  # no calls folder: no call to cancel
+        path = JupyterBackend._contents_path(f"{base}/{folder}/cancel")
+        body = {"type": "file", "format": "text", "content": "cancel\n"}
+        await self._backend._request("PUT", path, "cancelling a detached call", json=body)
+
     async def interrupt(self, kernel: str | None) -> None:
         path = self._kernel(kernel)
         if path is None:
@@ -263,6 +276,11 @@ class LocalFiles(CallFiles):
 
     async def kernel_alive(self, kernel: str | None) -> bool:
         return await self._backend.is_alive()
+
+    async def request_cancel(self, folder: str) -> None:
+        _checked(folder, "cancel")
+        with open(os.path.join(self._root, folder, "cancel"), "w") as f:
+            f.write("cancel\n")
 
     async def interrupt(self, kernel: str | None) -> None:
         await self._backend.interrupt()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ import pytest
 from colabremote._kernel.agent import detached
 from colabremote._kernel.agent.detached import (
     LOG_SEGMENT_BYTES,
+    _CancelWatch,
     _Heartbeat,
     _LogPump,
     _write_json,
@@ -139,3 +141,23 @@ def test_the_heartbeat_moves_while_the_call_runs(tmp_path: Path) -> None:
     last = (tmp_path / "heartbeat").read_text()
     time.sleep(0.05)
     assert (tmp_path / "heartbeat").read_text() == last  # stopped with the call
+
+
+def test_a_cancel_file_interrupts_the_call_only_while_it_runs(tmp_path: Path) -> None:
+    interrupts: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum))
+    try:
+        with _CancelWatch(str(tmp_path), 0.01):
+            (tmp_path / "cancel").touch()
+            deadline = time.monotonic() + 10
+            while not interrupts and time.monotonic() < deadline:
+                time.sleep(0.01)  # the interrupt is aimed at this (the main) thread
+        assert interrupts == [signal.SIGINT]
+        late = tmp_path / "late"
+        late.mkdir()
+        with _CancelWatch(str(late), 0.01) as watch:
+            watch.finish()  # the call ended
+            (late / "cancel").touch()
+        assert interrupts == [signal.SIGINT]  # the thread has ended: nothing more can come
+    finally:
+        signal.signal(signal.SIGINT, previous)

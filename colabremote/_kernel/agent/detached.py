@@ -15,6 +15,9 @@ directory, so under the Jupyter server's root, or where the client says for loca
   in pieces of ``LOG_SEGMENT_BYTES`` (a reader fetches only the piece it has not finished), at most
   ``LOG_LIMIT_BYTES`` in all.
 - ``heartbeat``: rewritten every ``HEARTBEAT_SECONDS`` while the call runs.
+- ``cancel``: written by a client to cancel the call; a thread of the agent that watches for it
+  while the call runs interrupts the call (as Ctrl-C does), and only the call: once it has ended,
+  the file stops nothing (an interrupt from outside could hit the next call instead).
 - ``result.bin`` and ``result.json`` (the result's fields and part sizes), then ``state.json``
   (``running`` until then; ``done``, ``failed`` or ``cancelled``, with the finish time).
 
@@ -29,6 +32,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 from typing import Any
@@ -42,6 +46,7 @@ from .loop import (
     _OutputPump,
     _picklable_outcome,
     _safe_str,
+    exception_payload,
 )
 from .shipping import dumps
 
@@ -57,6 +62,8 @@ KEEP_CALLS = 32
 KEEP_BYTES = 2 * 1024 * 1024 * 1024
 #: How often a running call's ``heartbeat`` file is rewritten (the client may ask for another).
 HEARTBEAT_SECONDS = 10.0
+#: How often a running call's folder is looked at for a ``cancel`` file.
+CANCEL_POLL_SECONDS = 0.05
 #: How many evicted ids ``evicted.json`` remembers.
 KEEP_EVICTED = 1000
 #: A call's states as ``state.json`` says them.
@@ -172,6 +179,47 @@ class _Heartbeat:
                 _write_json(self._path, {"beat": beat})
             if self._stop.wait(self._interval):
                 return
+
+
+class _CancelWatch:
+    """Interrupts the kernel's main thread (as Ctrl-C does) once a ``cancel`` file appears in a
+    call's folder, but never after :meth:`finish`, which the call's end calls: a late cancel
+    cannot reach whatever the kernel runs next."""
+
+    def __init__(self, folder: str, poll: float = CANCEL_POLL_SECONDS) -> None:
+        self._path = os.path.join(folder, "cancel")
+        self._poll = poll
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="colabremote-cancel", daemon=True)
+
+    def __enter__(self) -> _CancelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
+        self._thread.join()
+
+    def finish(self) -> None:
+        """The call has ended: from now on a cancel does nothing."""
+        with self._lock:
+            self._finished.set()
+
+    def _run(self) -> None:
+        while not self._finished.wait(self._poll):
+            if not os.path.exists(self._path):
+                continue
+            with self._lock:
+                if self._finished.is_set():
+                    return
+                main = threading.main_thread().ident
+                # Aimed at the main thread, so a sleep or a wait there wakes to it.
+                if hasattr(signal, "pthread_kill") and main is not None:
+                    signal.pthread_kill(main, signal.SIGINT)
+                else:
+                    signal.raise_signal(signal.SIGINT)
+            return
 
 
 def _folder_bytes(folder: str) -> int:
@@ -329,8 +377,15 @@ def op_spawn(agent: Agent, data: dict[str, Any], parts: list[memoryview]) -> Non
     started = time.perf_counter()
     pump = _LogPump(folder)
     heartbeat = _Heartbeat(folder, float(data.get("heartbeat") or HEARTBEAT_SECONDS))
-    with heartbeat, _capturing_output(pump, agent.display_publisher):
-        status, outcomes = agent._run_call(data, parts)
+    try:
+        with heartbeat, _CancelWatch(folder) as watch:
+            with _capturing_output(pump, agent.display_publisher):
+                status, outcomes = agent._run_call(data, parts)
+            watch.finish()
+    except KeyboardInterrupt as exc:
+        # A cancel that came as the call ended, once its function had returned: it still counts
+        # (the function's value is gone with the agent's frame it was in).
+        status, outcomes = Status.INTERRUPTED, [(ItemStatus.INTERRUPTED, exception_payload(exc))]
     # An interrupt during a detached call is its cancel, meant for it alone: the calls queued
     # behind it run (their clients may be gone, and could not send them again).
     agent.aborting = False
