@@ -235,7 +235,7 @@ def test_a_cancel_that_loses_the_race_with_the_end_stops_nothing_else(
 
 
 @pytest.mark.slow
-def test_closing_a_local_session_removes_its_calls_and_ends_its_handles() -> None:
+def test_closing_a_local_session_removes_its_calls_and_lets_it_go() -> None:
     session = cr.Session("local", progress=False)
     call = session.remote(double).spawn(21)
     assert call.result(timeout=60) == 42
@@ -245,6 +245,10 @@ def test_closing_a_local_session_removes_its_calls_and_ends_its_handles() -> Non
     assert not os.path.exists(home)
     with pytest.raises(SessionClosed, match="attach from an open session"):
         call.result()
+    backend = weakref.ref(session._core.backend)
+    del session, call
+    gc.collect()
+    assert backend() is None  # nothing of colabremote's keeps a closed session's backend
 
 
 def shouts(word: str) -> str:

@@ -14,14 +14,14 @@ import re
 import shutil
 import tempfile
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .._backends.base import Backend
 from .._backends.jupyter import JupyterBackend
 from .._backends.local import LocalBackend
 from .._kernel.agent.detached import CALL_FOLDER, CALL_ID, CALLS_DIR_NAME
-from ..exceptions import CallFilesInvalid, ConfigurationError, ServerError
+from ..exceptions import CallFilesInvalid, ConfigurationError, ServerError, SessionClosed
 
 #: The most a call's small JSON files (meta, state, heartbeat, result fields, evicted ids) may
 #: hold: far beyond what the agent writes, so a larger one comes from something else.
@@ -100,8 +100,14 @@ class ServerFiles(CallFiles):
     ``kernel_path`` under it (Colab's ``content``)."""
 
     def __init__(self, backend: JupyterBackend) -> None:
-        self._backend = backend
+        # Weakly: the backend is this object's key in ``_files``, which a strong reference
+        # would keep alive for ever.
+        self._backend_ref = weakref.ref(backend)
         self._base: str | None = None
+
+    @property
+    def _backend(self) -> JupyterBackend:
+        return _alive(self._backend_ref)
 
     async def _get(self, path: str, **params: str) -> Any:
         """The JSON of a GET on the server; None for a 404 that means "not there".
@@ -244,7 +250,7 @@ class LocalFiles(CallFiles):
     exits."""
 
     def __init__(self, backend: LocalBackend) -> None:
-        self._backend = backend
+        self._backend_ref = weakref.ref(backend)  # weakly, as ServerFiles does
         self._root = self.home = tempfile.mkdtemp(prefix="colabremote-calls-")
         self._remover = weakref.finalize(self, shutil.rmtree, self._root, True)
 
@@ -275,7 +281,7 @@ class LocalFiles(CallFiles):
         )
 
     async def kernel_alive(self, kernel: str | None) -> bool:
-        return await self._backend.is_alive()
+        return await _alive(self._backend_ref).is_alive()
 
     async def request_cancel(self, folder: str) -> None:
         _checked(folder, "cancel")
@@ -283,7 +289,18 @@ class LocalFiles(CallFiles):
             f.write("cancel\n")
 
     async def interrupt(self, kernel: str | None) -> None:
-        await self._backend.interrupt()
+        await _alive(self._backend_ref).interrupt()
+
+
+B = TypeVar("B", bound=Backend)
+
+
+def _alive(backend: weakref.ref[B]) -> B:
+    """The backend of a session that still exists (its calls' handles keep it)."""
+    found = backend()
+    if found is None:
+        raise SessionClosed("the session of these detached calls is gone; attach from an open one")
+    return found
 
 
 _files: weakref.WeakKeyDictionary[Backend, CallFiles] = weakref.WeakKeyDictionary()
