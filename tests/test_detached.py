@@ -146,6 +146,7 @@ def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) 
         "log.000000": b"y" * (LOG_SEGMENT_BYTES + 1),
     }
     odd = _fake_call(home, **odd_files)
+    loud = _fake_call(home, **{"state.json": {"state": "failed", "error": "E: \x1b[2Jx\ny"}})
     bad = _fake_call(home, **{"result.json": {"status": "ok", "parts": [5, -1]}})
     (Path(home) / bad.rsplit(":", 1)[1] / "result.bin").write_bytes(b"abcd")
     liar = _fake_call(home, **{"meta.json": {"id": f"local-{os.getpid()}:c-{'0' * 16}"}})
@@ -155,6 +156,7 @@ def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) 
             local.call(big)
         status = local.call(odd).status()
         assert (status.state, status.finished, status.error) == ("failed", None, None)
+        assert local.call(loud).status().error == "E:  [2Jx y"  # nothing for a terminal to obey
         with pytest.raises(CallFilesInvalid, match=r"log\.000000"):
             local.call(odd).logs()
         with pytest.raises(CallFilesInvalid, match="do not add up"):
@@ -163,7 +165,7 @@ def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) 
         assert odd in listed and bad in listed
         assert big not in listed and liar not in listed and len(listed) == len(set(listed))
     finally:
-        for call_id in (big, odd, bad, liar, "x:not-a-call"):
+        for call_id in (big, odd, loud, bad, liar, "x:not-a-call"):
             shutil.rmtree(Path(home) / call_id.rsplit(":", 1)[1])
 
 

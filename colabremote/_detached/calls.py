@@ -87,8 +87,11 @@ def _time(value: Any) -> datetime | None:
 
 
 def _text(value: Any) -> str | None:
-    """A text from a call's files, if it is one, cut to ``TEXT_LIMIT`` characters."""
-    return value[:TEXT_LIMIT] if isinstance(value, str) and value else None
+    """A text from a call's files, if it is one, cut to ``TEXT_LIMIT`` characters, on one line
+    and without control characters (it is printed, and a terminal obeys escape sequences)."""
+    if not isinstance(value, str) or not value:
+        return None
+    return "".join(c if c.isprintable() else " " for c in value[:TEXT_LIMIT])
 
 
 def _part_sizes(fields: dict[str, Any], total: int) -> list[int] | None:
