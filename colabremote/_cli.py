@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from ._tracebacks import debugging
 from .exceptions import (
+    BackendError,
     ColabError,
     ColabRemoteError,
     ConfigurationError,
@@ -490,7 +491,14 @@ def _keep_alive(args: argparse.Namespace) -> int:
                 )
             print(f"keeping runtime {args.endpoint} alive (Ctrl-C stops)", flush=True)
             while True:
-                await control.keep_alive(args.endpoint)
+                try:
+                    await control.keep_alive(args.endpoint)
+                except RuntimeGone:
+                    raise
+                except BackendError as exc:
+                    # A blip (the network, Colab's front door), not the runtime's end: a job
+                    # left running must not lose its keep-alive to it.
+                    print(f"colabremote: a ping failed ({exc}); pinging on", file=sys.stderr)
                 await asyncio.sleep(interval)
         finally:
             await control.aclose()

@@ -6,6 +6,7 @@ test_compliance.py.)"""
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -26,11 +28,13 @@ import pytest
 
 import colabremote as cr
 from colabremote._cli import main
+from colabremote._colab import control
 from colabremote._colab.auth import EnvironmentToken
 from colabremote._detached import calls as detached_calls
 from colabremote._detached.files import files_for
 from colabremote._detached.public import CallStatus
 from colabremote._kernel.agent.detached import LOG_SEGMENT_BYTES, evict
+from colabremote._retry import retrying
 from colabremote.exceptions import (
     CallEvicted,
     CallFilesInvalid,
@@ -476,3 +480,31 @@ def test_cli_lists_shows_cancels_and_keeps_alive(
         finally:
             process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_keep_alive_pings_on_past_a_failed_ping(
+    emu: ColabEmulator,
+    endpoint: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", emu.url)
+    monkeypatch.setattr(control, "retrying", functools.partial(retrying, attempts=1))
+    emu.faults.fail_next(f"/tun/m/{endpoint}/keep-alive/", status=503)
+    before = emu.keepalive_count(endpoint)
+    pinged = threading.Event()
+
+    def stop_once_pinged() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not pinged.is_set():
+            if emu.keepalive_count(endpoint) >= before + 2:
+                pinged.set()
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=stop_once_pinged, daemon=True).start()
+    assert main(["keep-alive", endpoint, "--interval", "0.01"]) == 0
+    assert pinged.is_set()
+    assert "a ping failed" in capsys.readouterr().err
