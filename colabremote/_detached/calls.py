@@ -520,4 +520,4 @@ async def _warn_of_running(core: _Core, spawned: _Spawned, files: CallFiles) -> 
             "the session, spawn on a runtime that outlives it (a Jupyter server, Colab, or a "
             "ColabEmulator reached with backend='colab')"
         )
-    warnings.warn(DetachedCallsWarning(message, call_ids=tuple(still)), stacklevel=2)
+    warnings.warn(DetachedCallsWarning(message, call_ids=tuple(still)), stacklevel=3)
