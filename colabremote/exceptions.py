@@ -42,7 +42,8 @@ ColabRemoteError
     ├── CallNotFound            no detached call with that id on this runtime (also a LookupError)
     │   └── CallEvicted         it was there, and was removed to keep the runtime's disk bounded
     ├── CallCancelled           a detached call was cancelled (interrupted) before it finished
-    └── CallStillRunning        result(timeout=...) of a detached call that is still running
+    ├── CallStillRunning        result(timeout=...) of a detached call that is still running
+    └── CallFilesInvalid        a detached call's files on the runtime are oversized or malformed
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
@@ -84,6 +85,7 @@ __all__ = [
     "BlockingCallError",
     "CallCancelled",
     "CallEvicted",
+    "CallFilesInvalid",
     "CallNotFound",
     "CallStillRunning",
     "ColabError",
