@@ -18,6 +18,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -412,9 +413,31 @@ def test_a_call_whose_kernel_died_is_lost(
     with colab(emu, endpoint=endpoint) as session:
         call = session.remote(dies).spawn(str(started))
         wait_for_path(started)
+        # Another session, which did not see the kernel die: only the heartbeat tells it.
+        with colab(emu, endpoint=endpoint) as other:
+            again = other.call(call.id)
+            with pytest.raises(KernelDied, match="ended before the call did"):
+                again.result(timeout=30)
+            assert again.status().state == "lost"
+
+
+@pytest.mark.slow
+def test_a_call_seen_dying_with_its_kernel_keeps_nothing_running(
+    emu: ColabEmulator, endpoint: str, tmp_path: Path
+) -> None:
+    """The spawning session saw the kernel die under the call: the call is lost at once (not
+    after its heartbeat has stood still for minutes), and close() keeps no kernel for it."""
+    started = tmp_path / "started"
+    session = colab(emu, endpoint=endpoint)
+    try:
+        call = session.remote(dies).spawn(str(started))
+        wait_for_path(started)
         with pytest.raises(KernelDied, match="ended before the call did"):
             call.result(timeout=30)
-        assert call.status().state == "lost"
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DetachedCallsWarning)
+            session.close()
 
 
 # -- the command line --------------------------------------------------------------------------

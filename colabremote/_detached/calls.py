@@ -111,6 +111,8 @@ class _Spawned:
 
     running: dict[str, str] = field(default_factory=dict)  # id -> function name
     waiters: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Calls whose kernel died under them, as this session saw: lost, whatever the disk says.
+    lost: set[str] = field(default_factory=set)
 
 
 _spawned: weakref.WeakKeyDictionary[_Core, _Spawned] = weakref.WeakKeyDictionary()
@@ -150,6 +152,10 @@ class DetachedCall:
         spawned = _spawned.get(self.core)
         return spawned is not None and self.id in spawned.running
 
+    def _seen_lost(self) -> bool:
+        spawned = _spawned.get(self.core)
+        return spawned is not None and self.id in spawned.lost
+
     async def status(self, *, check_kernel: bool = True) -> CallStatus:
         """The call's state from its files (``lost`` when its kernel is gone while it runs)."""
         self._check_open()
@@ -163,6 +169,8 @@ class DetachedCall:
                     "bounded (the oldest finished calls go first); its output and result are "
                     "gone"
                 )
+            if self._seen_lost():
+                return CallStatus(self.id, self.name, LOST)  # its kernel died before it began
             if queued:
                 return CallStatus(self.id, self.name, QUEUED)
             raise CallNotFound(
@@ -172,7 +180,9 @@ class DetachedCall:
         self.name = _text(meta.get("name")) or self.name
         state = await self.files.read_json(self._folder, "state.json") or {"state": RUNNING}
         name = _text(state.get("state")) or RUNNING
-        if name == RUNNING and check_kernel and not await self._runs(meta.get("kernel")):
+        if name == RUNNING and self._seen_lost():
+            name = LOST
+        elif name == RUNNING and check_kernel and not await self._runs(meta.get("kernel")):
             # It may have ended meanwhile: the state is final before the kernel lets go of it.
             state = await self.files.read_json(self._folder, "state.json") or {"state": LOST}
             name = LOST if state.get("state") == RUNNING else _text(state.get("state")) or LOST
@@ -353,6 +363,10 @@ async def _watch_end(
     interrupts = Interrupts(_nothing, _nothing, _silent, 0.0)
     try:
         await client.calls.result(call, timeout=None, interrupts=interrupts)
+    except KernelDied:
+        # The call died with its kernel (which the server may restart under the same id, with
+        # the call's state still "running" on disk): nothing there to keep the kernel for.
+        spawned.lost.add(call_id)
     except Exception:  # noqa: BLE001 - this client went; the call runs on
         return
     spawned.running.pop(call_id, None)
