@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,6 +45,7 @@ from urllib.parse import urlsplit
 
 from ._tracebacks import debugging
 from .exceptions import (
+    BackendError,
     ColabError,
     ColabRemoteError,
     ConfigurationError,
@@ -401,12 +403,27 @@ def _detached_session(args: argparse.Namespace, endpoint: str) -> Any:
 
 
 def _call_endpoint(call_id: str) -> str:
-    """The runtime a call id names (the part before its last colon)."""
-    endpoint, _, rest = call_id.rpartition(":")
-    if not endpoint or not rest:
+    """The Colab runtime a call id names (the part before its colon), checked before any
+    request: only ids of calls on Colab runtimes can be reached from here."""
+    from ._kernel.agent.detached import CALL_ID
+
+    match = CALL_ID.fullmatch(call_id)
+    if match is None:
         raise ConfigurationError(
             f"{call_id!r} is not a detached call id; ids look like 'ENDPOINT:c-0123456789abcdef' "
             "(`colabremote calls` lists them)"
+        )
+    endpoint = match["where"]
+    if re.fullmatch(r"local-\d+", endpoint):
+        raise ConfigurationError(
+            f"detached call {call_id} ran on a local kernel, which ended with the process that "
+            "started it; only calls on Colab runtimes can be reached from the command line"
+        )
+    if re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", endpoint):
+        raise ConfigurationError(
+            f"detached call {call_id} runs on Jupyter server kernel {endpoint}; the command line "
+            "reaches Colab runtimes only: attach with "
+            "Session('jupyter', url=..., token=...).call(ID) in Python"
         )
     return endpoint
 
@@ -426,8 +443,9 @@ def _calls(args: argparse.Namespace) -> int:
 
 def _logs(args: argparse.Namespace) -> int:
     """Print a detached call's output (with --follow: then live, until it ends)."""
+    endpoint = _call_endpoint(args.id)
     asyncio.run(_reachable(args))
-    with _detached_session(args, _call_endpoint(args.id)) as session:
+    with _detached_session(args, endpoint) as session:
         call = session.call(args.id)
         if not args.follow:
             sys.stdout.write(call.logs())
@@ -443,8 +461,9 @@ def _logs(args: argparse.Namespace) -> int:
 
 def _cancel(args: argparse.Namespace) -> int:
     """Interrupt a detached call, and say what happened."""
+    endpoint = _call_endpoint(args.id)
     asyncio.run(_reachable(args))
-    with _detached_session(args, _call_endpoint(args.id)) as session:
+    with _detached_session(args, endpoint) as session:
         status = session.call(args.id).cancel()
     what = {
         "cancelled": "cancelled",
@@ -472,7 +491,14 @@ def _keep_alive(args: argparse.Namespace) -> int:
                 )
             print(f"keeping runtime {args.endpoint} alive (Ctrl-C stops)", flush=True)
             while True:
-                await control.keep_alive(args.endpoint)
+                try:
+                    await control.keep_alive(args.endpoint)
+                except RuntimeGone:
+                    raise
+                except BackendError as exc:
+                    # A blip (the network, Colab's front door), not the runtime's end: a job
+                    # left running must not lose its keep-alive to it.
+                    print(f"colabremote: a ping failed ({exc}); pinging on", file=sys.stderr)
                 await asyncio.sleep(interval)
         finally:
             await control.aclose()

@@ -42,7 +42,8 @@ ColabRemoteError
     ├── CallNotFound            no detached call with that id on this runtime (also a LookupError)
     │   └── CallEvicted         it was there, and was removed to keep the runtime's disk bounded
     ├── CallCancelled           a detached call was cancelled (interrupted) before it finished
-    └── CallStillRunning        result(timeout=...) of a detached call that is still running
+    ├── CallStillRunning        result(timeout=...) of a detached call that is still running
+    └── CallFilesInvalid        a detached call's files on the runtime are oversized or malformed
 
 UserWarning
 ├── RuntimeNotReleasedWarning   a Colab runtime could not be released and is still billed
@@ -84,6 +85,7 @@ __all__ = [
     "BlockingCallError",
     "CallCancelled",
     "CallEvicted",
+    "CallFilesInvalid",
     "CallNotFound",
     "CallStillRunning",
     "ColabError",
@@ -444,6 +446,12 @@ class CallCancelled(RemoteCallError):
 class CallStillRunning(RemoteCallError, TimeoutError):
     """``result(timeout=...)`` of a detached call that is still running; it keeps running, and a
     later ``result()`` returns its value."""
+
+
+class CallFilesInvalid(RemoteCallError):
+    """A detached call's files on the runtime are not what colabremote writes (too large, or
+    malformed): the kernel or runtime that wrote them is not to be trusted. Nothing in them was
+    used."""
 
 
 class DetachedCallsWarning(UserWarning):

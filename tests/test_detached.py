@@ -6,12 +6,20 @@ test_compliance.py.)"""
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
+import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,17 +29,22 @@ import pytest
 
 import colabremote as cr
 from colabremote._cli import main
+from colabremote._colab import control
 from colabremote._colab.auth import EnvironmentToken
 from colabremote._detached import calls as detached_calls
 from colabremote._detached.files import files_for
-from colabremote._kernel.agent.detached import evict
+from colabremote._detached.public import CallStatus
+from colabremote._kernel.agent.detached import LOG_SEGMENT_BYTES, evict
+from colabremote._retry import retrying
 from colabremote.exceptions import (
     CallEvicted,
+    CallFilesInvalid,
     CallNotFound,
     ConfigurationError,
     DetachedCallsWarning,
     KernelDied,
     RuntimeGone,
+    SessionClosed,
 )
 from colabremote.testing import ColabEmulator, JupyterServer, drop_connection
 
@@ -111,6 +124,138 @@ def test_an_evicted_call_says_so(local: cr.Session) -> None:
         local.call(call.id)
     with pytest.raises(CallEvicted):
         call.result()
+
+
+def _fake_call(home: str, **files: bytes | dict[str, Any]) -> str:
+    """A call's folder as a hostile kernel might write it: ``files`` over a plain done call."""
+    folder = f"c-{secrets.token_hex(8)}"
+    call_id = f"local-{os.getpid()}:{folder}"
+    (Path(home) / folder).mkdir()
+    written: dict[str, bytes | dict[str, Any]] = {
+        "meta.json": {"id": call_id, "name": "fake", "pid": os.getpid(), "started": 1.0},
+        "state.json": {"state": "done", "finished": 2.0},
+        **files,
+    }
+    for name, content in written.items():
+        data = content if isinstance(content, bytes) else json.dumps(content).encode()
+        (Path(home) / folder / name).write_bytes(data)
+    return call_id
+
+
+def test_a_hostile_kernels_call_files_are_checked_before_use(local: cr.Session) -> None:
+    home = files_for(local._core.backend).home
+    assert home is not None
+    big = _fake_call(home, **{"meta.json": json.dumps({"pad": "x" * (2 << 20)}).encode()})
+    odd_files: dict[str, bytes | dict[str, Any]] = {
+        "state.json": {"state": "failed", "finished": 1e300, "error": ["not", "text"]},
+        "log.000000": b"y" * (LOG_SEGMENT_BYTES + 1),
+    }
+    odd = _fake_call(home, **odd_files)
+    loud = _fake_call(home, **{"state.json": {"state": "failed", "error": "E: \x1b[2Jx\ny"}})
+    bad = _fake_call(home, **{"result.json": {"status": "ok", "parts": [5, -1]}})
+    (Path(home) / bad.rsplit(":", 1)[1] / "result.bin").write_bytes(b"abcd")
+    liar = _fake_call(home, **{"meta.json": {"id": f"local-{os.getpid()}:c-{'0' * 16}"}})
+    (Path(home) / "not-a-call").mkdir()
+    try:
+        with pytest.raises(CallFilesInvalid, match="more than the 1048576 bytes"):
+            local.call(big)
+        status = local.call(odd).status()
+        assert (status.state, status.finished, status.error) == ("failed", None, None)
+        assert local.call(loud).status().error == "E:  [2Jx y"  # nothing for a terminal to obey
+        with pytest.raises(CallFilesInvalid, match=r"log\.000000"):
+            local.call(odd).logs()
+        with pytest.raises(CallFilesInvalid, match="do not add up"):
+            local.call(bad).result()
+        listed = [status.id for status in local.calls()]
+        assert odd in listed and bad in listed
+        assert big not in listed and liar not in listed and len(listed) == len(set(listed))
+    finally:
+        for call_id in (big, odd, loud, bad, liar, "x:not-a-call"):
+            shutil.rmtree(Path(home) / call_id.rsplit(":", 1)[1])
+
+
+@pytest.mark.slow
+def test_a_servers_oversized_call_file_is_refused_unread(jupyter_server: JupyterServer) -> None:
+    home = Path(jupyter_server.root_dir) / "colabremote-calls"
+    home.mkdir(exist_ok=True)
+    folder = f"c-{secrets.token_hex(8)}"
+    call_id = f"{'0' * 8}-0000-0000-0000-{'0' * 12}:{folder}"
+    big = _fake_call(str(home), **{"meta.json": json.dumps({"pad": "x" * (2 << 20)}).encode()})
+    (home / big.rsplit(":", 1)[1]).rename(home / folder)
+    options: dict[str, Any] = {"url": jupyter_server.url, "token": jupyter_server.token}
+    try:
+        with cr.Session("jupyter", progress=False, **options) as session:
+            with pytest.raises(CallFilesInvalid, match="more than the 1048576 bytes"):
+                session.call(call_id)
+            assert call_id not in [status.id for status in session.calls()]
+    finally:
+        shutil.rmtree(home / folder)
+
+
+def doubles_when_told(value: Any, started: str, go: str) -> int:
+    with open(started, "w"):
+        pass
+    deadline = time.monotonic() + 60
+    while not os.path.exists(go) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return 2 * int(value)
+
+
+@pytest.mark.slow
+def test_a_ref_given_to_a_spawned_call_lives_until_the_call_ends(
+    local: cr.Session, tmp_path: Path
+) -> None:
+    """Until the kernel has taken it: a call the kernel turns back (it was aborting) is sent
+    again, and must find the value still kept."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ref = local.put(21)
+    alive = weakref.ref(ref)
+    call = cr.remote(doubles_when_told, session=local).spawn(ref, str(started), str(go))
+    del ref
+    gc.collect()
+    wait_for_path(started)
+    assert alive() is not None
+    go.touch()
+    assert call.result(timeout=60) == 42
+
+
+@pytest.mark.slow
+def test_a_cancel_that_loses_the_race_with_the_end_stops_nothing_else(
+    local: cr.Session, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ended = cr.remote(double, session=local).spawn(1)
+    assert ended.result(timeout=60) == 2
+    started, go = tmp_path / "started", tmp_path / "go"
+    later = cr.remote(doubles_when_told, session=local).submit(5, str(started), str(go))
+    wait_for_path(started)
+    # cancel() reads the state just before the call ends: "running".
+    real = detached_calls.DetachedCall.status
+    stale = [CallStatus(ended.id, "double", "running")]
+
+    async def status(self: detached_calls.DetachedCall, *, check_kernel: bool = True) -> Any:
+        return stale.pop() if stale else await real(self, check_kernel=check_kernel)
+
+    monkeypatch.setattr(detached_calls.DetachedCall, "status", status)
+    assert ended.cancel().state == "done"
+    go.touch()
+    assert later.result(timeout=60) == 10  # not interrupted
+
+
+@pytest.mark.slow
+def test_closing_a_local_session_removes_its_calls_and_lets_it_go() -> None:
+    session = cr.Session("local", progress=False)
+    call = session.remote(double).spawn(21)
+    assert call.result(timeout=60) == 42
+    home = files_for(session._core.backend).home
+    assert home is not None and os.path.isdir(home)
+    session.close()
+    assert not os.path.exists(home)
+    with pytest.raises(SessionClosed, match="attach from an open session"):
+        call.result()
+    backend = weakref.ref(session._core.backend)
+    del session, call
+    gc.collect()
+    assert backend() is None  # nothing of colabremote's keeps a closed session's backend
 
 
 def shouts(word: str) -> str:
@@ -268,12 +413,49 @@ def test_a_call_whose_kernel_died_is_lost(
     with colab(emu, endpoint=endpoint) as session:
         call = session.remote(dies).spawn(str(started))
         wait_for_path(started)
+        # Another session, which did not see the kernel die: only the heartbeat tells it.
+        with colab(emu, endpoint=endpoint) as other:
+            again = other.call(call.id)
+            with pytest.raises(KernelDied, match="ended before the call did"):
+                again.result(timeout=30)
+            assert again.status().state == "lost"
+
+
+@pytest.mark.slow
+def test_a_call_seen_dying_with_its_kernel_keeps_nothing_running(
+    emu: ColabEmulator, endpoint: str, tmp_path: Path
+) -> None:
+    """The spawning session saw the kernel die under the call: the call is lost at once (not
+    after its heartbeat has stood still for minutes), and close() keeps no kernel for it."""
+    started = tmp_path / "started"
+    session = colab(emu, endpoint=endpoint)
+    try:
+        call = session.remote(dies).spawn(str(started))
+        wait_for_path(started)
         with pytest.raises(KernelDied, match="ended before the call did"):
             call.result(timeout=30)
-        assert call.status().state == "lost"
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DetachedCallsWarning)
+            session.close()
 
 
 # -- the command line --------------------------------------------------------------------------
+
+
+def test_cli_refuses_ids_it_cannot_reach_before_any_request(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", "http://127.0.0.1:9")  # a request would fail
+    kernel = "0123abcd-0000-4000-8000-0123456789ab"
+    for argv, said in [
+        (["logs", "no-colon"], "not a detached call id"),
+        (["cancel", "m-s-1:../c-0123456789abcdef"], "not a detached call id"),
+        (["logs", f"local-12:c-{'0' * 16}"], "ran on a local kernel"),
+        (["cancel", f"{kernel}:c-{'0' * 16}"], f"Jupyter server kernel {kernel}"),
+    ]:
+        assert main(argv) == 1
+        assert said in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -321,3 +503,31 @@ def test_cli_lists_shows_cancels_and_keeps_alive(
         finally:
             process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+@pytest.mark.slow
+def test_keep_alive_pings_on_past_a_failed_ping(
+    emu: ColabEmulator,
+    endpoint: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", emu.url)
+    monkeypatch.setattr(control, "retrying", functools.partial(retrying, attempts=1))
+    emu.faults.fail_next(f"/tun/m/{endpoint}/keep-alive/", status=503)
+    before = emu.keepalive_count(endpoint)
+    pinged = threading.Event()
+
+    def stop_once_pinged() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not pinged.is_set():
+            if emu.keepalive_count(endpoint) >= before + 2:
+                pinged.set()
+            time.sleep(0.01)
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)  # Ctrl-C
+
+    threading.Thread(target=stop_once_pinged, daemon=True).start()
+    assert main(["keep-alive", endpoint, "--interval", "0.01"]) == 0
+    assert pinged.is_set()
+    assert "a ping failed" in capsys.readouterr().err

@@ -27,6 +27,7 @@ from .._backends.colab import ColabBackend
 from .._backends.jupyter import JupyterBackend
 from .._backends.local import LocalBackend
 from .._kernel.agent.detached import (
+    CALL_ID,
     CANCELLED,
     DONE,
     FAILED,
@@ -43,6 +44,7 @@ from .._session.core import INTERRUPT_GRACE, Item, State, _Core, _silent, outcom
 from ..exceptions import (
     CallCancelled,
     CallEvicted,
+    CallFilesInvalid,
     CallNotFound,
     CallStillRunning,
     ConfigurationError,
@@ -50,8 +52,9 @@ from ..exceptions import (
     KernelDied,
     ResultNotSerializable,
     RuntimeGone,
+    SessionClosed,
 )
-from .files import CallFiles, files_for
+from .files import CallFiles, LocalFiles, files_for
 from .public import QUEUED, CallStatus
 
 #: Waiting for a state: the first pause, and the longest (the pause doubles in between).
@@ -64,14 +67,41 @@ KERNEL_CHECK_SECONDS = 5.0
 #: generous, since a C extension holding the GIL delays the beat.
 HEARTBEAT_SECONDS = 10.0
 HEARTBEAT_STALE_SECONDS = 300.0
+#: How long ``cancel()`` waits for the call's agent to act on its cancel file before it
+#: interrupts the kernel instead.
+CANCEL_FILE_SECONDS = 2.0
 #: States after which nothing more is written to a call's folder.
 ENDED = frozenset({DONE, FAILED, CANCELLED, LOST})
 
 
+#: The most of a text from a call's files (its name, error line) shown here.
+TEXT_LIMIT = 500
+
+
 def _time(value: Any) -> datetime | None:
-    if isinstance(value, (int, float)) and value > 0:
-        return datetime.fromtimestamp(value, tz=timezone.utc)
+    """A time from a call's files, if it is one (they may come from a hostile kernel)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            return datetime.fromtimestamp(value, tz=timezone.utc)
     return None
+
+
+def _text(value: Any) -> str | None:
+    """A text from a call's files, if it is one, cut to ``TEXT_LIMIT`` characters, on one line
+    and without control characters (it is printed, and a terminal obeys escape sequences)."""
+    if not isinstance(value, str) or not value:
+        return None
+    return "".join(c if c.isprintable() else " " for c in value[:TEXT_LIMIT])
+
+
+def _part_sizes(fields: dict[str, Any], total: int) -> list[int] | None:
+    """The sizes of a result's parts, if they are sizes that add up to ``total``."""
+    sizes = fields.get("parts")
+    if not isinstance(sizes, list):
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in sizes):
+        return None
+    return sizes if sum(sizes) == total else None
 
 
 @dataclass
@@ -81,9 +111,20 @@ class _Spawned:
 
     running: dict[str, str] = field(default_factory=dict)  # id -> function name
     waiters: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Calls whose kernel died under them, as this session saw: lost, whatever the disk says.
+    lost: set[str] = field(default_factory=set)
 
 
 _spawned: weakref.WeakKeyDictionary[_Core, _Spawned] = weakref.WeakKeyDictionary()
+
+
+def _spawned_of(core: _Core) -> _Spawned:
+    """The session's record of its detached calls; made with the hook its close runs."""
+    spawned = _spawned.get(core)
+    if spawned is None:
+        spawned = _spawned[core] = _Spawned()
+        core.close_hooks.append(lambda: _before_close(core))
+    return spawned
 
 
 class DetachedCall:
@@ -99,12 +140,25 @@ class DetachedCall:
         self._kernel_checked = 0.0
         self._beat: tuple[Any, float] | None = None  # the last heartbeat seen, and since when
 
+    def _check_open(self) -> None:
+        """A closed session reads nothing more: its connection to the runtime is gone."""
+        if self.core.state is State.CLOSED:
+            raise SessionClosed(
+                f"the session of detached call {self.id} ({self.name}) was closed; the call "
+                f"itself is not affected: attach from an open session with s.call({self.id!r})"
+            )
+
     def _spawned_here(self) -> bool:
         spawned = _spawned.get(self.core)
         return spawned is not None and self.id in spawned.running
 
+    def _seen_lost(self) -> bool:
+        spawned = _spawned.get(self.core)
+        return spawned is not None and self.id in spawned.lost
+
     async def status(self, *, check_kernel: bool = True) -> CallStatus:
         """The call's state from its files (``lost`` when its kernel is gone while it runs)."""
+        self._check_open()
         # Asked first: a call of ours may start and end while its files are read.
         queued = self._spawned_here()
         meta = await self.files.read_json(self._folder, "meta.json")
@@ -115,26 +169,30 @@ class DetachedCall:
                     "bounded (the oldest finished calls go first); its output and result are "
                     "gone"
                 )
+            if self._seen_lost():
+                return CallStatus(self.id, self.name, LOST)  # its kernel died before it began
             if queued:
                 return CallStatus(self.id, self.name, QUEUED)
             raise CallNotFound(
                 f"no detached call {self.id} on this runtime; check the id (`colabremote calls` "
                 "lists them) and that the session reaches the runtime the id names"
             )
-        self.name = str(meta.get("name") or self.name)
+        self.name = _text(meta.get("name")) or self.name
         state = await self.files.read_json(self._folder, "state.json") or {"state": RUNNING}
-        name = str(state.get("state") or RUNNING)
-        if name == RUNNING and check_kernel and not await self._runs(meta.get("kernel")):
+        name = _text(state.get("state")) or RUNNING
+        if name == RUNNING and self._seen_lost():
+            name = LOST
+        elif name == RUNNING and check_kernel and not await self._runs(meta.get("kernel")):
             # It may have ended meanwhile: the state is final before the kernel lets go of it.
             state = await self.files.read_json(self._folder, "state.json") or {"state": LOST}
-            name = LOST if state.get("state") == RUNNING else str(state.get("state"))
+            name = LOST if state.get("state") == RUNNING else _text(state.get("state")) or LOST
         return CallStatus(
             self.id,
             self.name,
             name,
             started=_time(meta.get("started")),
             finished=_time(state.get("finished")),
-            error=state.get("error"),
+            error=_text(state.get("error")),
         )
 
     async def _runs(self, kernel: str | None) -> bool:
@@ -155,7 +213,8 @@ class DetachedCall:
         chunks: list[bytes] = []
         while True:
             index, within = divmod(offset, LOG_SEGMENT_BYTES)
-            data = await self.files.read(self._folder, f"log.{index:06d}")
+            # The agent writes at most a segment to each file: more is not its writing.
+            data = await self.files.read(self._folder, f"log.{index:06d}", LOG_SEGMENT_BYTES)
             if data is None or len(data) <= within:
                 break
             chunks.append(data[within:])
@@ -233,14 +292,20 @@ class DetachedCall:
         if fields.get("status") == Status.NO_OUTCOME:
             raise ResultNotSerializable(
                 f"{self.name} ran on the kernel, but its outcome could not be kept: "
-                f"{fields.get('evalue') or 'no reason given'}"
+                f"{_text(fields.get('evalue')) or 'no reason given'}"
+            )
+        sizes = _part_sizes(fields, len(data))
+        if sizes is None:
+            raise CallFilesInvalid(
+                f"the result of detached call {self.id} ({self.name}) on the runtime is "
+                "malformed (its parts do not add up to result.bin), so it was not unpacked"
             )
         parts: list[memoryview] = []
         view = memoryview(data)
         start = 0
-        for size in fields.get("parts") or ():
-            parts.append(view[start : start + int(size)])
-            start += int(size)
+        for size in sizes:
+            parts.append(view[start : start + size])
+            start += size
         outcomes = unpack_outcomes(parts, trusted=self.core.trust_kernel) if parts else []
         if not outcomes:
             raise ResultNotSerializable(f"detached call {self.id} ({self.name}) has no outcome")
@@ -257,10 +322,17 @@ class DetachedCall:
             )
         if status.state != RUNNING:
             return status
+        # Through the call's agent, which interrupts the call only while it runs: an interrupt
+        # of the kernel could reach whatever runs next, if the call ends meanwhile.
+        await self.files.request_cancel(self._folder)
+        with contextlib.suppress(CallStillRunning):
+            return await self.wait(CANCEL_FILE_SECONDS)
+        # The agent did not act (one from before cancel files, or code holding the GIL): the
+        # kernel's own interrupt, as Ctrl-C in a notebook, for a call that still runs.
         meta = await self.files.read_json(self._folder, "meta.json") or {}
         await self.files.interrupt(meta.get("kernel"))
         with contextlib.suppress(CallStillRunning):
-            return await self.wait(INTERRUPT_GRACE)
+            return await self.wait(INTERRUPT_GRACE - CANCEL_FILE_SECONDS)
         return await self.status()
 
 
@@ -281,12 +353,20 @@ async def _nothing() -> None:
     """An interrupt that does nothing: a detached call is never stopped for its client."""
 
 
-async def _watch_end(client: KernelClient, call: Call, spawned: _Spawned, call_id: str) -> None:
+async def _watch_end(
+    client: KernelClient, call: Call, spawned: _Spawned, call_id: str, item: Item
+) -> None:
     """Wait for the agent's word that the call ended (resending it if the kernel says it never
-    ran); a connection or session that ends first leaves the call running."""
+    ran); a connection or session that ends first leaves the call running. ``item``, the
+    call's arguments, is held until then: refs among them are not freed while a resent call
+    may still need them on the kernel."""
     interrupts = Interrupts(_nothing, _nothing, _silent, 0.0)
     try:
         await client.calls.result(call, timeout=None, interrupts=interrupts)
+    except KernelDied:
+        # The call died with its kernel (which the server may restart under the same id, with
+        # the call's state still "running" on disk): nothing there to keep the kernel for.
+        spawned.lost.add(call_id)
     except Exception:  # noqa: BLE001 - this client went; the call runs on
         return
     spawned.running.pop(call_id, None)
@@ -312,15 +392,14 @@ async def spawn(core: _Core, fn: Callable[..., Any], item: Item, name: str) -> D
         "home": files.home,
         "heartbeat": HEARTBEAT_SECONDS,
     }
-    spawned = _spawned.get(core)
-    if spawned is None:
-        spawned = _spawned[core] = _Spawned()
-        core.close_hooks.append(lambda: _before_close(core))
+    spawned = _spawned_of(core)
     # Nothing is awaited between here and the call's sending, so calls keep their order.
     shipped = core._ship(client, sources) if sources else None
     call = client.calls.submit(name, function.key, function.parts, arguments, extra=extra)
     spawned.running[call_id] = name
-    waiter = asyncio.get_running_loop().create_task(_watch_end(client, call, spawned, call_id))
+    waiter = asyncio.get_running_loop().create_task(
+        _watch_end(client, call, spawned, call_id, item)
+    )
     spawned.waiters.add(waiter)
     waiter.add_done_callback(spawned.waiters.discard)
     if shipped is not None:
@@ -367,6 +446,7 @@ async def attach(core: _Core, call_id: str) -> DetachedCall:
             await core.open(connect=False)
         if backend.gone is not None:
             raise backend.gone
+        _spawned_of(core)  # its close removes what a local kernel's calls left
         call = DetachedCall(core, files_for(backend), call_id, "?")
         await call.status(check_kernel=False)
     except RuntimeGone as gone:
@@ -383,13 +463,19 @@ async def list_calls(core: _Core) -> list[CallStatus]:
     if core.state is State.NEW:
         await core.open(connect=False)
     files = files_for(core.backend)
+    _spawned_of(core)
     statuses = []
     for folder in await files.folders():
-        meta = await files.read_json(folder, "meta.json")
-        if meta is None:
-            continue
-        call = DetachedCall(core, files, str(meta.get("id") or folder), str(meta.get("name")))
-        with contextlib.suppress(CallNotFound):
+        try:
+            meta = await files.read_json(folder, "meta.json") or {}
+        except CallFilesInvalid:
+            continue  # not colabremote's writing: not a call to list
+        call_id = meta.get("id")
+        match = CALL_ID.fullmatch(call_id) if isinstance(call_id, str) else None
+        if match is None or match["folder"] != folder:
+            continue  # not a call's folder, or its meta names another: nothing to trust
+        call = DetachedCall(core, files, match[0], _text(meta.get("name")) or "?")
+        with contextlib.suppress(CallNotFound, CallFilesInvalid):
             statuses.append(await call.status())
     statuses.sort(key=lambda s: s.started or datetime.min.replace(tzinfo=timezone.utc))
     return statuses
@@ -399,9 +485,20 @@ async def _before_close(core: _Core) -> None:
     """At close: detached calls of this session still running keep their kernel (and runtime),
     and a warning says which, and how to attach; a local kernel cannot stay."""
     spawned = _spawned.get(core)
-    if spawned is None or not spawned.running:
+    if spawned is None:
         return
     files = files_for(core.backend)
+    try:
+        await _warn_of_running(core, spawned, files)
+    finally:
+        if isinstance(files, LocalFiles):
+            files.remove()  # its kernel ends now, and with it every call it ran
+
+
+async def _warn_of_running(core: _Core, spawned: _Spawned, files: CallFiles) -> None:
+    """The warning of ``_before_close``, if this session's calls still run."""
+    if not spawned.running:
+        return
     still: list[str] = []
     for call_id, name in list(spawned.running.items()):
         try:
@@ -437,4 +534,4 @@ async def _before_close(core: _Core) -> None:
             "the session, spawn on a runtime that outlives it (a Jupyter server, Colab, or a "
             "ColabEmulator reached with backend='colab')"
         )
-    warnings.warn(DetachedCallsWarning(message, call_ids=tuple(still)), stacklevel=2)
+    warnings.warn(DetachedCallsWarning(message, call_ids=tuple(still)), stacklevel=3)

@@ -6,22 +6,47 @@ the server's REST API, or the local backend."""
 from __future__ import annotations
 
 import abc
-import atexit
 import base64
-import functools
+import binascii
 import json
 import os
+import re
 import shutil
 import tempfile
 import weakref
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from .._backends.base import Backend
 from .._backends.jupyter import JupyterBackend
 from .._backends.local import LocalBackend
-from .._kernel.agent.detached import CALLS_DIR_NAME
-from ..exceptions import ConfigurationError, ServerError
+from .._kernel.agent.detached import CALL_FOLDER, CALL_ID, CALLS_DIR_NAME
+from ..exceptions import CallFilesInvalid, ConfigurationError, ServerError, SessionClosed
+
+#: The most a call's small JSON files (meta, state, heartbeat, result fields, evicted ids) may
+#: hold: far beyond what the agent writes, so a larger one comes from something else.
+JSON_LIMIT = 1024 * 1024
+#: What a kernel id in a call's ``meta.json`` may look like (Jupyter's are UUIDs).
+KERNEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+#: The names of a call's files (``""``: the calls folder itself).
+_FOLDER = re.compile(rf"|{CALL_FOLDER.pattern}")
+_NAME = re.compile(
+    r"meta\.json|state\.json|heartbeat|result\.json|result\.bin|evicted\.json|cancel|log\.\d{6}"
+)
+
+
+def _too_large(folder: str, name: str, limit: int) -> CallFilesInvalid:
+    where = f"{folder}/{name}" if folder else name
+    return CallFilesInvalid(
+        f"the runtime's {CALLS_DIR_NAME}/{where} holds more than the {limit} bytes colabremote "
+        "writes there at most; something other than colabremote wrote it, so it was not used"
+    )
+
+
+def _checked(folder: str, name: str) -> None:
+    """Only a call's own files are read: a folder or name from elsewhere never reaches a path."""
+    if not (_FOLDER.fullmatch(folder) and _NAME.fullmatch(name)):
+        raise ConfigurationError(f"{folder}/{name} is not a detached call's file")
 
 
 class CallFiles(abc.ABC):
@@ -31,9 +56,9 @@ class CallFiles(abc.ABC):
     home: str | None = None
 
     @abc.abstractmethod
-    async def read(self, folder: str, name: str) -> bytes | None:
+    async def read(self, folder: str, name: str, limit: int | None = None) -> bytes | None:
         """A file of the calls folder (``folder`` "" for the calls folder itself); None when it
-        is not there."""
+        is not there. ``limit``: its most bytes; a larger file is CallFilesInvalid."""
 
     @abc.abstractmethod
     async def folders(self) -> list[str]:
@@ -47,8 +72,12 @@ class CallFiles(abc.ABC):
     async def interrupt(self, kernel: str | None) -> None:
         """Interrupt the kernel a call runs in (as Ctrl-C in a notebook)."""
 
+    @abc.abstractmethod
+    async def request_cancel(self, folder: str) -> None:
+        """Write the call's ``cancel`` file: its agent interrupts it if it still runs."""
+
     async def read_json(self, folder: str, name: str) -> dict[str, Any] | None:
-        data = await self.read(folder, name)
+        data = await self.read(folder, name, JSON_LIMIT)
         if data is None:
             return None
         try:
@@ -59,8 +88,10 @@ class CallFiles(abc.ABC):
 
     async def evicted(self) -> set[str]:
         """The ids of calls removed to keep the disk bounded."""
-        record = await self.read_json("", "evicted.json") or {}
-        return {str(i) for i in record.get("ids") or ()}
+        ids = (await self.read_json("", "evicted.json") or {}).get("ids")
+        if not isinstance(ids, list):
+            return set()
+        return {i for i in ids if isinstance(i, str) and CALL_ID.fullmatch(i)}
 
 
 class ServerFiles(CallFiles):
@@ -69,8 +100,14 @@ class ServerFiles(CallFiles):
     ``kernel_path`` under it (Colab's ``content``)."""
 
     def __init__(self, backend: JupyterBackend) -> None:
-        self._backend = backend
+        # Weakly: the backend is this object's key in ``_files``, which a strong reference
+        # would keep alive for ever.
+        self._backend_ref = weakref.ref(backend)
         self._base: str | None = None
+
+    @property
+    def _backend(self) -> JupyterBackend:
+        return _alive(self._backend_ref)
 
     async def _get(self, path: str, **params: str) -> Any:
         """The JSON of a GET on the server; None for a 404 that means "not there".
@@ -130,7 +167,8 @@ class ServerFiles(CallFiles):
                     break
         return self._base
 
-    async def read(self, folder: str, name: str) -> bytes | None:
+    async def read(self, folder: str, name: str, limit: int | None = None) -> bytes | None:
+        _checked(folder, name)
         base = await self._calls_dir()
         if base is None:
             return None
@@ -138,7 +176,21 @@ class ServerFiles(CallFiles):
         model = await self._model(path, content=True, file=True)
         if model is None or model.get("type") != "file":
             return None
-        return base64.b64decode(model.get("content") or "")
+        content = model.get("content") or ""
+        if not isinstance(content, str):
+            raise CallFilesInvalid(f"the server sent no file content for {path}")
+        # Checked before decoding: base64 takes 4 characters for each 3 bytes, and the server
+        # breaks its lines every 76 characters.
+        encoded = (limit + 2) // 3 * 4 if limit is not None else 0
+        if limit is not None and len(content) > encoded + encoded // 76 + 1:
+            raise _too_large(folder, name, limit)
+        try:
+            data = base64.b64decode(content)
+        except (binascii.Error, ValueError):
+            raise CallFilesInvalid(f"the server sent {path} in a form that is not base64") from None
+        if limit is not None and len(data) > limit:
+            raise _too_large(folder, name, limit)
+        return data
 
     async def folders(self) -> list[str]:
         base = await self._calls_dir()
@@ -146,57 +198,109 @@ class ServerFiles(CallFiles):
             return []
         model = await self._model(base, content=True)
         entries: Any = (model or {}).get("content") or []
+        if not isinstance(entries, list):
+            return []
         return sorted(
-            str(e["name"]) for e in entries if isinstance(e, dict) and e.get("type") == "directory"
+            e["name"]
+            for e in entries
+            if isinstance(e, dict)
+            and e.get("type") == "directory"
+            and isinstance(e.get("name"), str)
+            and CALL_FOLDER.fullmatch(e["name"])
         )
 
-    def _kernel(self, kernel: str | None) -> str:
-        return f"/api/kernels/{quote(kernel or self._backend.kernel_id or '', safe='')}"
+    def _kernel(self, kernel: str | None) -> str | None:
+        """The kernel's API path; None for a kernel id that is not one."""
+        kernel = kernel or self._backend.kernel_id
+        if not isinstance(kernel, str) or not KERNEL_ID.fullmatch(kernel):
+            return None
+        return f"/api/kernels/{quote(kernel, safe='')}"
 
     async def kernel_alive(self, kernel: str | None) -> bool:
-        model = await self._get(self._kernel(kernel))
+        path = self._kernel(kernel)
+        if path is None:
+            return False
+        model = await self._get(path)
         return isinstance(model, dict) and model.get("execution_state") != "dead"
 
+    async def request_cancel(self, folder: str) -> None:
+        _checked(folder, "cancel")
+        base = await self._calls_dir()
+        if base is None:
+            return  # no calls folder: no call to cancel
+        path = JupyterBackend._contents_path(f"{base}/{folder}/cancel")
+        body = {"type": "file", "format": "text", "content": "cancel\n"}
+        await self._backend._request("PUT", path, "cancelling a detached call", json=body)
+
     async def interrupt(self, kernel: str | None) -> None:
+        path = self._kernel(kernel)
+        if path is None:
+            raise CallFilesInvalid(
+                f"the call's meta.json names {kernel!r} as its kernel, which is not a kernel id; "
+                "nothing was interrupted"
+            )
         await self._backend._request(
-            "POST", self._kernel(kernel) + "/interrupt", "interrupting a detached call's kernel"
+            "POST", path + "/interrupt", "interrupting a detached call's kernel"
         )
 
 
 class LocalFiles(CallFiles):
-    """A local kernel's calls: a private folder of this process (local kernels end with it)."""
+    """A local kernel's calls: a private folder of this session's backend, removed when the
+    session closes (its kernel, and so its calls, end then) or at the latest when this process
+    exits."""
 
     def __init__(self, backend: LocalBackend) -> None:
-        self._backend = backend
-        self._root = self.home = _local_home()
+        self._backend_ref = weakref.ref(backend)  # weakly, as ServerFiles does
+        self._root = self.home = tempfile.mkdtemp(prefix="colabremote-calls-")
+        self._remover = weakref.finalize(self, shutil.rmtree, self._root, True)
 
-    async def read(self, folder: str, name: str) -> bytes | None:
+    def remove(self) -> None:
+        """Remove the folder and what the calls left in it (at the session's close)."""
+        self._remover()
+
+    async def read(self, folder: str, name: str, limit: int | None = None) -> bytes | None:
+        _checked(folder, name)
         try:
             with open(os.path.join(self._root, folder, name), "rb") as f:
-                return f.read()
-        except (FileNotFoundError, NotADirectoryError):
+                data = f.read(-1 if limit is None else limit + 1)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
+        if limit is not None and len(data) > limit:
+            raise _too_large(folder, name, limit)
+        return data
 
     async def folders(self) -> list[str]:
         try:
             names = os.listdir(self._root)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if os.path.isdir(os.path.join(self._root, n)))
+        return sorted(
+            n
+            for n in names
+            if CALL_FOLDER.fullmatch(n) and os.path.isdir(os.path.join(self._root, n))
+        )
 
     async def kernel_alive(self, kernel: str | None) -> bool:
-        return await self._backend.is_alive()
+        return await _alive(self._backend_ref).is_alive()
+
+    async def request_cancel(self, folder: str) -> None:
+        _checked(folder, "cancel")
+        with open(os.path.join(self._root, folder, "cancel"), "w") as f:
+            f.write("cancel\n")
 
     async def interrupt(self, kernel: str | None) -> None:
-        await self._backend.interrupt()
+        await _alive(self._backend_ref).interrupt()
 
 
-@functools.cache
-def _local_home() -> str:
-    """This process's folder for local kernels' calls (private, removed at exit)."""
-    home = tempfile.mkdtemp(prefix="colabremote-calls-")
-    atexit.register(shutil.rmtree, home, True)
-    return home
+B = TypeVar("B", bound=Backend)
+
+
+def _alive(backend: weakref.ref[B]) -> B:
+    """The backend of a session that still exists (its calls' handles keep it)."""
+    found = backend()
+    if found is None:
+        raise SessionClosed("the session of these detached calls is gone; attach from an open one")
+    return found
 
 
 _files: weakref.WeakKeyDictionary[Backend, CallFiles] = weakref.WeakKeyDictionary()

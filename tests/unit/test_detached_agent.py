@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from colabremote._kernel.agent import detached
 from colabremote._kernel.agent.detached import (
     LOG_SEGMENT_BYTES,
+    _CancelWatch,
     _Heartbeat,
     _LogPump,
     _write_json,
@@ -69,11 +73,60 @@ def test_a_running_call_whose_kernel_died_is_lost_then_evictable(tmp_path: Path)
     assert evict(str(tmp_path), keep_calls=1) == ["rt:c-orphan"]
 
 
-@pytest.mark.parametrize("bad", ["rt:", "rt:..", "rt:a/b", "rt:a\\b"])
-def test_call_ids_name_their_folder(bad: str) -> None:
-    assert call_folder_name("m-s-emu-1:c-0123") == "c-0123"
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "rt:",
+        "rt:..",
+        "rt:a/b",
+        "rt:a\\b",
+        "rt:c-0123",
+        "rt:c-0123456789ABCDEF",
+        ":c-0123456789abcdef",
+        "../x:c-0123456789abcdef",
+        "rt:c-0123456789abcdef/..",
+        7,
+    ],
+)
+def test_call_ids_name_their_folder(bad: object) -> None:
+    assert call_folder_name("m-s-emu-1:c-0123456789abcdef") == "c-0123456789abcdef"
     with pytest.raises(ValueError, match="not a detached call id"):
         call_folder_name(bad)
+
+
+class _WatchedParts(list[memoryview]):
+    """A result's parts that note, as each is written, whether ``result.bin`` exists yet."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__([memoryview(b"abc"), memoryview(b"def")])
+        self.seen: list[bool] = []
+        self._folder = folder
+
+    def __iter__(self) -> Iterator[memoryview]:
+        for part in list.__iter__(self):
+            self.seen.append((self._folder / "result.bin").exists())
+            yield part
+
+
+def test_a_result_appears_whole_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = _WatchedParts(tmp_path)
+    monkeypatch.setattr(detached, "dumps", lambda outcomes: parts)
+    detached._write_result(str(tmp_path), "rt:c-0123456789abcdef", "ok", [("ok", 1)], 0.1)
+    assert parts.seen and not any(parts.seen)  # never there while being written
+    assert (tmp_path / "result.bin").read_bytes() == b"abcdef"
+    assert json.loads((tmp_path / "result.json").read_text())["parts"] == [3, 3]
+    assert sorted(os.listdir(tmp_path)) == ["result.bin", "result.json"]
+
+
+def test_a_result_the_disk_refuses_ends_the_call_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "result.bin.tmp").mkdir()  # cannot be opened for writing, as on a full disk
+    detached._write_result(str(tmp_path), "rt:c-0123456789abcdef", "ok", [("ok", 1)], 0.1)
+    fields = json.loads((tmp_path / "result.json").read_text())
+    assert fields["status"] == "no_outcome"
+    assert "could not be written" in fields["evalue"]
+    assert not (tmp_path / "result.bin").exists()
 
 
 def test_the_heartbeat_moves_while_the_call_runs(tmp_path: Path) -> None:
@@ -88,3 +141,23 @@ def test_the_heartbeat_moves_while_the_call_runs(tmp_path: Path) -> None:
     last = (tmp_path / "heartbeat").read_text()
     time.sleep(0.05)
     assert (tmp_path / "heartbeat").read_text() == last  # stopped with the call
+
+
+def test_a_cancel_file_interrupts_the_call_only_while_it_runs(tmp_path: Path) -> None:
+    interrupts: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupts.append(signum))
+    try:
+        with _CancelWatch(str(tmp_path), 0.01):
+            (tmp_path / "cancel").touch()
+            deadline = time.monotonic() + 10
+            while not interrupts and time.monotonic() < deadline:
+                time.sleep(0.01)  # the interrupt is aimed at this (the main) thread
+        assert interrupts == [signal.SIGINT]
+        late = tmp_path / "late"
+        late.mkdir()
+        with _CancelWatch(str(late), 0.01) as watch:
+            watch.finish()  # the call ended
+            (late / "cancel").touch()
+        assert interrupts == [signal.SIGINT]  # the thread has ended: nothing more can come
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -15,6 +15,9 @@ directory, so under the Jupyter server's root, or where the client says for loca
   in pieces of ``LOG_SEGMENT_BYTES`` (a reader fetches only the piece it has not finished), at most
   ``LOG_LIMIT_BYTES`` in all.
 - ``heartbeat``: rewritten every ``HEARTBEAT_SECONDS`` while the call runs.
+- ``cancel``: written by a client to cancel the call; a thread of the agent that watches for it
+  while the call runs interrupts the call (as Ctrl-C does), and only the call: once it has ended,
+  the file stops nothing (an interrupt from outside could hit the next call instead).
 - ``result.bin`` and ``result.json`` (the result's fields and part sizes), then ``state.json``
   (``running`` until then; ``done``, ``failed`` or ``cancelled``, with the finish time).
 
@@ -27,7 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import threading
 import time
 from typing import Any
@@ -41,6 +46,7 @@ from .loop import (
     _OutputPump,
     _picklable_outcome,
     _safe_str,
+    exception_payload,
 )
 from .shipping import dumps
 
@@ -56,6 +62,8 @@ KEEP_CALLS = 32
 KEEP_BYTES = 2 * 1024 * 1024 * 1024
 #: How often a running call's ``heartbeat`` file is rewritten (the client may ask for another).
 HEARTBEAT_SECONDS = 10.0
+#: How often a running call's folder is looked at for a ``cancel`` file.
+CANCEL_POLL_SECONDS = 0.05
 #: How many evicted ids ``evicted.json`` remembers.
 KEEP_EVICTED = 1000
 #: A call's states as ``state.json`` says them.
@@ -67,12 +75,18 @@ CANCELLED = "cancelled"
 LOST = "lost"
 
 
-def call_folder_name(call_id: str) -> str:
+#: A call id: what names its runtime or kernel, then ``c-`` and 16 hex digits (its folder).
+#: Ids and folder names come from files a hostile kernel may write, so nothing else is used.
+CALL_ID = re.compile(r"(?P<where>[A-Za-z0-9][A-Za-z0-9._-]{0,127}):(?P<folder>c-[0-9a-f]{16})")
+CALL_FOLDER = re.compile(r"c-[0-9a-f]{16}")
+
+
+def call_folder_name(call_id: object) -> str:
     """The folder of a call: the part of its id after the runtime's name."""
-    name = call_id.rsplit(":", 1)[-1]
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
+    match = CALL_ID.fullmatch(call_id) if isinstance(call_id, str) else None
+    if match is None:
         raise ValueError(f"{call_id!r} is not a detached call id")
-    return name
+    return match["folder"]
 
 
 def calls_home(chosen: str | None = None) -> str:
@@ -167,6 +181,47 @@ class _Heartbeat:
                 return
 
 
+class _CancelWatch:
+    """Interrupts the kernel's main thread (as Ctrl-C does) once a ``cancel`` file appears in a
+    call's folder, but never after :meth:`finish`, which the call's end calls: a late cancel
+    cannot reach whatever the kernel runs next."""
+
+    def __init__(self, folder: str, poll: float = CANCEL_POLL_SECONDS) -> None:
+        self._path = os.path.join(folder, "cancel")
+        self._poll = poll
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="colabremote-cancel", daemon=True)
+
+    def __enter__(self) -> _CancelWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
+        self._thread.join()
+
+    def finish(self) -> None:
+        """The call has ended: from now on a cancel does nothing."""
+        with self._lock:
+            self._finished.set()
+
+    def _run(self) -> None:
+        while not self._finished.wait(self._poll):
+            if not os.path.exists(self._path):
+                continue
+            with self._lock:
+                if self._finished.is_set():
+                    return
+                main = threading.main_thread().ident
+                # Aimed at the main thread, so a sleep or a wait there wakes to it.
+                if hasattr(signal, "pthread_kill") and main is not None:
+                    signal.pthread_kill(main, signal.SIGINT)
+                else:
+                    signal.raise_signal(signal.SIGINT)
+            return
+
+
 def _folder_bytes(folder: str) -> int:
     total = 0
     for name in os.listdir(folder):
@@ -228,7 +283,8 @@ def evict(home: str, keep_calls: int = KEEP_CALLS, keep_bytes: int = KEEP_BYTES)
         total -= size
     if removed:
         record = os.path.join(home, "evicted.json")
-        ids = [*((_read_json(record) or {}).get("ids") or []), *removed]
+        known = (_read_json(record) or {}).get("ids")
+        ids = [*(known if isinstance(known, list) else []), *removed]
         _write_json(record, {"ids": ids[-KEEP_EVICTED:]})
     return removed
 
@@ -270,9 +326,19 @@ def _write_result(
         )
         parts = []
     fields["parts"] = [part.nbytes for part in parts]
-    with open(os.path.join(folder, "result.bin"), "wb") as f:
-        for part in parts:
-            f.write(part)
+    # Written aside, then renamed: a reader never sees half a result, even one of a call that
+    # the kernel's death interrupted while it was being written.
+    path = os.path.join(folder, "result.bin")
+    try:
+        with open(f"{path}.tmp", "wb") as f:
+            for part in parts:
+                f.write(part)
+        os.replace(f"{path}.tmp", path)
+    except OSError as exc:  # a full disk: the call still ends, saying why it has no result
+        fields.update(status=Status.NO_OUTCOME, parts=[])
+        fields["evalue"] = f"the result could not be written to the runtime's disk ({exc})"
+        with contextlib.suppress(OSError):
+            os.unlink(f"{path}.tmp")
     _write_json(os.path.join(folder, "result.json"), fields)
 
 
@@ -311,8 +377,15 @@ def op_spawn(agent: Agent, data: dict[str, Any], parts: list[memoryview]) -> Non
     started = time.perf_counter()
     pump = _LogPump(folder)
     heartbeat = _Heartbeat(folder, float(data.get("heartbeat") or HEARTBEAT_SECONDS))
-    with heartbeat, _capturing_output(pump, agent.display_publisher):
-        status, outcomes = agent._run_call(data, parts)
+    try:
+        with heartbeat, _CancelWatch(folder) as watch:
+            with _capturing_output(pump, agent.display_publisher):
+                status, outcomes = agent._run_call(data, parts)
+            watch.finish()
+    except KeyboardInterrupt as exc:
+        # A cancel that came as the call ended, once its function had returned: it still counts
+        # (the function's value is gone with the agent's frame it was in).
+        status, outcomes = Status.INTERRUPTED, [(ItemStatus.INTERRUPTED, exception_payload(exc))]
     # An interrupt during a detached call is its cancel, meant for it alone: the calls queued
     # behind it run (their clients may be gone, and could not send them again).
     agent.aborting = False
