@@ -228,6 +228,20 @@ def test_packages_given_at_open_are_there_before_the_first_call(workspace: Works
         assert s.remote(imported_version)("uvpkg") == "1.0"
 
 
+def test_a_session_opened_for_detached_calls_installs_before_its_first_call(
+    workspace: Workspace,
+) -> None:
+    """s.calls() opens a session without a kernel; the first call then starts one, and the
+    session's packages are installed there before that call runs."""
+    build_wheel(workspace.tmp / "wheels", "latepkg", "1.0")
+    s = workspace.session(pip=["latepkg==1.0"])
+    try:
+        assert s.calls() == []
+        assert s.remote(imported_version)("latepkg") == "1.0"
+    finally:
+        s.close()
+
+
 def test_a_failed_install_at_open_fails_the_open(workspace: Workspace) -> None:
     s = workspace.session(pip=["nosuchpkg==2.0"])
     with pytest.raises(cr.PackageInstallError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import enum
 import functools
 import logging
@@ -51,6 +52,10 @@ from ..exceptions import (
 )
 
 log = logging.getLogger("colabremote")
+#: True inside the task that installs a session's packages on its first connect.
+_INSTALLING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "colabremote_installing", default=False
+)
 
 Item = tuple[tuple[Any, ...], dict[str, Any]]
 Outcome = tuple[str, Any]
@@ -130,6 +135,11 @@ class _Core:
         self._start_failure: BaseException | None = None  # why the last start failed
         self._pid = os.getpid()  # a forked child gets a copy of this core it must not use
         self._python_reported = False  # the PythonMismatchWarning is said once per session
+        #: The session opened without a kernel (``connect=False``) and has packages: the first
+        #: call to connect one installs them, before that call; ``_installed`` is its outcome,
+        #: which the other callers wait for.
+        self._install_pending = False
+        self._installed: asyncio.Future[None] | None = None
         #: Run first by ``close()``, while the backend still works (detached calls decide there
         #: whether the kernel and runtime must stay).
         self.close_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -183,8 +193,11 @@ class _Core:
             _open_cores.add(self)
         # Outside the gate (the install is a call, and a call may need the gate to reconnect),
         # yet before any other call: nothing is awaited between here and sending the install.
-        if self.packages is not None and connect:
-            await self._prepare(self.packages)
+        if self.packages is not None:
+            if connect:
+                await self._prepare(self.packages)
+            else:
+                self._install_pending = True
 
     async def _prepare(self, packages: PackageSpec) -> None:
         """Install the session's packages before any call; if that fails, the open failed."""
@@ -399,7 +412,32 @@ class _Core:
                 )
 
     async def ready_client(self) -> KernelClient:
-        """The healthy kernel client, replacing a dead kernel or a dropped connection first."""
+        """The healthy kernel client, replacing a dead kernel or a dropped connection first.
+
+        On a session that opened without a kernel, the first caller installs the packages
+        (its own calls pass straight through) and every other caller waits for that."""
+        client = await self._revived_client()
+        if not self._install_pending or _INSTALLING.get():
+            return client
+        if self._installed is None:
+            installed = self._installed = asyncio.get_running_loop().create_future()
+            token = _INSTALLING.set(True)  # the install's own calls pass straight through
+            try:
+                assert self.packages is not None
+                await self._prepare(self.packages)
+            except BaseException as error:
+                installed.set_exception(error)
+                installed.exception()  # retrieved here; each waiting caller raises it too
+                raise
+            finally:
+                _INSTALLING.reset(token)
+                self._install_pending = False
+            installed.set_result(None)
+        else:
+            await asyncio.shield(self._installed)
+        return await self._revived_client()
+
+    async def _revived_client(self) -> KernelClient:
         self._refuse_if_forked()
         if self.state is State.NEW:
             await self.open()
