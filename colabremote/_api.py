@@ -226,22 +226,41 @@ class _SessionBase:
 
     @overload
     def remote(
-        self, fn: Callable[P, R], /, *, timeout: float | None = None
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> RemoteFunction[P, R]: ...
 
     @overload
     def remote(
-        self, fn: None = None, /, *, timeout: float | None = None
+        self,
+        fn: None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> Callable[[Callable[P, R]], RemoteFunction[P, R]]: ...
 
     @public
     def remote(
-        self, fn: Callable[P, R] | None = None, /, *, timeout: float | None = None
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> RemoteFunction[P, R] | Callable[[Callable[P, R]], RemoteFunction[P, R]]:
-        """Decorate a function so calling it runs it on this session's kernel."""
+        """Decorate a function so calling it runs it on this session's kernel (``retries=``:
+        see :func:`colabremote.remote`)."""
         if fn is None:
-            return remote(timeout=timeout, session=self)
-        return remote(fn, timeout=timeout, session=self)
+            return remote(timeout=timeout, session=self, retries=retries, retry_on=retry_on)
+        return remote(fn, timeout=timeout, session=self, retries=retries, retry_on=retry_on)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.backend!r} state={self._core.state.value!r}>"

@@ -75,6 +75,8 @@ class Call:
     fn_parts: Sequence[Buffer]
     arguments: Sequence[Buffer]
     attempt: _Attempt
+    #: A message of another op that runs user code (a generator's ``next``): sent as it is.
+    fields: dict[str, Any] | None = None
 
 
 class CallQueue:
@@ -95,10 +97,21 @@ class CallQueue:
         return len(self._queue)
 
     def submit(
-        self, name: str, fn_key: str, fn_parts: Sequence[Buffer], arguments: Sequence[Buffer]
+        self,
+        name: str,
+        fn_key: str,
+        fn_parts: Sequence[Buffer],
+        arguments: Sequence[Buffer],
+        *,
+        fields: dict[str, Any] | None = None,
     ) -> Call:
-        """Send a call now, in order with every other message; :meth:`result` waits for it."""
-        return Call(name, fn_key, fn_parts, arguments, self._send(fn_key, fn_parts, arguments))
+        """Send a call now, in order with every other message; :meth:`result` waits for it.
+
+        ``fields`` go into the message too: a ``call``'s extra fields, or (with another ``op``)
+        a message that runs user code without a function, such as a generator's ``next``.
+        """
+        attempt = self._send(fn_key, fn_parts, arguments, fields)
+        return Call(name, fn_key, fn_parts, arguments, attempt, fields)
 
     async def result(
         self, call: Call, *, timeout: float | None, interrupts: Interrupts
@@ -122,7 +135,7 @@ class CallQueue:
                 if sends == MAX_SENDS:
                     raise ConnectionLost(f"{call.name} could not be delivered to the kernel")
                 sends += 1
-                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments)
+                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments, call.fields)
                 continue
             self._client.acknowledge(str(reply.fields["id"]))
             if status == Status.UNKNOWN:
@@ -144,13 +157,18 @@ class CallQueue:
     # -- sending and the head of the queue --------------------------------------------------
 
     def _send(
-        self, fn_key: str, fn_parts: Sequence[Buffer], arguments: Sequence[Buffer]
+        self,
+        fn_key: str,
+        fn_parts: Sequence[Buffer],
+        arguments: Sequence[Buffer],
+        extra: dict[str, Any] | None = None,
     ) -> _Attempt:
-        include = fn_key not in self._functions
-        fields = {"op": Op.CALL, "fn": fn_key, "fn_included": include}
+        include = fn_key not in self._functions and bool(fn_parts)
+        fields = {"op": Op.CALL, "fn": fn_key, "fn_included": include, **(extra or {})}
         parts = [*fn_parts, *arguments] if include else arguments
         attempt = _Attempt(self._client.agent_request(fields, parts, is_call=True))
-        self._functions.add(fn_key)
+        if fn_parts:
+            self._functions.add(fn_key)
         self._queue.append(attempt)
         if len(self._queue) == 1:
             self._mark_head(attempt)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._backends.base import Backend
 from .._info import SessionInfo
-from .._kernel.calls import Interrupts
+from .._kernel.calls import Call, Interrupts
 from .._kernel.client import KernelClient, OutputHandler
 from .._kernel.messages import AgentReply
 from .._kernel.wire import ItemStatus, Op
@@ -440,6 +440,33 @@ class _Core:
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
         outcomes = unpack_outcomes(reply.parts, trusted=self.trust_kernel) if reply.parts else []
         return self.modules.explain_missing(outcomes), float(reply.fields.get("seconds", 0.0))
+
+    async def send_call(
+        self, fn: Callable[..., Any], item: Item, *, name: str, fields: dict[str, Any]
+    ) -> tuple[KernelClient, Call]:
+        """Send one call with extra ``fields`` and return without waiting for its reply (a
+        generator's first step, whose values arrive before it): the client it went on, and
+        the call to wait for with :meth:`interrupts_for`."""
+        client = await self.ready_client()
+        python = client.kernel_python or sys.version_info[:3]
+        reached: set[str] = set()
+        function = pack_function(fn, kernel_python=python, reached=reached)
+        arguments = pack_arguments([item], kernel_python=python, reached=reached)
+        files = self.modules.pending(reached)
+        shipped = self._ship(client, files) if files else None
+        call = client.calls.submit(name, function.key, function.parts, arguments, fields=fields)
+        if shipped is not None:
+            await shipped
+        return client, call
+
+    def interrupts_for(self, client: KernelClient) -> Interrupts:
+        """How a call on ``client`` is stopped (a timeout, Ctrl-C)."""
+        return Interrupts(
+            interrupt=self.backend.interrupt,
+            replace_kernel=functools.partial(self._replace_stuck_kernel, client),
+            progress=self.progress,
+            grace=INTERRUPT_GRACE,
+        )
 
     def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""
