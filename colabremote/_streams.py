@@ -23,12 +23,12 @@ from typing import Any, TypeVar
 from ._kernel.calls import Call
 from ._kernel.client import KernelClient
 from ._kernel.messages import AgentReply
-from ._kernel.wire import STREAM_STEP_ITEMS, STREAM_WINDOW, ItemStatus, Op
+from ._kernel.wire import STREAM_STEP_ITEMS, STREAM_WINDOW, ItemStatus, Op, Status
 from ._loop import loop_thread, wait_future
 from ._serialization import unpack_outcomes
 from ._session.core import Item, Outcome, _Core, outcome_value
 from ._tracebacks import debugging, trim
-from .exceptions import ConfigurationError, KernelDied
+from .exceptions import ConfigurationError, ConnectionLost, KernelDied
 
 __all__ = ["RemoteAsyncGenerator", "RemoteGenerator", "Stream"]
 
@@ -220,8 +220,10 @@ class Stream:
         try:
             if self._item is not None:
                 item, self._item = self._item, None
-                client, call = await self._core.send_call(
-                    self._fn, item, name=self.name, fields=fields
+                client = await self._core.ready_client()
+                client.stream_sinks[step_id] = self  # before sending: values come at once
+                call = await self._core.send_call(
+                    client, self._fn, item, name=self.name, fields=fields
                 )
                 self._client = client
                 self._changed.set()  # opened: the next steps may be asked for
@@ -231,8 +233,8 @@ class Stream:
                     raise client.failure or KernelDied(
                         f"the kernel that ran {self.name} is gone, and the generator with it"
                     )
+                client.stream_sinks[step_id] = self
                 call = client.calls.submit(self.name, "", (), (), fields={"op": Op.NEXT, **fields})
-            client.stream_sinks[step_id] = self
             await self._answer(client, call)
         except asyncio.CancelledError:
             raise
@@ -247,12 +249,19 @@ class Stream:
         interrupts = self._core.interrupts_for(client)
         reply = await client.calls.result(call, timeout=self._timeout, interrupts=interrupts)
         fields = reply.fields
+        if fields.get("status") == Status.INTERRUPTED:  # by an interrupt from elsewhere
+            outcome_value((ItemStatus.INTERRUPTED, None), self.name)
         if reply.parts:  # the generator could not be opened: the function's error
             outcomes = unpack_outcomes(reply.parts, trusted=self._core.trust_kernel)
             outcome_value(self._core.modules.explain_missing(outcomes)[0], self.name)
         end = int(fields.get("first", 0)) + int(fields.get("count", 0))
         if end > self._have:
             await self._replay(client)
+            if end > self._have:
+                raise ConnectionLost(
+                    f"values of {self.name} were lost on the way here, and the kernel no "
+                    "longer has them to send again"
+                )
         self._unconsumed.append(end)
         if fields.get("done"):
             self._end = end

@@ -442,12 +442,17 @@ class _Core:
         return self.modules.explain_missing(outcomes), float(reply.fields.get("seconds", 0.0))
 
     async def send_call(
-        self, fn: Callable[..., Any], item: Item, *, name: str, fields: dict[str, Any]
-    ) -> tuple[KernelClient, Call]:
-        """Send one call with extra ``fields`` and return without waiting for its reply (a
-        generator's first step, whose values arrive before it): the client it went on, and
-        the call to wait for with :meth:`interrupts_for`."""
-        client = await self.ready_client()
+        self,
+        client: KernelClient,
+        fn: Callable[..., Any],
+        item: Item,
+        *,
+        name: str,
+        fields: dict[str, Any],
+    ) -> Call:
+        """Send one call with extra ``fields`` on ``client`` (from :meth:`ready_client`), and
+        return once it is sent, not answered: a generator's first step, whose values arrive
+        before its answer. Wait for it with ``client.calls.result`` and :meth:`interrupts_for`."""
         python = client.kernel_python or sys.version_info[:3]
         reached: set[str] = set()
         function = pack_function(fn, kernel_python=python, reached=reached)
@@ -457,7 +462,7 @@ class _Core:
         call = client.calls.submit(name, function.key, function.parts, arguments, fields=fields)
         if shipped is not None:
             await shipped
-        return client, call
+        return call
 
     def interrupts_for(self, client: KernelClient) -> Interrupts:
         """How a call on ``client`` is stopped (a timeout, Ctrl-C)."""

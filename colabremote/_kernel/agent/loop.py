@@ -729,11 +729,11 @@ class Agent:
                     outcome: tuple[str, Any] = (ItemStatus.OK, value)
                 except KeyboardInterrupt as exc:
                     if self.signalled:
+                        # The client stopped it (a timeout, Ctrl-C): the step's status says so.
                         self.aborting = True
                         status = Status.INTERRUPTED
-                        outcome = (ItemStatus.INTERRUPTED, exception_payload(exc))
-                    else:
-                        outcome = (ItemStatus.ERROR, exception_payload(exc))
+                        break
+                    outcome = (ItemStatus.ERROR, exception_payload(exc))
                 except BaseException as exc:  # noqa: BLE001 - raised at that point in the client
                     outcome = (ItemStatus.ERROR, exception_payload(exc))
                 size += self._send_item(state, outcome, pump)

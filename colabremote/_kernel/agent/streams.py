@@ -9,6 +9,7 @@ main thread only while a step runs (the kernel's own loop is set aside meanwhile
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 from collections import deque
 from typing import Any
@@ -110,6 +111,16 @@ class GeneratorState:
         running = asyncio._get_running_loop()
         asyncio._set_running_loop(None)
         try:
-            return loop.run_until_complete(step)
+            task = asyncio.ensure_future(step, loop=loop)
+            try:
+                return loop.run_until_complete(task)
+            except BaseException:
+                # An interrupt stopped the loop mid-step: cancel the step, so the generator
+                # sees CancelledError where it waits and its ``finally`` runs.
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        loop.run_until_complete(task)
+                raise
         finally:
             asyncio._set_running_loop(running)
