@@ -202,6 +202,7 @@ def test_a_function_that_is_not_a_generator_is_called_as_usual(local: cr.Session
     assert local.remote(not_a_generator)() == [1, 2]
 
 
+@pytest.mark.slow
 def test_timeout_applies_to_each_value(local: cr.Session) -> None:
     values = local.remote(slow_after, timeout=1.0)(3, 30)
     started = time.monotonic()

@@ -52,6 +52,7 @@ def test_unordered_map_gives_every_result(local: cr.Session) -> None:
     assert sorted(local.remote(inverse).map([1, 2, 4], ordered=False)) == [0.25, 0.5, 1.0]
 
 
+@pytest.mark.slow
 def test_a_call_whose_kernel_died_is_retried_once_on_a_fresh_kernel(
     local: cr.Session, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
