@@ -234,21 +234,42 @@ class _SessionBase:
 
     @overload
     def remote(
-        self, fn: Callable[P, R], /, *, timeout: float | None = None
+        self,
+        fn: Callable[P, R],
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> RemoteFunction[P, R]: ...
 
     @overload
-    def remote(self, fn: None = None, /, *, timeout: float | None = None) -> RemoteDecorator: ...
+    def remote(
+        self,
+        fn: None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
+    ) -> RemoteDecorator: ...
 
     @public
     def remote(
-        self, fn: Callable[..., Any] | None = None, /, *, timeout: float | None = None
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (),
     ) -> RemoteFunction[..., Any] | RemoteDecorator:
         """Decorate a function so calling it runs it on this session's kernel; on a class,
-        its instances live on the kernel (calling it returns a handle)."""
+        its instances live on the kernel (calling it returns a handle). ``retries=``: see
+        :func:`colabremote.remote`."""
         if fn is None:
-            return remote(timeout=timeout, session=self)
-        return remote(fn, timeout=timeout, session=self)
+            return remote(timeout=timeout, session=self, retries=retries, retry_on=retry_on)
+        return remote(fn, timeout=timeout, session=self, retries=retries, retry_on=retry_on)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} backend={self.backend!r} state={self._core.state.value!r}>"

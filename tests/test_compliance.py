@@ -807,3 +807,56 @@ def test_cancel_interrupts_a_detached_call(session: cr.Session, tmp_path: Any) -
     with pytest.raises(CallCancelled, match=call.id):
         call.result(timeout=60)
     assert session.remote(add)(1, 2) == 3  # the kernel runs the session's next calls
+
+
+# -- generators and map options ------------------------------------------------------------------
+
+
+def chatty_values(n: int) -> Iterator[int]:
+    for i in range(n):
+        print(f"making {i}")
+        yield i
+
+
+def megabytes_with_rss(n: int) -> Iterator[tuple[float, bytes]]:
+    """``n`` values of 1 MiB each, with the kernel's RSS in MB as produced."""
+    for i in range(n):
+        yield kernel_rss_mb() if i % 50 == 0 else 0.0, bytes(1024 * 1024)
+
+
+def test_generator_values_and_output_interleave(session: cr.Session, output: Output) -> None:
+    output.clear()
+    for value in session.remote(chatty_values)(3):
+        output("stdout", f"got {value}\n")
+    assert output.text().splitlines() == [
+        "making 0",
+        "got 0",
+        "making 1",
+        "got 1",
+        "making 2",
+        "got 2",
+    ]
+
+
+def test_map_return_exceptions(session: cr.Session) -> None:
+    results = list(session.remote(square).map([1, "x", 3], return_exceptions=True))
+    assert results[0] == 1 and results[2] == 9
+    assert isinstance(results[1], TypeError)
+
+
+@pytest.mark.slow
+def test_kernel_memory_stays_flat_while_a_slow_consumer_reads_a_generator(
+    session: cr.Session,
+) -> None:
+    """1 GB through a generator to a consumer slower than the kernel: the kernel's memory holds
+    only the few steps asked for ahead (``STREAM_WINDOW`` of at most 4 MiB each)."""
+    samples = []
+    for i, (rss, payload) in enumerate(session.remote(megabytes_with_rss)(1000)):
+        assert len(payload) == 1024 * 1024
+        if rss:
+            samples.append(rss)
+        if i % 10 == 0:
+            time.sleep(0.001)  # a slow consumer
+    assert max(samples) - samples[0] < 100, (
+        f"kernel RSS went {samples[0]:.0f} -> {max(samples):.0f} MB"
+    )

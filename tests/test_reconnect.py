@@ -233,3 +233,24 @@ def test_a_new_client_never_gets_what_the_server_kept_for_the_last_one() -> None
             session.remote(kill_kernel)()
         assert session.remote(plus)(5, 6) == 11
         assert len(set(channel_sessions())) == 2  # the new client did not
+
+
+def logged_values(path: str, n: int) -> Iterator[int]:
+    """Yields 0..n-1, noting each in ``path`` as it is produced."""
+    for i in range(n):
+        with open(path, "a") as f:
+            f.write(f"{i}\n")
+        yield i
+
+
+def test_a_drop_during_a_generator_loses_and_repeats_no_value(
+    emu_session: cr.Session, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    values = []
+    for value in emu_session.remote(logged_values)(str(log), 3000):
+        values.append(value)
+        if value == 100:
+            drop_connection(emu_session)
+    assert values == list(range(3000))
+    assert log.read_text().splitlines() == [str(i) for i in range(3000)]

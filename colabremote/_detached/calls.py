@@ -395,7 +395,7 @@ async def spawn(core: _Core, fn: Callable[..., Any], item: Item, name: str) -> D
     spawned = _spawned_of(core)
     # Nothing is awaited between here and the call's sending, so calls keep their order.
     shipped = core._ship(client, sources) if sources else None
-    call = client.calls.submit(name, function.key, function.parts, arguments, extra=extra)
+    call = client.calls.submit(name, function.key, function.parts, arguments, fields=extra)
     spawned.running[call_id] = name
     waiter = asyncio.get_running_loop().create_task(
         _watch_end(client, call, spawned, call_id, item)

@@ -75,8 +75,8 @@ class Call:
     fn_parts: Sequence[Buffer]
     arguments: Sequence[Buffer]
     attempt: _Attempt
-    #: Fields that replace or join the message's own (a detached call's ``op``, ``id``, ...).
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: A message of another op that runs user code (a generator's ``next``): sent as it is.
+    fields: dict[str, Any] | None = None
 
 
 class CallQueue:
@@ -103,13 +103,16 @@ class CallQueue:
         fn_parts: Sequence[Buffer],
         arguments: Sequence[Buffer],
         *,
-        extra: dict[str, Any] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> Call:
         """Send a call now, in order with every other message; :meth:`result` waits for it.
-        ``extra``: fields for the message (``{"op": Op.SPAWN, ...}`` for a detached call)."""
-        extra = dict(extra or {})
-        attempt = self._send(fn_key, fn_parts, arguments, extra)
-        return Call(name, fn_key, fn_parts, arguments, attempt, extra)
+
+        ``fields`` go into the message too: a ``call``'s extra fields, or (with another ``op``)
+        a message that runs user code, such as a detached call's ``spawn`` or a generator's
+        ``next`` (which carries no function).
+        """
+        attempt = self._send(fn_key, fn_parts, arguments, fields)
+        return Call(name, fn_key, fn_parts, arguments, attempt, fields)
 
     async def result(
         self, call: Call, *, timeout: float | None, interrupts: Interrupts
@@ -133,7 +136,7 @@ class CallQueue:
                 if sends == MAX_SENDS:
                     raise ConnectionLost(f"{call.name} could not be delivered to the kernel")
                 sends += 1
-                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments, call.extra)
+                call.attempt = self._send(call.fn_key, call.fn_parts, call.arguments, call.fields)
                 continue
             self._client.acknowledge(str(reply.fields["id"]))
             if status == Status.UNKNOWN:
@@ -161,11 +164,12 @@ class CallQueue:
         arguments: Sequence[Buffer],
         extra: dict[str, Any] | None = None,
     ) -> _Attempt:
-        include = fn_key not in self._functions
-        fields = {"op": Op.CALL, **(extra or {}), "fn": fn_key, "fn_included": include}
+        include = fn_key not in self._functions and bool(fn_parts)
+        fields = {"op": Op.CALL, "fn": fn_key, "fn_included": include, **(extra or {})}
         parts = [*fn_parts, *arguments] if include else arguments
         attempt = _Attempt(self._client.agent_request(fields, parts, is_call=True))
-        self._functions.add(fn_key)
+        if fn_parts:
+            self._functions.add(fn_key)
         self._queue.append(attempt)
         if len(self._queue) == 1:
             self._mark_head(attempt)

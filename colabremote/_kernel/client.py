@@ -22,7 +22,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from jupyter_client.session import Session as MessageFactory
 
@@ -46,6 +46,16 @@ log = logging.getLogger("colabremote.kernel")
 
 OutputHandler = Callable[[str, str], None]
 """Receives ``(stream_name, text)`` for everything the kernel prints: stdout or stderr."""
+
+
+class StreamSink(Protocol):
+    """Where a generator step's output and values go, in the order they arrive."""
+
+    def output(self, name: str, text: str) -> None: ...
+
+    def item(self, fields: dict[str, Any], parts: list[memoryview]) -> None:
+        """An ``item`` message: output and values, in the order the kernel produced them."""
+
 
 ColabRequestHandler = Callable[[Message], Awaitable[dict[str, Any]]]
 """Answers a ``colab_request`` (Drive mount, ephemeral auth); returns the reply's ``value``."""
@@ -148,6 +158,8 @@ class KernelClient:
         self.show_progress = True
         #: The calls in flight, in the order the kernel runs them, with their timeouts.
         self.calls = CallQueue(self)
+        #: Generator steps in flight, by id: their output and values go there, in order.
+        self.stream_sinks: dict[str, StreamSink] = {}
         self._send_lock = asyncio.Lock()
         self._pending_acks: list[str] = []
         self._ack_handle: asyncio.TimerHandle | None = None
@@ -496,7 +508,7 @@ class KernelClient:
                 if data.get("op") != Op.CHUNK:
                     # Registered before sending: the reply may come before the send returns.
                     self._answers[msg.msg_id] = _answered_by(fields)
-                    if fields.get("op") == Op.CALL:
+                    if fields.get("op") in (Op.CALL, Op.NEXT, Op.CLOSE_STREAM):
                         self._calls_sent[msg.msg_id] = str(fields["id"])
                 await self._send_on(msg, generation)
                 if progress is not None:
@@ -769,9 +781,17 @@ class KernelClient:
             parts = self._assembler.finish(data, msg.buffers)
         except ValueError:
             return  # a chunk was dropped on the way: the idle that follows asks again
+        sink = self.stream_sinks.get(msg_id)
         if data.get("op") == Op.OUTPUT:
             if parts and msg_id in self._waiters:
-                self._outputs.receive(msg_id, data, parts[0])
+                self._outputs.receive(msg_id, data, parts[0], sink.output if sink else None)
+            return
+        if data.get("op") == Op.ITEM:
+            if parts and sink is not None and msg_id in self._waiters:
+                # The numbering and text bytes are checked as for output (nothing is written
+                # here: the sink writes the text, in order with the values).
+                self._outputs.receive(msg_id, {**data, "streams": []}, parts[0], sink.output)
+                sink.item(data, parts)
             return
         waiter = self._waiters.get(msg_id)
         resumption = self._resumption
@@ -792,7 +812,7 @@ class KernelClient:
                 self.acknowledge(msg_id)  # a result nobody waits for any more: let it go
             return
         if waiter.is_call:
-            self._outputs.finish(msg_id, data.get("output"))
+            self._outputs.finish(msg_id, data.get("output"), sink.output if sink else None)
         if not waiter.future.done():
             waiter.future.set_result(AgentReply(data, parts))
 

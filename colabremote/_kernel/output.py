@@ -48,8 +48,16 @@ class CallOutputs:
         self._write = write
         self._calls: dict[str, _Progress] = {}
 
-    def receive(self, call_id: str, fields: dict[str, Any], payload: bytes | memoryview) -> None:
-        """One ``output`` message of a call: its text goes out, after a note on any gap."""
+    def receive(
+        self,
+        call_id: str,
+        fields: dict[str, Any],
+        payload: bytes | memoryview,
+        write: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """One ``output`` message of a call: its text goes out (to ``write`` when given), after
+        a note on any gap."""
+        write = write or self._write
         progress = self._calls.setdefault(call_id, _Progress())
         seq = int(fields.get("seq", 0))
         offset = int(fields.get("offset", 0))
@@ -60,22 +68,28 @@ class CallOutputs:
         progress.seq = seq + 1
         progress.bytes = offset + len(data)
         if lost[1] > 0 or lost[0] > 0:
-            self._write("stderr", _note(*lost))
+            write("stderr", _note(*lost))
         start = 0
         for name, count in _streams(fields.get("streams")):
-            self._write(name, data[start : start + count].decode("utf-8", "replace"))
+            write(name, data[start : start + count].decode("utf-8", "replace"))
             start += count
         if lost[1] > 0 or lost[0] > 0:
             _warn_lost(*lost)  # last: a warnings filter set to "error" raises here
 
-    def finish(self, call_id: str, totals: Sequence[Any] | None) -> None:
+    def finish(
+        self,
+        call_id: str,
+        totals: Sequence[Any] | None,
+        write: Callable[[str, str], None] | None = None,
+    ) -> None:
         """The call's result came, with ``[messages, bytes]`` of output sent: report the rest."""
+        write = write or self._write
         progress = self._calls.pop(call_id, _Progress())
         if not totals or len(totals) != 2:
             return
         messages, sent = int(totals[0]), int(totals[1])
         if messages > progress.seq or sent > progress.bytes:
-            self._write("stderr", _note(sent - progress.bytes, messages - progress.seq))
+            write("stderr", _note(sent - progress.bytes, messages - progress.seq))
             _warn_lost(sent - progress.bytes, messages - progress.seq)
 
 

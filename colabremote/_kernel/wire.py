@@ -24,6 +24,14 @@ Protocol, in comm messages on the target ``colabremote`` (``data`` is JSON, ``bu
   part, the UTF-8 text. The result's ``output`` is ``[messages, bytes]`` sent in all, so the
   client can tell what went missing. Jupyter servers rate-limit stream messages and drop what is
   over the limit; comm messages are counted only by number, and these are few.
+- Generators: a ``call`` with ``stream`` (the generator's id) keeps the generator in the kernel
+  and runs its first step; each ``next`` runs one more step. A step sends each value as an
+  ``item`` message (``index``, one pickled ``[outcome]``) the moment it is produced, in order
+  with the output, and is answered by a ``result`` with ``first``, ``count`` and ``done``. The
+  kernel keeps each value's pickle until a later message's ``have`` says the client has every
+  value before it, so ``replay`` can send values a dropped connection lost. Between steps the
+  generator is paused: the client asks for at most ``STREAM_WINDOW`` steps ahead of its
+  consumer, which is the back-pressure. ``close_stream`` closes it (``finally`` runs).
 """
 
 from __future__ import annotations
@@ -47,6 +55,14 @@ OUTPUT_BUFFER_LIMIT: Final = 8 * 1024 * 1024
 #: Largest binary payload put in one comm message. Stock Jupyter servers drop inbound WebSocket
 #: messages over 10 MiB; 8 MiB leaves room for the JSON and framing.
 DEFAULT_CHUNK_SIZE: Final = 8 * 1024 * 1024
+#: A generator step (``call`` with ``stream``, or ``next``) ends after this many values, ...
+STREAM_STEP_ITEMS: Final = 1024
+#: ... or once the values it sent reach this many bytes (pickled), ...
+STREAM_STEP_BYTES: Final = 4 * 1024 * 1024
+#: ... or once it has run this long and sent a value: the kernel then waits for the next ``next``.
+STREAM_STEP_SECONDS: Final = 0.05
+#: Generator steps a client keeps asked for and not yet consumed: the producer is paused beyond.
+STREAM_WINDOW: Final = 2
 
 
 class Op:
@@ -68,6 +84,11 @@ class Op:
     RESUMED: Final = "resumed"
     OUTPUT: Final = "output"  # what a running call wrote to stdout and stderr
     ERROR: Final = "error"
+    # generators (a ``call`` with ``stream`` opens one and runs its first step)
+    NEXT: Final = "next"  # run a kept generator for one more step
+    CLOSE_STREAM: Final = "close_stream"  # close a kept generator (its ``finally`` runs)
+    REPLAY: Final = "replay"  # send a generator's kept values again; also the agent's answer
+    ITEM: Final = "item"  # from the agent: one value of a generator step, sent as produced
     # either way: a slice of a large part, sent ahead of its message
     CHUNK: Final = "chunk"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from .._backends.base import Backend
 from .._info import SessionInfo
-from .._kernel.calls import Interrupts
+from .._kernel.calls import Call, Interrupts
 from .._kernel.client import KernelClient, OutputHandler
 from .._kernel.messages import AgentReply
 from .._kernel.wire import ItemStatus, Op
@@ -494,6 +494,38 @@ class _Core:
         reply = await client.calls.result(call, timeout=timeout, interrupts=interrupts)
         outcomes = unpack_outcomes(reply.parts, trusted=self.trust_kernel) if reply.parts else []
         return self.modules.explain_missing(outcomes), float(reply.fields.get("seconds", 0.0))
+
+    async def send_call(
+        self,
+        client: KernelClient,
+        fn: Callable[..., Any],
+        item: Item,
+        *,
+        name: str,
+        fields: dict[str, Any],
+    ) -> Call:
+        """Send one call with extra ``fields`` on ``client`` (from :meth:`ready_client`), and
+        return once it is sent, not answered: a generator's first step, whose values arrive
+        before its answer. Wait for it with ``client.calls.result`` and :meth:`interrupts_for`."""
+        python = client.kernel_python or sys.version_info[:3]
+        reached: set[str] = set()
+        function = pack_function(fn, kernel_python=python, reached=reached)
+        arguments = pack_arguments([item], kernel_python=python, reached=reached)
+        files = self.modules.pending(reached)
+        shipped = self._ship(client, files) if files else None
+        call = client.calls.submit(name, function.key, function.parts, arguments, fields=fields)
+        if shipped is not None:
+            await shipped
+        return call
+
+    def interrupts_for(self, client: KernelClient) -> Interrupts:
+        """How a call on ``client`` is stopped (a timeout, Ctrl-C)."""
+        return Interrupts(
+            interrupt=self.backend.interrupt,
+            replace_kernel=functools.partial(self._replace_stuck_kernel, client),
+            progress=self.progress,
+            grace=INTERRUPT_GRACE,
+        )
 
     def _ship(self, client: KernelClient, files: list[SourceFile]) -> asyncio.Future[AgentReply]:
         """Send local modules to the kernel now; the returned future is its answer."""

@@ -1,11 +1,11 @@
 """The agent: colabremote's small remote half, installed once per connection in the kernel.
 
 Its modules reach the kernel as ONE source text, run there as the module ``_colabremote_agent``:
-:func:`agent_source` joins ``wire``, ``framing``, ``objects``, ``shipping``, ``loop`` and
-``detached`` in that order and drops their imports of each other, whose names the earlier modules
-then define in the same text. So an agent module imports only the standard library and
-cloudpickle, imports from its siblings only as ``from .module import name``, and defines no
-top-level name another agent module defines.
+:func:`agent_source` joins ``wire``, ``framing``, ``objects``, ``shipping``, ``streams``,
+``loop`` and ``detached`` in that order and drops their imports of each other, whose names the
+earlier modules then define in the same text. So an agent module imports only the standard
+library and cloudpickle, imports from its siblings only as ``from .module import name``, and
+defines no top-level name another agent module defines.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from pathlib import Path
 from types import ModuleType
 
 from .. import wire
-from . import detached, framing, loop, objects, shipping
+from . import detached, framing, loop, objects, shipping, streams
 
 __all__ = ["HELLO_EXPRESSION", "agent_source", "install_code"]
 
 #: In dependency order: each module imports only from the ones before it.
-_BUNDLED: tuple[ModuleType, ...] = (wire, framing, objects, shipping, loop, detached)
+_BUNDLED: tuple[ModuleType, ...] = (wire, framing, objects, shipping, streams, loop, detached)
 
 #: A user expression, evaluated right after the install, that returns the kernel's facts as JSON.
 HELLO_EXPRESSION = f"__import__({wire.AGENT_MODULE!r}).hello_json()"

@@ -37,6 +37,9 @@ from ..wire import (
     OUTPUT_BUFFER_LIMIT,
     OUTPUT_INTERVAL,
     OUTPUT_MESSAGE_BYTES,
+    STREAM_STEP_BYTES,
+    STREAM_STEP_ITEMS,
+    STREAM_STEP_SECONDS,
     TARGET_NAME,
     ItemStatus,
     Op,
@@ -45,6 +48,7 @@ from ..wire import (
 from .framing import Assembler, Buffer, split_message
 from .objects import forget_kept, kernel_identity
 from .shipping import SourcePickler, dumps, loads
+from .streams import GENERATOR_DONE, GeneratorState
 
 
 def _describe_exception(exc: BaseException) -> dict[str, Any]:
@@ -424,6 +428,76 @@ def sweep_sources(root: str | None = None) -> list[str]:
     return removed
 
 
+#: The stream name under which a generator step's values wait among its output.
+_VALUES = "\x00values"
+
+
+class _StreamPump(_OutputPump):
+    """A generator step's output pump: its values wait in the same queue as the text, so they
+    leave in the order they were produced, gathered into few messages like the output."""
+
+    def __init__(
+        self, send: Callable[[dict[str, Any], Sequence[Buffer]], None], call_id: str, limit: int
+    ) -> None:
+        super().__init__(send, call_id, limit)
+        self._values: dict[str, list[memoryview]] = {}
+
+    def value(self, index: int, parts: list[memoryview]) -> None:
+        """Send a value's pickle after the output written before it."""
+        key = str(index)
+        with self._lock:
+            self._values[key] = parts
+        if not self.write(_VALUES, key):  # ended: never while the step runs; sent at once
+            self._ship([(_VALUES, [key])])
+
+    def _ship(self, batch: list[tuple[str, list[str]]]) -> None:
+        """One ``item`` message per batch (or per ``limit`` bytes): ``segments`` in the order
+        written, text as ``[stream, nbytes]`` of part 0, values as ``["", [[index, nparts],
+        ...]]`` of the parts after it."""
+        segments: list[list[Any]] = []
+        text: list[bytes] = []
+        parts: list[memoryview] = []
+        size = 0
+        for name, entries in batch:
+            if name == _VALUES:
+                with self._lock:
+                    values = [(int(key), self._values.pop(key)) for key in entries]
+                segments.append(["", [[index, len(value)] for index, value in values]])
+                for _, value in values:
+                    parts.extend(value)
+                    size += sum(part.nbytes for part in value)
+            else:
+                for piece in _utf8_pieces("".join(entries).encode("utf-8", "replace"), self._limit):
+                    if segments and segments[-1][0] == name:
+                        segments[-1][1] += len(piece)
+                    else:
+                        segments.append([name, len(piece)])
+                    text.append(piece)
+                    size += len(piece)
+            if size >= self._limit:
+                self._emit_step(segments, text, parts)
+                segments, text, parts, size = [], [], [], 0
+        if segments:
+            self._emit_step(segments, text, parts)
+
+    def _emit_step(
+        self, segments: list[list[Any]], text: list[bytes], parts: list[memoryview]
+    ) -> None:
+        joined = b"".join(text)
+        fields = {
+            "op": Op.ITEM,
+            "id": self._id,
+            "seq": self.messages,
+            "offset": self.bytes,
+            "segments": segments,
+        }
+        # Counted even when sending fails: the client sees the gap, and replays the values.
+        self.messages += 1
+        self.bytes += len(joined)
+        with contextlib.suppress(Exception):
+            self._send(fields, [joined, *parts])
+
+
 def _remove_in(pid: int, path: str) -> None:
     """At exit, remove ``path`` if this is still the process that made it (not a forked child
     of the kernel, which runs the same exit hooks)."""
@@ -465,7 +539,12 @@ class Agent:
             Op.RESUME: self.op_resume,
             Op.INFO: self.op_info,
             Op.FREE: self.op_free,
+            Op.NEXT: self.op_next,
+            Op.CLOSE_STREAM: self.op_close_stream,
+            Op.REPLAY: self.op_replay,
         }
+        #: Generators kept between steps, by the id the client gave them.
+        self.streams: dict[str, GeneratorState] = {}
         for op, handler in EXTRA_OPERATIONS.items():
             self.operations[op] = functools.partial(handler, self)
         comm.on_msg(self.on_msg)
@@ -598,11 +677,159 @@ class Agent:
             },
             [],
         )
+        if data.get("stream") is not None:
+            self._stream_step(call_id, data, parts)
+            return
         started = time.perf_counter()
         pump = _OutputPump(self.send, call_id, self.chunk_size)
         with _capturing_output(pump, self.display_publisher):
             status, outcomes = self._run_call(data, parts)
         self._reply(call_id, status, outcomes, started, output=(pump.messages, pump.bytes))
+
+    # -- generators (see streams.py) --------------------------------------------------------
+
+    def op_next(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Run a kept generator for one more step."""
+        call_id = data["id"]
+        if self.aborting:
+            self._reply(call_id, Status.ABORTED, None, 0.0)
+            return
+        self._starting(call_id)
+        self._stream_step(call_id, data, None)
+
+    def op_close_stream(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Close a kept generator: its ``finally`` runs, with output like a call's."""
+        call_id = data["id"]
+        if self.aborting:
+            self._reply(call_id, Status.ABORTED, None, 0.0)
+            return
+        self._starting(call_id)
+        started = time.perf_counter()
+        state = self.streams.pop(str(data["stream"]), None)
+        outcome: tuple[str, Any] = (ItemStatus.OK, None)
+        pump = _OutputPump(self.send, call_id, self.chunk_size)
+        with _capturing_output(pump, self.display_publisher), self._noting_interrupts():
+            try:
+                if state is not None:
+                    state.close()
+            except BaseException as exc:  # noqa: BLE001 - the finally's error goes to the client
+                outcome = (ItemStatus.ERROR, exception_payload(exc))
+        self._reply(call_id, Status.OK, [outcome], started, output=(pump.messages, pump.bytes))
+
+    def op_replay(self, data: dict[str, Any], parts: list[memoryview]) -> None:
+        """Send a generator's kept values again (a dropped connection lost them on the way)."""
+        state = self.streams.get(str(data["stream"]))
+        layout, kept = state.replay(int(data.get("start", 0))) if state else ([], [])
+        self.send({"op": Op.REPLAY, "id": data["id"], "items": layout}, kept)
+
+    def _starting(self, call_id: str) -> None:
+        """From here on the message may run user code: a ``fetch`` must never say it did not."""
+        self.kept[call_id] = _Outcome(
+            {
+                "op": Op.RESULT,
+                "id": call_id,
+                "status": Status.NO_OUTCOME,
+                "evalue": "the agent stopped before it could send the outcome",
+            },
+            [],
+        )
+
+    def _stream_step(
+        self, call_id: str, data: dict[str, Any], parts: list[memoryview] | None
+    ) -> None:
+        """Open the generator (``parts``: a ``call``'s) or take the kept one, run it for one
+        step, and reply with how many values the step sent and whether the generator is done."""
+        started = time.perf_counter()
+        stream_id = str(data["stream"])
+        pump = _StreamPump(self.send, call_id, self.chunk_size)
+        status: str = Status.OK
+        outcomes: list[tuple[str, Any]] | None = None
+        first = count = 0
+        done = True
+        with _capturing_output(pump, self.display_publisher):
+            state = self.streams.get(stream_id)
+            if parts is not None:
+                status, outcomes, state = self._open_generator(stream_id, data, parts)
+            elif state is None:
+                outcomes = [
+                    (
+                        ItemStatus.ERROR,
+                        exception_payload(
+                            LookupError("this generator is no longer in the kernel (it was closed)")
+                        ),
+                    )
+                ]
+            if state is not None:
+                state.confirm(int(data.get("have", 0)))
+                first = state.produced
+                status = self._run_step(call_id, state, data, pump, started)
+                count, done = state.produced - first, state.done
+        extra = {"first": first, "count": count, "done": done}
+        self._reply(
+            call_id, status, outcomes, started, output=(pump.messages, pump.bytes), extra=extra
+        )
+
+    def _open_generator(
+        self, stream_id: str, data: dict[str, Any], parts: list[memoryview]
+    ) -> tuple[str, list[tuple[str, Any]] | None, GeneratorState | None]:
+        status, outcomes = self._run_call(data, parts)
+        if status != Status.OK or outcomes[0][0] != ItemStatus.OK:
+            return status, outcomes, None
+        try:
+            state = GeneratorState(outcomes[0][1])
+        except TypeError as exc:
+            return Status.OK, [(ItemStatus.ERROR, exception_payload(exc))], None
+        self.streams[stream_id] = state
+        return Status.OK, None, state
+
+    def _run_step(
+        self,
+        call_id: str,
+        state: GeneratorState,
+        data: dict[str, Any],
+        pump: _StreamPump,
+        started: float,
+    ) -> str:
+        """Produce values until the step's bounds, each sent the moment it is produced (after
+        the output written before it): the status of the step."""
+        most = max(1, min(int(data.get("max_items", STREAM_STEP_ITEMS)), STREAM_STEP_ITEMS))
+        size = 0
+        sent = 0
+        status: str = Status.OK
+        with self._noting_interrupts():
+            while not state.done:
+                try:
+                    value = state.advance()
+                    if value is GENERATOR_DONE:
+                        break
+                    outcome: tuple[str, Any] = (ItemStatus.OK, value)
+                except KeyboardInterrupt as exc:
+                    if self.signalled:
+                        # The client stopped it (a timeout, Ctrl-C): the step's status says so.
+                        self.aborting = True
+                        status = Status.INTERRUPTED
+                        break
+                    outcome = (ItemStatus.ERROR, exception_payload(exc))
+                except BaseException as exc:  # noqa: BLE001 - raised at that point in the client
+                    outcome = (ItemStatus.ERROR, exception_payload(exc))
+                size += self._send_item(state, outcome, pump)
+                sent += 1
+                if (
+                    sent >= most
+                    or size >= STREAM_STEP_BYTES
+                    or time.perf_counter() - started >= STREAM_STEP_SECONDS
+                ):
+                    break
+        return status
+
+    def _send_item(self, state: GeneratorState, outcome: tuple[str, Any], pump: _StreamPump) -> int:
+        """Send one value (kept for a replay until confirmed); its size in bytes."""
+        try:
+            item_parts = dumps([outcome])
+        except BaseException:  # noqa: BLE001 - it goes as the error that it cannot travel
+            item_parts = dumps([_picklable_outcome(outcome)])
+        pump.value(state.keep(item_parts), item_parts)
+        return sum(part.nbytes for part in item_parts)
 
     def _run_call(
         self, data: dict[str, Any], parts: list[memoryview]
@@ -675,6 +902,7 @@ class Agent:
         outcomes: list[tuple[str, Any]] | None,
         started: float,
         output: tuple[int, int] = (0, 0),
+        extra: dict[str, Any] | None = None,
     ) -> None:
         for stream in (sys.stdout, sys.stderr):
             # Output that went the kernel's own way (written to a file descriptor, or by code
@@ -685,6 +913,7 @@ class Agent:
         fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
         fields["seconds"] = time.perf_counter() - started if started else 0.0
         fields["output"] = list(output)  # what was sent ahead: the client checks it all came
+        fields.update(extra or {})
         parts: list[memoryview] = []
         try:
             if outcomes is not None:
