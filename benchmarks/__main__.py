@@ -285,6 +285,58 @@ def map_throughput(session: cr.Session, transport: str, items: int) -> Result:
     )
 
 
+def megabytes_with_rss(n: int, every: int) -> Iterator[tuple[int, bytes]]:
+    """On the kernel: ``n`` values of 1 MiB, each with the kernel's resident memory every
+    ``every`` values (0 in between)."""
+    import os
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    block = bytes(1024 * 1024)
+    for i in range(n):
+        rss = 0
+        if i % every == 0:
+            with open("/proc/self/statm") as f:
+                rss = int(f.read().split()[1]) * page
+        yield rss, block
+
+
+def one_megabyte() -> bytes:
+    return bytes(1024 * 1024)
+
+
+def generator_stream(session: cr.Session, transport: str, total_mb: int) -> Result:
+    """A generator yields ``total_mb`` values of 1 MiB to a consumer slower than it; against
+    the same bytes returned by one call per MiB. The kernel's memory growth over the stream
+    says whether back-pressure held the producer (it should stay within a few steps' worth)."""
+    calls = session.remote(one_megabyte)
+    count = min(total_mb, 200)
+    started = time.perf_counter()
+    for _ in range(count):
+        calls()
+    baseline = count / (time.perf_counter() - started)
+    stream = session.remote(megabytes_with_rss)
+    first = peak = 0
+    started = time.perf_counter()
+    for rss, block in stream(total_mb, 64):
+        assert len(block) == MB
+        if rss:
+            first = first or rss
+            peak = max(peak, rss)
+        time.sleep(0.0005)  # the consumer's own work, slower than producing the value
+    rate = total_mb / (time.perf_counter() - started)
+    return Result(
+        f"generator stream ({total_mb:,} MiB, slow consumer)",
+        transport,
+        "MiB/s",
+        rate,
+        rate,
+        "1 MiB results, one call each",
+        baseline,
+        rate / baseline,
+        {"kernel_rss_growth_mb": round((peak - first) / MB, 1)},
+    )
+
+
 # -- driver ------------------------------------------------------------------------------------
 
 
@@ -323,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     many = 2000 if args.quick else 10000
     starts = 3 if args.quick else 5
     gigabyte = [] if args.quick else [1024 * MB]
+    streamed = 512 if args.quick else 10 * 1024  # MiB through one generator
     results: list[Result] = []
 
     def report(result: Result | None) -> None:
@@ -353,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
 
             report(call_overhead(session, "local (ZMQ)", zmq_raw, calls))
             report(map_throughput(session, "local (ZMQ)", many))
+            report(generator_stream(session, "local (ZMQ)", streamed))
 
         def local_session() -> cr.Session:
             return cr.Session("local", progress=False)
