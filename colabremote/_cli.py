@@ -473,13 +473,129 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0 if status.state != "running" else 1
 
 
+_ENDPOINT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+
+
+def _keep_alive_files(endpoint: str) -> tuple[str, str]:
+    """Where a background keep-alive of ``endpoint`` keeps its process id and its output."""
+    if not _ENDPOINT.fullmatch(endpoint):
+        raise ConfigurationError(
+            f"{endpoint!r} is not a runtime endpoint (`colabremote runtimes` lists them)"
+        )
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = os.path.join(cache, "colabremote", "keep-alive")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return os.path.join(folder, f"{endpoint}.pid"), os.path.join(folder, f"{endpoint}.log")
+
+
+def _background_pid(pid_file: str, endpoint: str) -> int | None:
+    """The process id of the background keep-alive of ``endpoint`` while it runs, else None
+    (a stale file, or a process id since given to another program, is removed)."""
+    try:
+        with open(pid_file) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        with contextlib.suppress(OSError):
+            os.unlink(pid_file)
+        return None
+    cmdline = f"/proc/{pid}/cmdline"
+    if os.path.exists(cmdline):
+        with open(cmdline, "rb") as f:
+            words = f.read().split(b"\0")
+        if b"keep-alive" not in words or endpoint.encode() not in words:
+            with contextlib.suppress(OSError):
+                os.unlink(pid_file)
+            return None
+    return pid
+
+
+def _keep_alive_in_background(args: argparse.Namespace, interval: float) -> int:
+    """Start ``keep-alive ENDPOINT`` as a process of its own session, detached from this
+    terminal, its output in a log file; say how to stop it."""
+    pid_file, log_file = _keep_alive_files(args.endpoint)
+    running = _background_pid(pid_file, args.endpoint)
+    if running is not None:
+        print(f"a keep-alive of {args.endpoint} already runs in the background (pid {running})")
+        return 0
+    command = [sys.executable, "-m", "colabremote", "keep-alive", args.endpoint]
+    command += ["--interval", repr(interval)]
+    if getattr(args, "base_url", None):
+        command += ["--base-url", args.base_url]
+    pid = _spawn_detached(command, log_file)
+    pending = f"{pid_file}.{pid}"
+    with open(pending, "w") as f:
+        f.write(f"{pid}\n")
+    os.replace(pending, pid_file)
+    print(
+        f"keeping runtime {args.endpoint} alive in the background (pid {pid}, output "
+        f"in {log_file}); stop it with `colabremote keep-alive {args.endpoint} --stop`"
+    )
+    return 0
+
+
+def _spawn_detached(command: list[str], log_file: str) -> int:
+    """Start ``command`` in a session of its own (no terminal: this one's Ctrl-C and hang-up do
+    not reach it), stdin from /dev/null, output appended to ``log_file``; its process id."""
+    log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        if hasattr(os, "posix_spawn"):
+            actions = [
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ]
+            return os.posix_spawn(
+                command[0], command, os.environ, file_actions=actions, setsid=True
+            )
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, our own command
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            creationflags=getattr(subprocess, "DETACHED_PROCESS", 0),
+        )
+        process.returncode = 0  # not ours to wait for: it outlives this command
+        return process.pid
+    finally:
+        os.close(log)
+
+
+def _stop_keep_alive(args: argparse.Namespace) -> int:
+    """End the background keep-alive of ENDPOINT (SIGTERM, as Ctrl-C ends the foreground one)."""
+    pid_file, _ = _keep_alive_files(args.endpoint)
+    pid = _background_pid(pid_file, args.endpoint)
+    if pid is None:
+        print(
+            f"colabremote: no keep-alive of {args.endpoint} runs in the background", file=sys.stderr
+        )
+        return 1
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped, when it was started from this process
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            break
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        os.unlink(pid_file)
+    print(f"stopped the background keep-alive of {args.endpoint} (pid {pid})")
+    return 0
+
+
 def _keep_alive(args: argparse.Namespace) -> int:
     """Ping a runtime every --interval seconds until Ctrl-C or SIGTERM, so Colab does not
-    reclaim it as idle; ends with status 1 when the runtime is gone."""
+    reclaim it as idle; ends with status 1 when the runtime is gone. ``--background`` runs the
+    same in a detached process, ``--stop`` ends that."""
     from ._validation import seconds
 
     interval = seconds("--interval", args.interval, example="60")
     assert interval is not None
+    if args.stop:
+        return _stop_keep_alive(args)
 
     async def ping_forever() -> None:
         control = _control(args, _credentials(args))
@@ -489,6 +605,8 @@ def _keep_alive(args: argparse.Namespace) -> int:
                     f"no Colab runtime {args.endpoint!r} is assigned to this account "
                     "(`colabremote runtimes` lists the ones that are)"
                 )
+            if args.background:
+                return
             print(f"keeping runtime {args.endpoint} alive (Ctrl-C stops)", flush=True)
             while True:
                 try:
@@ -504,6 +622,9 @@ def _keep_alive(args: argparse.Namespace) -> int:
             await control.aclose()
 
     asyncio.run(_reachable(args))
+    if args.background:
+        asyncio.run(ping_forever())  # only checks that the runtime is assigned
+        return _keep_alive_in_background(args, interval)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with contextlib.suppress(KeyboardInterrupt):
@@ -710,11 +831,21 @@ def parser() -> argparse.ArgumentParser:
         parents=[common],
         help="keep a runtime from being reclaimed as idle",
         description="Ping Colab runtime ENDPOINT as a notebook tab would, until Ctrl-C (or "
-        "SIGTERM), so Colab does not reclaim it as idle while detached calls run.",
+        "SIGTERM), so Colab does not reclaim it as idle while detached calls run; with "
+        "--background, from a detached process until --stop.",
     )
     keep_alive.add_argument("endpoint", metavar="ENDPOINT", help="the runtime")
     keep_alive.add_argument(
         "--interval", type=float, default=60.0, metavar="S", help="seconds between pings (60)"
+    )
+    where = keep_alive.add_mutually_exclusive_group()
+    where.add_argument(
+        "--background",
+        action="store_true",
+        help="run in a detached process (output in ~/.cache/colabremote/keep-alive/) and return",
+    )
+    where.add_argument(
+        "--stop", action="store_true", help="stop the background keep-alive of ENDPOINT"
     )
     return top
 

@@ -10,6 +10,7 @@ import functools
 import gc
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -531,3 +532,39 @@ def test_keep_alive_pings_on_past_a_failed_ping(
     assert main(["keep-alive", endpoint, "--interval", "0.01"]) == 0
     assert pinged.is_set()
     assert "a ping failed" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_keep_alive_in_the_background_until_stopped(
+    emu: ColabEmulator,
+    endpoint: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLABREMOTE_ACCESS_TOKEN", emu.mint_access_token())
+    monkeypatch.setenv("COLABREMOTE_BASE_URL", emu.url)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    before = emu.keepalive_count(endpoint)
+    assert main(["keep-alive", endpoint, "--background", "--interval", "0.05"]) == 0
+    said = capsys.readouterr().out
+    assert f"keeping runtime {endpoint} alive in the background" in said
+    pid = int(re.search(r"\(pid (\d+),", said).group(1))  # type: ignore[union-attr]
+    try:
+        deadline = time.monotonic() + 30
+        while emu.keepalive_count(endpoint) < before + 3:  # it pings on its own
+            assert time.monotonic() < deadline, "no keep-alive pings arrived"
+            time.sleep(0.02)
+        assert main(["keep-alive", endpoint, "--background"]) == 0
+        assert f"already runs in the background (pid {pid})" in capsys.readouterr().out
+    finally:
+        assert main(["keep-alive", endpoint, "--stop"]) == 0
+    assert f"stopped the background keep-alive of {endpoint} (pid {pid})" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert main(["keep-alive", endpoint, "--stop"]) == 1
+    assert "no keep-alive of" in capsys.readouterr().err
+    assert main(["keep-alive", "../etc", "--stop"]) == 1  # never a path outside its folder
+    assert "is not a runtime endpoint" in capsys.readouterr().err
