@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import colabremote as cr
-from colabremote.exceptions import RefLost
+from colabremote.exceptions import RefLost, RemoteError
 
 
 def runs(path: str) -> int:
@@ -37,6 +37,20 @@ def fail_on_first_run(path: str, secret: str) -> int:
     count = runs(path)
     if count == 1:
         raise ValueError(f"first run, with {secret}")
+    return count
+
+
+class TwoArgError(Exception):
+    """Cannot be rebuilt from its args here: it arrives as a RemoteError quoting its text."""
+
+    def __init__(self, what: str, count: int) -> None:
+        super().__init__(f"{what} x{count}")
+
+
+def fail_unrebuildably_on_first_run(path: str, secret: str) -> int:
+    count = runs(path)
+    if count == 1:
+        raise TwoArgError(secret, count)
     return count
 
 
@@ -121,3 +135,9 @@ def test_the_retry_log_names_function_attempt_and_reason_not_arguments(
     assert "fail_on_first_run" in message and "ValueError" in message
     assert "attempt 1 of 2" in message
     assert "hunter2" not in message and str(tmp_path) not in message
+    caplog.clear()
+    g = local.remote(fail_unrebuildably_on_first_run, retries=1, retry_on=(RemoteError,))
+    with caplog.at_level(logging.INFO, logger="colabremote.retry"):
+        assert g(str(tmp_path / "again"), "hunter2-argument") == 2
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "colabremote.retry"]
+    assert "RemoteError" in message and "hunter2" not in message
