@@ -1,5 +1,6 @@
 """``retries=`` for idempotent remote functions: a call is run again on a fresh kernel when its
-kernel died, and again when it raised one of ``retry_on``; never for anything else.
+kernel died, and again when it raised one of ``retry_on``; never for anything else, and never
+for a :class:`RefLost` (a ref or instance from a dead kernel stays lost however often it is sent).
 
 Each retry is one INFO line on ``colabremote.retry``, like every other retry (``_retry.py``).
 Only the items of a batch that failed are run again; the others keep their outcomes.
@@ -14,7 +15,7 @@ from ._kernel.wire import ItemStatus
 from ._retry import _describe, log, wait_scale
 from ._serialization import rebuild_exception
 from ._session.core import Item, Outcome
-from .exceptions import KernelDied
+from .exceptions import KernelDied, RefLost, RemoteTimeout
 
 __all__ = ["run_with_retries"]
 
@@ -24,7 +25,15 @@ LONGEST_WAIT = 10.0
 
 
 def _retried(error: BaseException, retry_on: tuple[type[BaseException], ...]) -> bool:
-    return isinstance(error, (KernelDied, *retry_on))
+    return isinstance(error, (KernelDied, *retry_on)) and not isinstance(error, RefLost)
+
+
+def _reason(error: BaseException | None) -> str:
+    """Why a call is retried, for the log: our own messages for a dead kernel or a timeout,
+    else only the exception's type (its text may quote the call's arguments)."""
+    if isinstance(error, (KernelDied, RemoteTimeout)):
+        return _describe(error)
+    return type(error).__name__
 
 
 async def run_with_retries(
@@ -58,7 +67,7 @@ async def run_with_retries(
                 outcomes[index] = outcome
                 if outcome[0] == ItemStatus.ERROR and retry_on and attempt <= retries:
                     raised = rebuild_exception(outcome[1])
-                    if isinstance(raised, retry_on):
+                    if isinstance(raised, retry_on) and not isinstance(raised, RefLost):
                         again.append(index)
                         why = why or raised
             pending = again
@@ -68,7 +77,7 @@ async def run_with_retries(
         log.info(
             "retrying %s after %s (attempt %d of %d failed; waiting %.3g s)",
             name,
-            _describe(why),
+            _reason(why),
             attempt,
             retries + 1,
             wait,

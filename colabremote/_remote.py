@@ -274,7 +274,8 @@ class RemoteFunction(RemoteCallable, Generic[P, R]):
     def spawn(self, *args: P.args, **kwargs: P.kwargs) -> RemoteCall[R]:
         """Start a detached call and return once it is sent: it runs on the kernel whether or
         not this process lives on, with its output and result kept on the runtime's disk.
-        ``call.id`` finds it again from any process (``s.call(id)``). No ``timeout``."""
+        ``call.id`` finds it again from any process (``s.call(id)``). No ``timeout``, and
+        never retried (``retries=`` applies to the other ways to call)."""
         self._refuse_generator("spawn()")
         from ._detached.calls import spawn
         from ._detached.public import RemoteCall

@@ -860,3 +860,64 @@ def test_kernel_memory_stays_flat_while_a_slow_consumer_reads_a_generator(
     assert max(samples) - samples[0] < 100, (
         f"kernel RSS went {samples[0]:.0f} -> {max(samples):.0f} MB"
     )
+
+
+# -- retries under faults (issue 13) -------------------------------------------------------------
+
+
+def count_run(path: str) -> int:
+    """Appends a line to ``path`` (outside the kernel's memory); how many runs there were."""
+    with open(path, "a") as f:
+        f.write("run\n")
+    with open(path) as f:
+        return len(f.read().splitlines())
+
+
+def killed_on_first_run(path: str) -> int:
+    count = count_run(path)
+    if count == 1:
+        kill_the_kernel()
+    return count
+
+
+def raises_on_first_run(path: str, seconds: float) -> int:
+    """The first run raises ValueError, or sleeps ``seconds`` past a timeout when given."""
+    count = count_run(path)
+    if count == 1:
+        if not seconds:
+            raise ValueError("the first run fails")
+        time.sleep(seconds)
+    return count
+
+
+def run_count(path: Any) -> int:
+    with open(path) as f:
+        return len(f.read().splitlines())
+
+
+@pytest.mark.slow
+def test_a_call_whose_kernel_is_killed_runs_once_more_on_the_fresh_kernel(
+    fresh_session: cr.Session, tmp_path: Any
+) -> None:
+    f = fresh_session.remote(killed_on_first_run)
+    with pytest.raises(cr.exceptions.KernelDied):
+        f(str(tmp_path / "raised"))
+    assert run_count(tmp_path / "raised") == 1
+    assert f.with_options(retries=1)(str(tmp_path / "retried")) == 2
+    assert run_count(tmp_path / "retried") == 2
+
+
+def test_only_errors_named_in_retry_on_are_retried(session: cr.Session, tmp_path: Any) -> None:
+    f = session.remote(raises_on_first_run, retries=1)
+    with pytest.raises(ValueError, match="first run"):
+        f(str(tmp_path / "own"), 0)
+    assert run_count(tmp_path / "own") == 1
+    timed = f.with_options(timeout=0.5, retry_on=(TimeoutError,))
+    assert timed(str(tmp_path / "timeout"), 60) == 2
+    with pytest.raises(cr.exceptions.RemoteTimeout):
+        f.with_options(timeout=0.5, retry_on=(KeyError,))(str(tmp_path / "not"), 60)
+    assert run_count(tmp_path / "not") == 1
+
+
+def test_map_unordered(session: cr.Session) -> None:
+    assert sorted(session.remote(square).map(range(5), ordered=False)) == [0, 1, 4, 9, 16]
