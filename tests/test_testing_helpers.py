@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import colabremote as cr
+from colabremote.exceptions import KernelDied
 from colabremote.testing import (
     ColabEmulator,
     JupyterServer,
@@ -301,3 +302,29 @@ def test_jupyter_server_moves_to_another_port_when_its_port_is_taken() -> None:
             assert server.url == f"http://127.0.0.1:{server.port}"
             auth = {"Authorization": f"token {server.token}"}
             assert httpx.get(f"{server.url}/api/status", headers=auth).is_success
+
+
+def _die() -> None:
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_server_that_cannot_stop_its_restarted_kernel_is_stopped_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a kernel died under an emulator session, the runtime's jupyter_server raises in its
+    own stop (jupyter_client cannot shut down the kernel it restarted: its ``ready`` future is
+    never set) and never exits. stop() sees that in the server's log instead of waiting out its
+    timeout, which is set here beyond the test's own: without the check, this test times out."""
+    monkeypatch.setattr(JupyterServer, "stop_timeout", 3600.0)
+    session = cr.Session("emulator", progress=False)
+    try:
+        assert session.remote(abs)(-1) == 1
+        with pytest.raises(KernelDied):
+            session.remote(_die)()
+    finally:
+        session.close()
+    assert session.closed

@@ -58,6 +58,9 @@ def free_port() -> int:
 class JupyterServer:
     """A jupyter_server subprocess bound to 127.0.0.1 with a random token (never on its argv)."""
 
+    #: How long ``stop()`` lets the server shut its kernels down before killing it.
+    stop_timeout = 15.0
+
     def __init__(
         self,
         *,
@@ -186,14 +189,27 @@ class JupyterServer:
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            self._log.flush()
+            stopping_at = os.path.getsize(self._log.name)
             process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            deadline = time.monotonic() + self.stop_timeout
+            while process.poll() is None:
+                if time.monotonic() > deadline or self._stop_failed(stopping_at):
+                    process.kill()  # its kernels notice their parent is gone, and exit
+                    break
+                time.sleep(0.05)
+            process.wait()
         self._log.close()
         self._tmp.cleanup()
+
+    def _stop_failed(self, since: int) -> bool:
+        """Whether the server's own stop raised, after which it never exits: jupyter_client
+        fails to shut down a kernel it restarted after a crash (its ``ready`` future is never
+        set, and asking for its exception raises InvalidStateError)."""
+        with open(self._log.name, "rb") as f:
+            f.seek(since)
+            text = f.read()
+        return b"ServerApp._stop()" in text and b"exception=" in text
 
     def __enter__(self) -> JupyterServer:
         return self.start()
