@@ -64,7 +64,8 @@ class Stream:
         self._have = 0  # every value before this index has arrived
         self._next = 0  # the index of the next value to hand out
         self._end: int | None = None  # how many values there are, once the generator is done
-        self._steps: set[asyncio.Task[None]] = set()
+        #: Steps asked for and not answered, oldest first (a dict keeps the sending order).
+        self._steps: dict[asyncio.Task[None], None] = {}
         self._unconsumed: deque[int] = deque()  # where each answered step's values end
         self._failure: BaseException | None = None
         self._changed = asyncio.Event()
@@ -131,14 +132,33 @@ class Stream:
                 self._changed.clear()
                 await self._changed.wait()
         except asyncio.CancelledError:
-            # Ctrl-C or a cancelled task: stop the step running in the kernel (it interrupts
-            # the generator, which then is over), and wait until it has stopped.
-            steps = list(self._steps)
-            for step in steps:
-                step.cancel()
-            await asyncio.gather(*steps, return_exceptions=True)
-            self._finished()
+            # Ctrl-C or a cancelled task: stop the steps, then close the generator, before the
+            # cancellation goes on (see _stop_steps).
+            await self._stop_steps()
             raise
+
+    async def _stop_steps(self) -> None:
+        """Stop the steps asked for, then close the generator in the kernel.
+
+        The steps are cancelled oldest first: the call queue stops each call in the order its
+        cancellation arrives, and a later step stopped first would wait (holding the queue's
+        stop lock) for the running one to end on its own. Every step is cancelled, so a
+        ``next`` queued behind the interrupted one, which the kernel aborts, is not sent
+        again. An interrupt that arrives between two steps leaves the generator paused at a
+        ``yield``: the close that follows runs its ``finally`` all the same, before this
+        returns, so the caller's KeyboardInterrupt comes after it.
+        """
+        steps = list(self._steps)
+        for step in steps:
+            step.cancel()
+        await asyncio.gather(*steps, return_exceptions=True)
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._close_remote()
+        except Exception as error:  # noqa: BLE001 - the cancellation is what the caller sees
+            log.debug("closing a remote generator after a cancel failed: %r", error)
 
     def _ready(self) -> list[Event]:
         """The arrived values, up to ``PULL_BATCH``, with the output before each; output after
@@ -202,13 +222,13 @@ class Stream:
             and (self._item is not None or self._client is not None)
         ):
             task = asyncio.get_running_loop().create_task(self._step())
-            self._steps.add(task)
+            self._steps[task] = None
             task.add_done_callback(self._step_done)
             if self._client is None:
                 return  # the first step opens the generator: the next ones wait for it
 
     def _step_done(self, task: asyncio.Task[None]) -> None:
-        self._steps.discard(task)
+        self._steps.pop(task, None)
         self._changed.set()  # the consumer may ask for the next step now
 
     async def _step(self) -> None:
@@ -281,6 +301,10 @@ class Stream:
             task = asyncio.get_running_loop().create_task(self._close_remote())
             task.add_done_callback(_consume)
 
+    async def interrupt(self) -> None:
+        """Ctrl-C reached the consumer: stop the running steps and close the generator."""
+        await self._stop_steps()
+
     async def close(self) -> None:
         """Stop the generator now; its ``finally`` runs in the kernel before this returns."""
         if self._closed:
@@ -346,6 +370,11 @@ class RemoteGenerator(collections.abc.Generator[T, None, None]):
             raise
         except BaseException as error:
             self._done = True
+            if isinstance(error, KeyboardInterrupt):
+                # Ctrl-C may land outside the wait for a value (which stops the generator
+                # itself): stop it here too, once. A second Ctrl-C stops the waiting.
+                with contextlib.suppress(KeyboardInterrupt):
+                    wait_future(loop_thread().submit(self._stream.interrupt()))
             if not debugging():
                 trim(error)
             raise error

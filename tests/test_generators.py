@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import signal
+import threading
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from pathlib import Path
@@ -92,6 +94,18 @@ async def async_waits(marker: str) -> AsyncGenerator[int, None]:
         await asyncio.sleep(30)
         yield 2
     finally:
+        Path(f"{marker}.finally").touch()
+
+
+def blocks_after_one(marker: str) -> Iterator[int]:
+    try:
+        yield 1
+        wait_for(f"{marker}.asked")  # the consumer is inside next() now
+        Path(f"{marker}.started").touch()
+        time.sleep(60)
+        yield 2
+    finally:
+        print("generator stopped")
         Path(f"{marker}.finally").touch()
 
 
@@ -210,6 +224,33 @@ def test_timeout_applies_to_each_value(local: cr.Session) -> None:
     with pytest.raises(RemoteTimeout):
         next(values)
     assert time.monotonic() - started < 15
+    assert list(local.remote(chatty)(2)) == [0, 1]
+
+
+def test_ctrl_c_stops_the_generator_once_and_the_session_goes_on(
+    local: cr.Session, output: Output, tmp_path: Path
+) -> None:
+    marker = tmp_path / "marker"
+    values = local.remote(blocks_after_one)(str(marker))
+    assert next(values) == 1  # the first step runs on, with a `next` queued behind it
+
+    def press_ctrl_c() -> None:  # once the generator waits inside the step, not before
+        wait_for_path(f"{marker}.started")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    press = threading.Thread(target=press_ctrl_c)
+    press.start()
+    output.clear()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        Path(f"{marker}.asked").touch()
+        next(values)
+    press.join()
+    assert time.monotonic() - started < 15
+    assert Path(f"{marker}.finally").exists()  # before the KeyboardInterrupt reached us
+    assert "generator stopped" in output.text()
+    with pytest.raises(StopIteration):
+        next(values)
     assert list(local.remote(chatty)(2)) == [0, 1]
 
 
