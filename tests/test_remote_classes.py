@@ -12,7 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,16 @@ class Counter:
 
     def __len__(self) -> int:
         return self.total
+
+    def count_up(self, steps: int) -> Iterator[int]:
+        for _ in range(steps):
+            self.total += 1
+            yield self.total
+
+    async def count_down(self, steps: int) -> AsyncIterator[int]:
+        for _ in range(steps):
+            yield self.total
+            self.total -= 1
 
 
 def read_total(counter: Counter) -> int:
@@ -313,3 +323,15 @@ def test_a_class_from_a_file_on_another_python(version: str) -> None:
             counter.add(-2)
         version_seen: Any = session.info().python
     assert version_seen.startswith(version)
+
+
+def test_generator_methods_stream_from_the_instance(counters: cr.RemoteClass[Counter]) -> None:
+    with counters(10) as counter:
+        assert list(counter.count_up(3)) == [11, 12, 13]
+        assert counter.add(0) == 13  # the generator ran on the instance itself
+
+        async def collect() -> list[int]:
+            return [value async for value in counter.count_down(2)]
+
+        assert asyncio.run(collect()) == [13, 12]
+        assert counter.add(0) == 11

@@ -17,7 +17,13 @@ from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast
 
 from .._kernel.agent.objects import call_kept_method
 from .._kernel.wire import ItemStatus
-from .._remote import RemoteFunction, SessionLike, _KeptResults, use_class_maker
+from .._remote import (
+    RemoteFunction,
+    SessionLike,
+    _generator_kind,
+    _KeptResults,
+    use_class_maker,
+)
 from .._serialization import KeptReference, KernelTarget
 from .._session.core import Item, Outcome
 from .._tracebacks import public
@@ -179,6 +185,8 @@ class RemoteMethod(RemoteFunction[P, R], KeptReference):
         functools.update_wrapper(self, function)
         self.__name__ = name
         self.__qualname__ = f"{instance._remote_class.__qualname__}.{name}"
+        # A generator method streams, like a remote generator function.
+        self._generator = _generator_kind(function)
 
     def with_options(self, **options: Any) -> RemoteMethod[P, R]:
         """The same method with other call options."""
@@ -196,6 +204,10 @@ class RemoteMethod(RemoteFunction[P, R], KeptReference):
     def _run(self, items: list[Item]) -> Coroutine[Any, Any, tuple[list[Outcome], float]]:
         bound: list[Item] = [((self._instance, self._method, *args), kw) for args, kw in items]
         return super()._run(bound)
+
+    def _stream(self, item: Item) -> R:
+        args, kwargs = item
+        return super()._stream(((self._instance, self._method, *args), kwargs))
 
     def _kept_reduce(self, target: KernelTarget | None) -> tuple[Any, ...]:
         # Inside another remote function, the bound method of the instance on the kernel.
