@@ -18,7 +18,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ._kernel.calls import Call
 from ._kernel.client import KernelClient
@@ -334,6 +334,17 @@ class Stream:
         outcome_value(outcomes[0], self.name)
 
 
+def _next_value(ready: deque[Event], stream: Stream) -> tuple[bool, Any]:
+    """Write out the output in ``ready`` up to its next value: (True, that value), raising
+    what the generator raised there; (False, None) when ``ready`` held no value."""
+    while ready:
+        event = ready.popleft()
+        if event[0] != "output":
+            return True, outcome_value(event[1], stream.name)
+        stream.write(event[1], event[2])
+    return False, None
+
+
 def _consume(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.debug("closing a remote generator failed: %r", task.exception())
@@ -355,17 +366,13 @@ class RemoteGenerator(collections.abc.Generator[T, None, None]):
             raise StopIteration
         try:
             while True:
+                found, value = _next_value(self._ready, self._stream)
+                if found:
+                    return cast(T, value)
+                self._ready.extend(loop_thread().run(self._stream.pull()))
                 if not self._ready:
-                    self._ready.extend(loop_thread().run(self._stream.pull()))
-                    if not self._ready:
-                        self._done = True
-                        raise StopIteration
-                event = self._ready.popleft()
-                if event[0] == "output":
-                    self._stream.write(event[1], event[2])
-                    continue
-                value: T = outcome_value(event[1], self._stream.name)
-                return value
+                    self._done = True
+                    raise StopIteration
         except StopIteration:
             raise
         except BaseException as error:
@@ -429,20 +436,16 @@ class RemoteAsyncGenerator(collections.abc.AsyncGenerator[T, None]):
             raise StopAsyncIteration
         try:
             while True:
+                found, value = _next_value(self._ready, self._stream)
+                if found:
+                    return cast(T, value)
+                pulled: list[Event] = await asyncio.wrap_future(
+                    loop_thread().submit(self._stream.pull())
+                )
+                self._ready.extend(pulled)
                 if not self._ready:
-                    pulled: list[Event] = await asyncio.wrap_future(
-                        loop_thread().submit(self._stream.pull())
-                    )
-                    self._ready.extend(pulled)
-                    if not self._ready:
-                        self._done = True
-                        raise StopAsyncIteration
-                event = self._ready.popleft()
-                if event[0] == "output":
-                    self._stream.write(event[1], event[2])
-                    continue
-                value: T = outcome_value(event[1], self._stream.name)
-                return value
+                    self._done = True
+                    raise StopAsyncIteration
         except StopAsyncIteration:
             raise
         except BaseException as error:
