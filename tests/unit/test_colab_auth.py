@@ -53,6 +53,8 @@ from colabremote.exceptions import (
     SignInRequired,
 )
 
+from .._keyrings import MemoryKeyring
+
 T = TypeVar("T")
 
 CLIENT_ID = "1234-test.apps.googleusercontent.com"
@@ -726,28 +728,6 @@ class PlaintextKeyring:
 
 
 PlaintextKeyring.__module__ = "keyrings.alt.file"
-
-
-class MemoryKeyring:
-    """An encrypting OS keyring, as far as the store can tell."""
-
-    priority = 5
-
-    def __init__(self) -> None:
-        self.items: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, user: str) -> str | None:
-        return self.items.get((service, user))
-
-    def set_password(self, service: str, user: str, value: str) -> None:
-        self.items[(service, user)] = value
-
-    def delete_password(self, service: str, user: str) -> None:
-        import keyring.errors
-
-        if (service, user) not in self.items:
-            raise keyring.errors.PasswordDeleteError("none")
-        del self.items[(service, user)]
 
 
 def test_never_a_plaintext_keyring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
