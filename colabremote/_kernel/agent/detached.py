@@ -165,20 +165,22 @@ class _Heartbeat:
         self._thread = threading.Thread(target=self._run, name="colabremote-heartbeat", daemon=True)
 
     def __enter__(self) -> None:
+        self._beat(1)  # before the call starts: a reader never sees a running call without one
         self._thread.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self._stop.set()
         self._thread.join()
 
+    def _beat(self, beat: int) -> None:
+        with contextlib.suppress(OSError):
+            _write_json(self._path, {"beat": beat})
+
     def _run(self) -> None:
-        beat = 0
-        while True:
+        beat = 1
+        while not self._stop.wait(self._interval):
             beat += 1
-            with contextlib.suppress(OSError):
-                _write_json(self._path, {"beat": beat})
-            if self._stop.wait(self._interval):
-                return
+            self._beat(beat)
 
 
 class _CancelWatch:
