@@ -112,7 +112,7 @@ def test_a_result_appears_whole_or_not_at_all(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parts = _WatchedParts(tmp_path)
-    monkeypatch.setattr(detached, "dumps", lambda outcomes: parts)
+    monkeypatch.setattr(detached, "pack_outcomes", lambda outcomes, fields: parts)
     detached._write_result(str(tmp_path), "rt:c-0123456789abcdef", "ok", [("ok", 1)], 0.1)
     assert parts.seen and not any(parts.seen)  # never there while being written
     assert (tmp_path / "result.bin").read_bytes() == b"abcdef"

@@ -44,11 +44,9 @@ from .loop import (
     _capturing_output,
     _Outcome,
     _OutputPump,
-    _picklable_outcome,
-    _safe_str,
     exception_payload,
+    pack_outcomes,
 )
-from .shipping import dumps
 
 #: The calls folder's name, and the environment variable that remembers where it is in a kernel.
 CALLS_DIR_NAME = "colabremote-calls"
@@ -315,18 +313,7 @@ def _write_result(
     """The outcome as the client unpacks a call's result: ``result.json`` and ``result.bin``."""
     fields: dict[str, Any] = {"op": Op.RESULT, "id": call_id, "status": status}
     fields["seconds"] = seconds
-    parts: list[memoryview] = []
-    try:
-        try:
-            parts = dumps(outcomes)
-        except BaseException:  # noqa: BLE001 - find the items that cannot travel
-            parts = dumps([_picklable_outcome(outcome) for outcome in outcomes])
-    except BaseException as exc:  # noqa: BLE001 - user code broke the agent's own pickling
-        fields["status"] = Status.NO_OUTCOME
-        fields["evalue"] = (
-            f"the outcome could not be packed ({type(exc).__name__}: {_safe_str(exc)})"
-        )
-        parts = []
+    parts = pack_outcomes(outcomes, fields)
     fields["parts"] = [part.nbytes for part in parts]
     # Written aside, then renamed: a reader never sees half a result, even one of a call that
     # the kernel's death interrupted while it was being written.

@@ -914,19 +914,7 @@ class Agent:
         fields["seconds"] = time.perf_counter() - started if started else 0.0
         fields["output"] = list(output)  # what was sent ahead: the client checks it all came
         fields.update(extra or {})
-        parts: list[memoryview] = []
-        try:
-            if outcomes is not None:
-                try:
-                    parts = dumps(outcomes)
-                except BaseException:  # noqa: BLE001 - find the items that cannot travel
-                    parts = dumps([_picklable_outcome(outcome) for outcome in outcomes])
-        except BaseException as exc:  # noqa: BLE001 - user code broke the agent's own pickling
-            fields["status"] = Status.NO_OUTCOME
-            fields["evalue"] = (
-                f"the outcome could not be packed ({type(exc).__name__}: {_safe_str(exc)})"
-            )
-            parts = []
+        parts = pack_outcomes(outcomes, fields) if outcomes is not None else []
         self.kept[call_id] = _Outcome(fields, parts)
         try:
             self.send(fields, parts)
@@ -934,6 +922,22 @@ class Agent:
             failed = f"the outcome could not be sent ({type(exc).__name__}: {_safe_str(exc)})"
             no_outcome = {**fields, "status": Status.NO_OUTCOME, "evalue": failed}
             self.kept[call_id] = _Outcome(no_outcome, [])
+
+
+def pack_outcomes(outcomes: list[tuple[str, Any]], fields: dict[str, Any]) -> list[memoryview]:
+    """A result's outcomes pickled; an item that cannot be pickled becomes its error. When even
+    that fails (user code broke the agent's own pickling), ``fields`` say so and nothing goes."""
+    try:
+        try:
+            return dumps(outcomes)
+        except BaseException:  # noqa: BLE001 - find the items that cannot travel
+            return dumps([_picklable_outcome(outcome) for outcome in outcomes])
+    except BaseException as exc:  # noqa: BLE001 - user code broke the agent's own pickling
+        fields["status"] = Status.NO_OUTCOME
+        fields["evalue"] = (
+            f"the outcome could not be packed ({type(exc).__name__}: {_safe_str(exc)})"
+        )
+        return []
 
 
 def exception_payload(exc: BaseException) -> dict[str, Any]:
